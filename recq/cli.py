@@ -1,0 +1,175 @@
+"""The ``recq`` command line. Settings come from ``RECQ_*`` variables; every command
+validates them first and fails with a message naming the bad one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recq.embedded_kafka import EmbeddedKafka
+from recq.errors import RecqError
+from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
+from schemas.settings import Settings, SettingsError, load_settings
+from schemas.topics import TopicCatalog
+
+app = typer.Typer(
+    help="recq: a real-time recommender that learns while it serves.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(help="The embedded Apache Kafka broker (KRaft, single node).")
+topics_app = typer.Typer(help="The topic catalog.")
+schemas_app = typer.Typer(help="The event contract.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _embedded(settings: Settings, port: int | None = None) -> EmbeddedKafka:
+    return EmbeddedKafka(settings.embedded_kafka_dir, cache_dir=settings.cache_dir, port=port)
+
+
+# --- kafka -------------------------------------------------------------------------------
+@kafka_app.command("fetch")
+def kafka_fetch() -> None:
+    """Resolve the pinned Kafka release from Maven Central into the cache (once)."""
+    from recq.kafka_dist import KafkaDistribution
+
+    settings = _settings()
+    dist = KafkaDistribution.in_cache(settings.cache_dir)
+    if dist.is_complete:
+        console.print(f"Kafka {dist.version} already in {dist.home}")
+        return
+    with console.status(f"resolving Kafka {dist.version} from Maven Central..."):
+        dist.fetch()
+    console.print(f"Kafka {dist.version} resolved into {dist.home}")
+
+
+@kafka_app.command("start")
+def kafka_start(
+    port: Annotated[int | None, typer.Option(help="Listener port; default: a free one.")] = None,
+) -> None:
+    """Start the embedded broker detached; returns once it answers a metadata request."""
+    settings = _settings()
+    broker = _embedded(settings, port)
+    already = broker.state()
+    if already is not None:
+        console.print(f"Kafka already running at {already.bootstrap_servers} (pid {already.pid})")
+        return
+    with console.status("starting Kafka (KRaft)..."):
+        state = broker.start()
+    console.print(
+        f"Kafka {state.kafka_version} running at [bold]{state.bootstrap_servers}[/] "
+        f"(pid {state.pid}, log {state.log_file})"
+    )
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the embedded broker (safe when it is not running)."""
+    stopped = _embedded(_settings()).stop()
+    console.print("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the embedded broker runs and answers; exit 1 if it does not."""
+    from recq.embedded_kafka import answers_metadata
+
+    broker = _embedded(_settings())
+    state = broker.state()
+    if state is None:
+        console.print(f"Kafka is not running (state dir {broker.workdir})")
+        raise typer.Exit(1)
+    answering = answers_metadata(state.bootstrap_servers)
+    console.print(
+        f"Kafka {state.kafka_version} pid {state.pid} at {state.bootstrap_servers}: "
+        + ("answering" if answering else "[red]not answering[/]")
+        + f" (log {state.log_file})"
+    )
+    if not answering:
+        raise typer.Exit(1)
+
+
+# --- topics ------------------------------------------------------------------------------
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every catalog topic that is missing (idempotent)."""
+    from recq.topics import ensure_topics
+
+    settings = _settings()
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    outcomes = asyncio.run(
+        ensure_topics(
+            catalog,
+            bootstrap_servers=resolve_bootstrap(settings),
+            replication_factor=settings.replication_factor,
+            client_options=client_options(settings),
+        )
+    )
+    table = Table("topic", "partitions", "status")
+    for outcome in outcomes:
+        style = "green" if outcome.status == "created" else "dim"
+        table.add_row(outcome.name, str(outcome.partitions), f"[{style}]{outcome.status}[/]")
+    console.print(table)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the catalog: names, partitions, retention, cleanup."""
+    settings = _settings()
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    table = Table("topic", "partitions", "co-partitioned", "cleanup", "retention")
+    for spec in catalog.specs():
+        keep = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms / 86_400_000:g} d"
+        table.add_row(
+            spec.name, str(spec.partitions), "yes" if spec.co_partitioned else "", spec.cleanup_policy, keep
+        )  # fmt: skip
+    console.print(table)
+
+
+# --- schemas -----------------------------------------------------------------------------
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write *.schema.json.")],
+) -> None:
+    """Write one JSON Schema per record into DIRECTORY."""
+    from schemas.jsonschema import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+# --- demo --------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    events: Annotated[int, typer.Option(help="Shoppers whose journeys are produced.")] = 5,
+) -> None:
+    """Start Kafka, create topics, round-trip sample (and some invalid) events, stop."""
+    from recq.demo import run_demo
+
+    run_demo(_settings(), shoppers=events, console=console)
+
+
+def main() -> None:
+    try:
+        app()
+    except (RecqError, SettingsError, BrokerNotConfigured) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""A single-node Apache Kafka broker in KRaft mode (broker + controller in one JVM), run
+detached from the pinned release in the cache. Used by the demo, the tests and
+``recq kafka start|stop|status``.
+
+Everything lives in one working directory: ``server.properties``, ``data/`` (the log
+dirs), ``kafka.log`` (the broker's output) and ``broker.json`` (pid, ports, bootstrap
+address), which other recq processes read to find the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+import orjson
+from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+
+from recq.errors import RecqError
+from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
+from schemas.connection import BROKER_STATE_FILE
+
+DEFAULT_HEAP = "-Xms128m -Xmx768m"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerState:
+    """What ``broker.json`` records about a started broker."""
+
+    pid: int
+    port: int
+    controller_port: int
+    bootstrap_servers: str
+    log_file: str
+    kafka_version: str
+    started_at: float
+
+
+def free_port() -> int:
+    """A port the kernel says is free now (bind to 0); the broker binds it right after."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def accepts_connections(bootstrap: str, timeout_s: float = 0.5) -> bool:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request."""
+    if not accepts_connections(bootstrap):
+        return False  # checked first: aiokafka logs every refused connection
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            return True
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())
+
+
+def _pid_is_broker(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # guard against a recycled pid
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return False
+        if not text:  # a zombie: exited, not yet reaped
+            return False
+        return b"kafka.Kafka" in text
+    return True
+
+
+class EmbeddedKafka:
+    """Start, probe and stop the broker that lives in ``workdir``.
+
+    >>> broker = EmbeddedKafka(Path("/tmp/recq-kafka"), cache_dir=Path("~/.cache/recq"))
+    >>> with broker:  # doctest: +SKIP
+    ...     print(broker.bootstrap_servers)
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cache_dir: Path,
+        port: int | None = None,
+        heap: str | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self.workdir = workdir.expanduser().resolve()
+        self.dist = KafkaDistribution.in_cache(cache_dir)
+        self._requested_port = port
+        self._heap = heap or os.environ.get("RECQ_KAFKA_HEAP", DEFAULT_HEAP)
+        self._start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # --- paths ------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / BROKER_STATE_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "kafka.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    # --- state ------------------------------------------------------------------------
+    def state(self) -> BrokerState | None:
+        """The recorded state if that broker process is still alive, else None."""
+        try:
+            state = BrokerState(**orjson.loads(self.state_file.read_bytes()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+        if self._proc is not None and self._proc.poll() is not None:
+            return None
+        return state if _pid_is_broker(state.pid) else None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        state = self.state()
+        if state is None:
+            raise RecqError(f"the embedded broker in {self.workdir} is not running")
+        return state.bootstrap_servers
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no broker log yet)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> BrokerState:
+        """Start the broker (or find it running) and return once it answers metadata."""
+        running = self.state()
+        if running is not None:
+            return running
+        java = find_java()
+        self.dist.fetch()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port, controller_port = self._choose_ports()
+        properties = self._write_properties(port, controller_port)
+        self._format_storage(java, properties)
+
+        log = self.log_file.open("ab")
+        cmd = [
+            java,
+            *self._heap.split(),
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp",
+            self.dist.classpath,
+            "kafka.Kafka",
+            str(properties),
+        ]
+        # A session of its own: the broker outlives `recq kafka start` and ignores the
+        # terminal's Ctrl-C; `stop()` signals it explicitly.
+        self._proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self.workdir,
+        )  # fmt: skip
+        log.close()
+        state = BrokerState(
+            pid=self._proc.pid,
+            port=port,
+            controller_port=controller_port,
+            bootstrap_servers=f"127.0.0.1:{port}",
+            log_file=str(self.log_file),
+            kafka_version=self.dist.version,
+            started_at=time.time(),
+        )
+        self._wait_ready(state)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(asdict(state), option=orjson.OPT_INDENT_2))
+        tmp.replace(self.state_file)
+        return state
+
+    def stop(self) -> bool:
+        """Stop the broker gracefully (SIGTERM, then SIGKILL). Safe to call twice.
+        Returns whether a running broker was stopped."""
+        state = self.state()
+        pid = state.pid if state else (self._proc.pid if self._proc else None)
+        stopped = False
+        if pid is not None and (state is not None or self._alive(pid)):
+            self._signal(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, STOP_TIMEOUT_S):
+                self._signal(pid, signal.SIGKILL)
+                self._wait_exit(pid, 5.0)
+            stopped = True
+        self._proc = None
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would."""
+        state = self.state()
+        if state is not None:
+            self._signal(state.pid, signal.SIGKILL)
+            self._wait_exit(state.pid, 5.0)
+
+    def __enter__(self) -> EmbeddedKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- internals ----------------------------------------------------------------------
+    def _choose_ports(self) -> tuple[int, int]:
+        if self._requested_port is not None:
+            if port_in_use(self._requested_port):
+                raise RecqError(
+                    f"port {self._requested_port} is already in use: stop what holds it, "
+                    "or start without --port to get a free one"
+                )
+            port = self._requested_port
+        else:
+            port = free_port()
+        controller = free_port()
+        while controller == port:
+            controller = free_port()
+        return port, controller
+
+    def _write_properties(self, port: int, controller_port: int) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # One node: every internal topic has a single replica.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics come from the catalog with their partition counts, never by accident.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+        }
+        path = self.workdir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+        return path
+
+    def _format_storage(self, java: str, properties: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [
+            java,
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp",
+            self.dist.classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(properties),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RecqError(
+                f"formatting Kafka storage in {self.data_dir} failed:\n"
+                f"{(proc.stdout + proc.stderr)[-3000:]}"
+            )
+
+    def _wait_ready(self, state: BrokerState) -> None:
+        deadline = time.monotonic() + self._start_timeout_s
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise RecqError(
+                    f"the Kafka broker exited with code {code} while starting. "
+                    f"Last lines of {self.log_file}:\n{self.log_tail()}"
+                )
+            if answers_metadata(state.bootstrap_servers, timeout_s=1.0):
+                return
+            time.sleep(0.2)
+        self._signal(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+        raise RecqError(
+            f"the Kafka broker did not answer within {self._start_timeout_s:.0f} s. "
+            f"Last lines of {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def _alive(self, pid: int) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        return _pid_is_broker(pid)
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                return True
+            time.sleep(0.1)
+        return not self._alive(pid)
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

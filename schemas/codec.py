@@ -1,0 +1,197 @@
+"""Bytes <-> records. ``decode`` is the one entry point every consumer uses: it returns the
+record, or a ``DeadLetter`` carrying the original bytes and a specific reason. It never
+raises on bad input, so an agent that calls it keeps running whatever arrives."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar, cast
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from schemas.records import (
+    DEFAULT_MAX_CLOCK_SKEW_MS,
+    DeadLetter,
+    DeadLetterCode,
+    Event,
+    Record,
+)
+
+R = TypeVar("R", bound=Record)
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+_REASON_LIMIT = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Decoder limits; build them from ``Settings`` with ``Limits.from_settings``."""
+
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_clock_skew_ms=settings.max_clock_skew_s * 1000,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from; copied into its dead letter."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+def encode(record: Record) -> bytes:
+    """The wire form of a record: compact JSON (orjson), keys in field order."""
+    return orjson.dumps(record.model_dump(mode=record.dump_mode))
+
+
+@cache
+def _adapter(expected: object) -> TypeAdapter[Any]:
+    return TypeAdapter(expected)
+
+
+def _expected_name(expected: object) -> str:
+    if expected is Event:
+        return "event"
+    return cast(type[Record], expected).record_name
+
+
+def decode(
+    raw: bytes | None,
+    expected: type[R] | object,
+    *,
+    limits: Limits = Limits(),  # noqa: B008  (immutable)
+    source: Source = Source(),  # noqa: B008  (immutable)
+    now_ms: int | None = None,
+) -> R | DeadLetter:
+    """Decode ``raw`` as ``expected`` (a record class, or ``schemas.records.Event`` for any
+    event type). Returns the record, or a ``DeadLetter`` with the original bytes."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+
+    def dead(code: DeadLetterCode, reason: str) -> DeadLetter:
+        return DeadLetter(
+            code=code,
+            reason=reason[:_REASON_LIMIT],
+            expected=_expected_name(expected),
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            original=raw or b"",
+            ts_ms=now,
+        )
+
+    if raw is None:
+        return dead("not_an_object", "message has no value (a tombstone); expected a JSON object")
+    if len(raw) > limits.max_payload_bytes:
+        return dead(
+            "oversized",
+            f"payload is {len(raw)} bytes; the limit is {limits.max_payload_bytes} "
+            "(RECQ_MAX_PAYLOAD_BYTES)",
+        )
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return dead("not_utf8", f"payload is not UTF-8: invalid byte at offset {uexc.start}")
+        return dead("malformed_json", f"malformed JSON: {exc}")
+    if not isinstance(data, dict):
+        return dead("not_an_object", f"expected a JSON object, got {_json_kind(data)}")
+    try:
+        return cast(
+            R,
+            _adapter(expected).validate_python(
+                data, context={"now_ms": now, "max_clock_skew_ms": limits.max_clock_skew_ms}
+            ),
+        )
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        code = _classify(errors[0])
+        if code == "unknown_type":  # the other errors only follow from the wrong type
+            errors = errors[:1]
+        shown = "; ".join(_describe(err) for err in errors[:3])
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        return dead(code, shown + more)
+
+
+def _json_kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+_WRONG_TYPE_SUFFIXES = ("_type", "_parsing", "_from_float")
+_OUT_OF_RANGE = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_short",
+    "too_long",
+    "string_too_short",
+    "string_too_long",
+    "finite_number",
+    "out_of_range",
+}
+
+
+def _field(err: ErrorDetails) -> str:
+    return str(err["loc"][-1]) if err["loc"] else ""
+
+
+def _classify(err: ErrorDetails) -> DeadLetterCode:
+    kind = err["type"]
+    field = _field(err)
+    if kind == "missing" or kind == "union_tag_not_found":
+        return "missing_field"
+    if kind == "extra_forbidden":
+        return "unknown_field"
+    if kind == "union_tag_invalid" or (kind == "literal_error" and field == "type"):
+        return "unknown_type"
+    if kind == "literal_error" and field == "schema_version":
+        return "unsupported_version"
+    if kind in _OUT_OF_RANGE:
+        return "out_of_range"
+    if kind.endswith(_WRONG_TYPE_SUFFIXES):
+        return "wrong_type"
+    return "invalid_value"
+
+
+def _describe(err: ErrorDetails) -> str:
+    loc = err["loc"]
+    # A discriminated union puts the tag first ("purchase", "items", 0, ...): drop it.
+    if loc and isinstance(loc[0], str) and loc[0] in ("click", "cart", "purchase"):
+        loc = loc[1:]
+    kind = err["type"]
+    if kind == "union_tag_not_found":
+        return "type: missing (one of 'click', 'cart', 'purchase')"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"type: unknown event type {ctx.get('tag')!r} (expected {ctx.get('expected_tags')})"
+    path = ".".join(str(part) for part in loc) or "message"
+    if kind == "literal_error" and path == "type":
+        expected = (err.get("ctx") or {}).get("expected")
+        return f"type: event type {err.get('input')!r} is not accepted here (expected {expected})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict | list) else f" (got {_short(value)})"
+    return f"{path}: {msg}{shown}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,63 @@
+"""How every recq process reaches Kafka: the bootstrap address (an external cluster from
+``RECQ_BOOTSTRAP_SERVERS``, else the embedded broker's state file) and the aiokafka client
+options for the configured security protocol."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.settings import Settings
+
+BROKER_STATE_FILE = "broker.json"
+
+
+class BrokerNotConfigured(RuntimeError):
+    """No external cluster is configured and no embedded broker is running."""
+
+
+def embedded_state_path(settings: Settings) -> Path:
+    return settings.embedded_kafka_dir / BROKER_STATE_FILE
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """``RECQ_BOOTSTRAP_SERVERS`` if set, else the running embedded broker's address."""
+    if settings.bootstrap_servers:
+        return settings.bootstrap_servers
+    state_path = embedded_state_path(settings)
+    try:
+        state = orjson.loads(state_path.read_bytes())
+    except FileNotFoundError:
+        raise BrokerNotConfigured(
+            f"no Kafka broker: nothing at {state_path}. Start the embedded one with "
+            "`recq kafka start`, or set RECQ_BOOTSTRAP_SERVERS=host:port for a cluster."
+        ) from None
+    return str(state["bootstrap_servers"])
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
+    opts: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+        if settings.ssl_certfile and settings.ssl_keyfile:
+            context.load_cert_chain(
+                str(settings.ssl_certfile),
+                str(settings.ssl_keyfile),
+                password=settings.ssl_key_password.get_secret_value()
+                if settings.ssl_key_password
+                else None,
+            )
+        opts["ssl_context"] = context
+    if settings.security_protocol.startswith("SASL_"):
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
+    return opts

@@ -1,0 +1,292 @@
+"""The typed records that travel on recq's topics.
+
+Every record is a frozen pydantic model with a ``schema_version``; unknown fields are
+rejected (a misspelt optional field would otherwise vanish silently) and evolution goes
+through ``schema_version``. Times are epoch milliseconds (UTC). The rules here are the
+contract written in the README; ``schemas.jsonschema`` exports them for other languages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    AfterValidator,
+    ValidationInfo,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: older times are a unit mix-up, not data
+DEFAULT_MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
+MAX_ID_LENGTH = 128
+MAX_QUANTITY = 10_000
+MAX_PRICE = 1_000_000_000.0
+MAX_LINE_ITEMS = 1_000
+MAX_K = 200
+MAX_LIST_ITEMS = 1_000
+
+# Printable, bounded, non-empty: ids end up in logs, topic keys and table keys.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+Price = Annotated[float, Field(ge=0.0, le=MAX_PRICE, allow_inf_nan=False)]
+Position = Annotated[int, Field(ge=0, lt=MAX_K)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+EventType = Literal["click", "cart", "purchase"]
+EVENT_TYPES: tuple[EventType, ...] = ("click", "cart", "purchase")
+
+
+class Record(BaseModel):
+    """Base of every record: strict types, no unknown fields, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    #: Name used for the exported JSON Schema file and in messages.
+    record_name: ClassVar[str]
+    #: model_dump mode before orjson; "json" only where a field (bytes) needs pydantic's help.
+    dump_mode: ClassVar[Literal["python", "json"]] = "python"
+
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Version of this record's schema."
+    )
+
+
+def _not_in_future(ts_ms: int, info: ValidationInfo) -> int:
+    """Reject timestamps beyond now + allowed skew (now and skew come from the decoder)."""
+    ctx: dict[str, Any] = info.context or {}
+    now_ms = int(ctx.get("now_ms") or time.time() * 1000)
+    skew_ms = int(ctx.get("max_clock_skew_ms", DEFAULT_MAX_CLOCK_SKEW_MS))
+    if ts_ms > now_ms + skew_ms:
+        raise PydanticCustomError(
+            "out_of_range",
+            "{ahead_days} days in the future (allowed clock skew {skew_s} s)",
+            {"ahead_days": round((ts_ms - now_ms) / 86_400_000, 1), "skew_s": skew_ms // 1000},
+        )
+    return ts_ms
+
+
+#: Epoch milliseconds (UTC), not before 2000 and not beyond now + the allowed clock skew.
+TimestampMs = Annotated[
+    int, Field(ge=MIN_TS_MS, description="Epoch milliseconds, UTC."), AfterValidator(_not_in_future)
+]
+
+
+class _Event(Record):
+    event_id: Id = Field(description="Unique per event; lets consumers drop duplicates.")
+    user_id: Id = Field(description="The shopper; the Kafka key of every event.")
+    ts_ms: TimestampMs = Field(description="Event time (when it happened at the shop).")
+    rec_id: Id | None = Field(
+        default=None, description="The recommendation this event responds to, if any."
+    )
+    position: Position | None = Field(
+        default=None, description="0-based slot of the item in that recommendation."
+    )
+
+    @model_validator(mode="after")
+    def _attribution_is_paired(self) -> Self:
+        if (self.rec_id is None) != (self.position is None):
+            raise ValueError("rec_id and position must be given together")
+        return self
+
+
+class ClickEvent(_Event):
+    """A shopper viewed an item."""
+
+    record_name = "click"
+    type: Literal["click"] = "click"
+    item_id: Id
+
+
+class CartEvent(_Event):
+    """A shopper added an item to, or removed it from, the cart."""
+
+    record_name = "cart"
+    type: Literal["cart"] = "cart"
+    item_id: Id
+    action: Literal["add", "remove"]
+    quantity: Quantity = 1
+    unit_price: Price | None = None
+
+
+class LineItem(Record):
+    """One line of an order."""
+
+    record_name = "line_item"
+    item_id: Id
+    quantity: Quantity
+    unit_price: Price
+
+
+class PurchaseEvent(_Event):
+    """A shopper checked out an order of one or more line items."""
+
+    record_name = "purchase"
+    type: Literal["purchase"] = "purchase"
+    order_id: Id
+    items: list[LineItem] = Field(min_length=1, max_length=MAX_LINE_ITEMS)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
+
+
+Event = Annotated[ClickEvent | CartEvent | PurchaseEvent, Field(discriminator="type")]
+EVENT_CLASSES: dict[EventType, type[ClickEvent | CartEvent | PurchaseEvent]] = {
+    "click": ClickEvent,
+    "cart": CartEvent,
+    "purchase": PurchaseEvent,
+}
+
+
+class RequestContext(Record):
+    """What the shop knows about the page the recommendation is for."""
+
+    record_name = "request_context"
+    page: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    cart_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+
+
+class RecRequest(Record):
+    """Asks for ``k`` items for a shopper."""
+
+    record_name = "rec_request"
+    request_id: Id
+    user_id: Id
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    ts_ms: TimestampMs = Field(description="When the shop sent the request.")
+    context: RequestContext = Field(default_factory=RequestContext)
+    exclude_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+
+
+class RecommendedItem(Record):
+    """One shown item: its score and the probability the policy had of showing it here."""
+
+    record_name = "recommended_item"
+    item_id: Id
+    score: float = Field(allow_inf_nan=False)
+    propensity: Probability = Field(
+        description="P(this item in this slot | state) under the exploration policy."
+    )
+
+
+class Recommendation(Record):
+    """The answer to a ``RecRequest``."""
+
+    record_name = "recommendation"
+    rec_id: Id = Field(description="Events that respond to this recommendation carry it.")
+    request_id: Id
+    user_id: Id
+    items: list[RecommendedItem] = Field(max_length=MAX_K)
+    model_version: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="Snapshot version, or 'popularity' for the fallback."
+    )
+    policy: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    requested_ts_ms: TimestampMs = Field(description="The request's ts_ms.")
+    received_ts_ms: TimestampMs = Field(description="When the serving member consumed it.")
+    served_ts_ms: TimestampMs = Field(description="When the recommendation was produced.")
+
+
+class InteractionSequence(Record):
+    """A user's last L interactions as parallel lists (oldest first)."""
+
+    record_name = "interaction_sequence"
+    items: list[Annotated[int, Field(ge=0)]] = Field(description="Item vocabulary indices.")
+    events: list[Annotated[int, Field(ge=0, le=len(EVENT_TYPES))]] = Field(
+        description="Event type codes: 1 click, 2 cart, 3 purchase (0 is padding)."
+    )
+    ages: list[Annotated[int, Field(ge=0)]] = Field(description="Age buckets at decision time.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Self:
+        if not len(self.items) == len(self.events) == len(self.ages):
+            raise ValueError("items, events and ages must have the same length")
+        return self
+
+
+class Transition(Record):
+    """One (s, a, r, s', done) step in compact index form, keyed by user_id.
+
+    ``seq`` numbers a user's transitions so the learner can assemble n-step returns.
+    """
+
+    record_name = "transition"
+    user_id: Id
+    seq: int = Field(ge=0, description="Per-user ordinal; consecutive within a session.")
+    kind: Literal["organic", "feedback"]
+    state: InteractionSequence
+    action: int = Field(ge=0, description="Item index of the action.")
+    reward: float = Field(allow_inf_nan=False)
+    next_state: InteractionSequence
+    done: bool
+    propensity: Probability | None = Field(
+        default=None, description="Logged propensity of the action (feedback transitions)."
+    )
+    ts_ms: TimestampMs
+
+
+class SnapshotAnnouncement(Record):
+    """Published on the snapshots topic when a verified model snapshot is in the store."""
+
+    record_name = "snapshot_announcement"
+    version: int = Field(ge=1)
+    path: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        description="Directory of the snapshot, relative to the model store."
+    )
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    created_ts_ms: TimestampMs
+    step: int = Field(ge=0, description="Learner update count when exported.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+DeadLetterCode = Literal[
+    "oversized",
+    "not_utf8",
+    "malformed_json",
+    "not_an_object",
+    "unknown_type",
+    "unsupported_version",
+    "missing_field",
+    "wrong_type",
+    "out_of_range",
+    "invalid_value",
+    "unknown_field",
+]
+
+
+class DeadLetter(Record):
+    """An input that could not be decoded, with the original bytes and why."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    record_name = "dead_letter"
+    dump_mode = "json"
+    code: DeadLetterCode = Field(description="Machine-readable reason class.")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    expected: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="The record type the consumer expected."
+    )
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    original: bytes = Field(description="The original message value, byte for byte (base64).")
+    ts_ms: int = Field(description="When the dead letter was produced.")
+
+
+#: Every top-level record, by exported name.
+RECORDS: tuple[type[Record], ...] = (
+    ClickEvent,
+    CartEvent,
+    PurchaseEvent,
+    RecRequest,
+    Recommendation,
+    Transition,
+    SnapshotAnnouncement,
+    DeadLetter,
+)

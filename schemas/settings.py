@@ -1,0 +1,142 @@
+"""One typed settings object for every recq process, read from ``RECQ_*`` environment
+variables (and an optional ``.env``). Invalid values fail at start, naming the variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RECQ_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SettingsError(ValueError):
+    """Raised at start when a ``RECQ_*`` setting is invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """recq configuration. Each field is set by the environment variable ``RECQ_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka connection -------------------------------------------------------------
+    bootstrap_servers: str | None = Field(
+        default=None,
+        pattern=r"^[^\s,]+:\d{1,5}(,[^\s,]+:\d{1,5})*$",
+        description="host:port[,host:port...] of an external cluster. Unset: the embedded "
+        "broker started by `recq kafka start` (its address is read from its state file).",
+    )
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="Kafka security.protocol."
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="SASL mechanism; required with SASL_PLAINTEXT / SASL_SSL."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (never logged)."
+    )
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for SSL / SASL_SSL.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (mTLS).")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client private key."
+    )
+
+    # --- Topics -----------------------------------------------------------------------
+    topic_prefix: str = Field(
+        default="recq.",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix of every recq topic name (lets several deployments share a cluster).",
+    )
+    partitions: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Partition count shared by the event topics and the request topic "
+        "(co-partitioned by user_id). Cannot be changed once topics exist.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=16, description="Replication factor of topics recq creates."
+    )
+
+    # --- Contract limits ----------------------------------------------------------------
+    max_payload_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Largest accepted message value; larger ones are dead-lettered.",
+    )
+    max_clock_skew_s: int = Field(
+        default=24 * 3600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="How far in the future an event timestamp may be before it is rejected.",
+    )
+
+    # --- Paths ------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Runtime state: embedded broker (data_dir/kafka), tables, checkpoints.",
+    )
+    model_store: Path | None = Field(
+        default=None, description="Where snapshots are written and read; default data_dir/models."
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "recq",
+        description="Downloaded artefacts kept outside git (the Kafka jars).",
+    )
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Self:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"RECQ_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={path} is not a readable file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("RECQ_SSL_CERTFILE and RECQ_SSL_KEYFILE must be set together")
+        return self
+
+    @cached_property
+    def model_store_dir(self) -> Path:
+        return self.model_store if self.model_store is not None else self.data_dir / "models"
+
+    @cached_property
+    def embedded_kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one message naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            name = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']}" if loc else err["msg"])
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

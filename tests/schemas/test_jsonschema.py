@@ -1,0 +1,69 @@
+"""The exported JSON Schemas are the contract other languages validate against: they
+must accept what recq accepts and reject what it rejects (clock rules aside)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from schemas.codec import encode
+from schemas.examples import example_journey, example_request
+from schemas.jsonschema import export_json_schemas
+from schemas.records import RECORDS
+
+NOW = 1_790_000_000_000
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    directory = tmp_path_factory.mktemp("schemas")
+    paths = export_json_schemas(directory)
+    return {p.name.removesuffix(".schema.json"): orjson.loads(p.read_bytes()) for p in paths}
+
+
+def test_one_schema_per_record(exported: dict[str, dict[str, object]]) -> None:
+    assert set(exported) == {record.record_name for record in RECORDS}
+    for schema in exported.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]]) -> None:
+    records = [*example_journey("u1", NOW), example_request("u1", NOW)]
+    for record in records:
+        jsonschema.validate(orjson.loads(encode(record)), exported[record.record_name])
+
+
+@pytest.mark.parametrize(
+    ("name", "patch"),
+    [
+        ("click", {"user_id": 42}),
+        ("click", {"item_id": ""}),
+        ("click", {"colour": "red"}),
+        ("click", {"schema_version": 2}),
+        ("purchase", {"items": [{"item_id": "a", "quantity": 1, "unit_price": -1.0}]}),
+        ("purchase", {"items": []}),
+        ("cart", {"action": "wishlist"}),
+        ("click", {"ts_ms": 1000}),
+    ],
+)
+def test_schemas_reject_what_recq_rejects(
+    exported: dict[str, dict[str, object]], name: str, patch: dict[str, object]
+) -> None:
+    record = next(e for e in example_journey("u1", NOW) if e.record_name == name)
+    body = {**orjson.loads(encode(record)), **patch}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, exported[name])
+
+
+def test_cli_export_writes_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recq.cli import app
+
+    result = CliRunner().invoke(app, ["schemas", "export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "purchase.schema.json").is_file()
+    assert len(list(tmp_path.glob("*.schema.json"))) == len(RECORDS)
