@@ -134,9 +134,8 @@ def topics_list() -> None:
     table = Table("topic", "partitions", "co-partitioned", "cleanup", "retention")
     for spec in catalog.specs():
         keep = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms / 86_400_000:g} d"
-        table.add_row(
-            spec.name, str(spec.partitions), "yes" if spec.co_partitioned else "", spec.cleanup_policy, keep
-        )  # fmt: skip
+        co = "yes" if spec.co_partitioned else ""
+        table.add_row(spec.name, str(spec.partitions), co, spec.cleanup_policy, keep)
     console.print(table)
 
 

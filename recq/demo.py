@@ -35,15 +35,26 @@ def invalid_samples(now_ms: int) -> list[tuple[EventType, bytes]]:
     """Messages a buggy producer might send, one per kind of mistake."""
     return [
         ("click", b'{"event_id": "bad-1", "user_id": "u1", '),
-        ("click", b'{"type": "click", "event_id": "bad-2", "user_id": 42, "ts_ms": %d, '
-                  b'"item_id": "sku-1"}' % now_ms),  # fmt: skip
-        ("purchase", b'{"type": "purchase", "event_id": "bad-3", "user_id": "u1", "ts_ms": %d, '
-                     b'"order_id": "o1", "items": [{"item_id": "sku-1", "quantity": 1, '
-                     b'"unit_price": -5.0}]}' % now_ms),  # fmt: skip
-        ("cart", b'{"type": "wishlist", "event_id": "bad-4", "user_id": "u1", "ts_ms": %d}'
-                 % now_ms),  # fmt: skip
-        ("click", b'{"type": "click", "event_id": "bad-5", "user_id": "u1", "ts_ms": %d, '
-                  b'"item_id": "sku-1"}' % (now_ms + 3650 * 86_400_000)),  # fmt: skip
+        (
+            "click",
+            b'{"type": "click", "event_id": "bad-2", "user_id": 42, "ts_ms": %d, '
+            b'"item_id": "sku-1"}' % now_ms,
+        ),
+        (
+            "purchase",
+            b'{"type": "purchase", "event_id": "bad-3", "user_id": "u1", "ts_ms": %d, '
+            b'"order_id": "o1", "items": [{"item_id": "sku-1", "quantity": 1, '
+            b'"unit_price": -5.0}]}' % now_ms,
+        ),
+        (
+            "cart",
+            b'{"type": "wishlist", "event_id": "bad-4", "user_id": "u1", "ts_ms": %d}' % now_ms,
+        ),
+        (
+            "click",
+            b'{"type": "click", "event_id": "bad-5", "user_id": "u1", "ts_ms": %d, '
+            b'"item_id": "sku-1"}' % (now_ms + 3650 * 86_400_000),
+        ),
         ("cart", b"\xff\xfe not utf-8"),
     ]
 
@@ -126,8 +137,8 @@ async def _round_trip(settings: Settings, bootstrap: str, shoppers: int, console
         if any(letter.original == sent_letter.original for sent_letter in letters)
     )
     table = Table("event type", "valid records decoded", title="decoded events")
-    for event_type, count in sorted(valid.items()):
-        table.add_row(event_type, str(count))
+    for kind, count in sorted(valid.items()):
+        table.add_row(kind, str(count))
     console.print(table)
     dead = Table("code", "reason", "source", title=f"dead letters on {dlq}")
     for letter in read_back:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 import orjson
-from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+from aiokafka import AIOKafkaClient
 
 from recq.errors import RecqError
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
@@ -94,7 +94,7 @@ def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
     return asyncio.run(probe())
 
 
-def _pid_is_broker(pid: int) -> bool:
+def broker_process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,7 +159,7 @@ class EmbeddedKafka:
             return None
         if self._proc is not None and self._proc.poll() is not None:
             return None
-        return state if _pid_is_broker(state.pid) else None
+        return state if broker_process_alive(state.pid) else None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -347,7 +347,7 @@ class EmbeddedKafka:
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
             return self._proc.poll() is None
-        return _pid_is_broker(pid)
+        return broker_process_alive(pid)
 
     def _wait_exit(self, pid: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

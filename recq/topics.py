@@ -4,6 +4,8 @@ different partitions and a worker would miss part of a shopper's events)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,6 +14,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from recq.errors import RecqError
 from schemas.topics import TopicCatalog, TopicSpec
+
+READY_TIMEOUT_S = 30.0
 
 
 class CoPartitioningError(RecqError):
@@ -25,13 +29,35 @@ class TopicOutcome:
     status: Literal["created", "exists"]
 
 
-async def existing_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partition counts of those ``names`` that exist."""
+async def existing_partitions(
+    admin: AIOKafkaAdminClient, names: list[str], *, with_leaders: bool = False
+) -> dict[str, int]:
+    """Partition counts of those ``names`` that exist (and, if asked, have a leader on
+    every partition)."""
     present = set(await admin.list_topics()) & set(names)
     if not present:
         return {}
     described: list[dict[str, Any]] = await admin.describe_topics(sorted(present))
-    return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+    return {
+        d["topic"]: len(d["partitions"])
+        for d in described
+        if d["error_code"] == 0
+        and (not with_leaders or all(p["leader"] >= 0 for p in d["partitions"]))
+    }
+
+
+async def _wait_until_served(admin: AIOKafkaAdminClient, names: set[str]) -> None:
+    """CreateTopics returns once the controller committed; wait until the brokers serve
+    every partition, so the first produce does not meet NotLeaderForPartition."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if set(await existing_partitions(admin, sorted(names), with_leaders=True)) >= names:
+            return
+        await asyncio.sleep(0.1)
+    raise RecqError(
+        f"topics {sorted(names)} were created but have no leader after "
+        f"{READY_TIMEOUT_S:.0f} s: check the brokers' logs"
+    )
 
 
 def check_co_partitioning(catalog: TopicCatalog, existing: dict[str, int]) -> None:
@@ -80,6 +106,7 @@ async def ensure_topics(
                         f"creating topic {entry['topic']} failed: {entry['error_message']} "
                         f"(Kafka error {entry['error_code']})"
                     )
+            await _wait_until_served(admin, created)
             existing = await existing_partitions(admin, [spec.name for spec in specs])
             check_co_partitioning(catalog, existing)
     finally:

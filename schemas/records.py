@@ -11,16 +11,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic_core import PydanticCustomError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    AfterValidator,
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: older times are a unit mix-up, not data
@@ -56,9 +56,7 @@ class Record(BaseModel):
     #: model_dump mode before orjson; "json" only where a field (bytes) needs pydantic's help.
     dump_mode: ClassVar[Literal["python", "json"]] = "python"
 
-    schema_version: Literal[1] = Field(
-        default=SCHEMA_VERSION, description="Version of this record's schema."
-    )
+    schema_version: Literal[1] = Field(default=1, description="Version of this record's schema.")
 
 
 def _not_in_future(ts_ms: int, info: ValidationInfo) -> int:

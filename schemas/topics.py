@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from schemas.records import EventType
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -28,7 +30,7 @@ class TopicRole(StrEnum):
     DEAD_LETTER = "dead-letter"
 
 
-EVENT_ROLES: dict[str, TopicRole] = {
+EVENT_ROLES: dict[EventType, TopicRole] = {
     "click": TopicRole.CLICKS,
     "cart": TopicRole.CARTS,
     "purchase": TopicRole.PURCHASES,

@@ -20,9 +20,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    broker = EmbeddedKafka(
-        tmp_path_factory.mktemp("kafka"), cache_dir=Settings().cache_dir
-    )
+    broker = EmbeddedKafka(tmp_path_factory.mktemp("kafka"), cache_dir=Settings().cache_dir)
     try:
         state = broker.start()
     except RecqError as exc:  # the message carries the broker log's tail

@@ -60,7 +60,13 @@ CASES = [
     ("unknown-type-union", click(type="wishlist"), Event, "unknown_type", "'wishlist'"),
     ("missing-type-union", click(type=...), Event, "missing_field", "type"),
     ("type-on-wrong-topic", click(type="purchase"), ClickEvent, "unknown_type", "'purchase'"),
-    ("future-version", click(schema_version=2), ClickEvent, "unsupported_version", "schema_version"),
+    (
+        "future-version",
+        click(schema_version=2),
+        ClickEvent,
+        "unsupported_version",
+        "schema_version",
+    ),
     (
         "negative-price",
         purchase(items=[{"item_id": "sku-1", "quantity": 1, "unit_price": -5.0}]),
@@ -88,15 +94,26 @@ CASES = [
     (
         "cart-bad-action",
         orjson.dumps(
-            {"type": "cart", "event_id": "e", "user_id": "u", "ts_ms": NOW, "item_id": "i",
-             "action": "wishlist"}
-        ),  # fmt: skip
+            {
+                "type": "cart",
+                "event_id": "e",
+                "user_id": "u",
+                "ts_ms": NOW,
+                "item_id": "i",
+                "action": "wishlist",
+            }
+        ),
         CartEvent,
         "invalid_value",
         "action",
     ),
-    ("k-too-large", orjson.dumps({"request_id": "r", "user_id": "u", "ts_ms": NOW, "k": 10_000}),
-     RecRequest, "out_of_range", "k"),  # fmt: skip
+    (
+        "k-too-large",
+        orjson.dumps({"request_id": "r", "user_id": "u", "ts_ms": NOW, "k": 10_000}),
+        RecRequest,
+        "out_of_range",
+        "k",
+    ),
     ("two-megabytes", b"{" + b" " * (2 * 1024 * 1024) + b"}", ClickEvent, "oversized", "2097154"),
     ("not-utf8", b'{"type": "click", "user_id": "\xff\xfe"}', ClickEvent, "not_utf8", "offset 30"),
     ("nan-price", purchase().replace(b"9.5", b"NaN"), PurchaseEvent, "malformed_json", "JSON"),

@@ -60,9 +60,7 @@ def test_password_is_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
 
 
-def test_bootstrap_prefers_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_bootstrap_prefers_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BrokerNotConfigured, match="recq kafka start"):
         resolve_bootstrap(load_settings())
