@@ -6,7 +6,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from recq.topics import CoPartitioningError, ensure_topics
+from recq.topics import CoPartitioningError, ensure_topics, existing_partitions
 from schemas.topics import TopicCatalog, TopicRole
 
 pytestmark = pytest.mark.integration
@@ -52,6 +52,10 @@ async def test_co_partitioning_violation_is_refused(kafka_bootstrap: str, unique
     await admin.start()
     try:
         await admin.create_topics([NewTopic(catalog.name(TopicRole.CARTS), 2, 1)])
+        for _ in range(100):  # the broker serves a new topic shortly after creation
+            if await existing_partitions(admin, [catalog.name(TopicRole.CARTS)], with_leaders=True):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
