@@ -243,6 +243,24 @@ class SnapshotAnnouncement(Record):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class ItemClaim(Record):
+    """A worker's claim of an item id on the item-vocabulary topic (key = item_id). The
+    item's index is the rank of its first claim in that single partition."""
+
+    record_name = "item_claim"
+    item_id: Id
+    ts_ms: int = Field(ge=0, description="When the claim was made.")
+
+
+class SessionTick(Record):
+    """An internal nudge (key = user_id) asking the owner of a user's session to close
+    it if it has been idle for the session timeout."""
+
+    record_name = "session_tick"
+    user_id: Id
+    ts_ms: int = Field(ge=0, description="When the tick was sent (wall clock).")
+
+
 DeadLetterCode = Literal[
     "oversized",
     "not_utf8",
@@ -286,5 +304,7 @@ RECORDS: tuple[type[Record], ...] = (
     Recommendation,
     Transition,
     SnapshotAnnouncement,
+    ItemClaim,
+    SessionTick,
     DeadLetter,
 )

@@ -87,6 +87,57 @@ class Settings(BaseSettings):
         description="How far in the future an event timestamp may be before it is rejected.",
     )
 
+    # --- Streams (the Faust workers) -------------------------------------------------
+    streams_app_id: str = Field(
+        default="recq-streams",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Faust app id: consumer group, changelog and transactional-id prefix.",
+    )
+    streams_store: str = Field(
+        default="memory://",
+        pattern=r"^(memory|rocksdb|aerospike)://.*$",
+        description="Faust table store; rocksdb:// (with rocksdict installed) for large state.",
+    )
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        default="exactly_once", description="Kafka transactions (exactly_once) or not."
+    )
+    history_length: int = Field(
+        default=10, ge=1, le=200, description="L: interactions in a transition's state."
+    )
+    reorder_window_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=3600.0,
+        description="A user's events are put in event-time order within this window.",
+    )
+    session_timeout_s: float = Field(
+        default=1800.0, gt=0.0, description="Inactivity that ends a session (done=True)."
+    )
+    session_tick_s: float = Field(
+        default=5.0, gt=0.0, le=600.0, description="How often idle sessions are looked for."
+    )
+    attribution_window_s: float = Field(
+        default=3600.0,
+        gt=0.0,
+        description="How long after a recommendation an event carrying its rec_id earns it "
+        "a feedback transition.",
+    )
+    done_on_purchase: bool = Field(
+        default=True, description="A purchase ends the session (checkout) with done=True."
+    )
+    reward_click: float = Field(default=0.2, ge=-100.0, le=100.0)
+    reward_cart: float = Field(default=0.5, ge=-100.0, le=100.0)
+    reward_purchase: float = Field(default=1.0, ge=-100.0, le=100.0)
+    broker_session_timeout_s: float = Field(
+        default=10.0,
+        ge=6.0,
+        le=300.0,
+        description="Consumer-group session timeout: how soon a dead worker's partitions move.",
+    )
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it."
+    )
+
     # --- Paths ------------------------------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),

@@ -28,6 +28,7 @@ class TopicRole(StrEnum):
     ITEM_VOCABULARY = "item-vocabulary"
     SNAPSHOTS = "snapshots"
     DEAD_LETTER = "dead-letter"
+    SESSION_TICKS = "session-ticks"
 
 
 EVENT_ROLES: dict[EventType, TopicRole] = {
@@ -80,12 +81,13 @@ class TopicCatalog:
         ]
         specs = [TopicSpec(role, self.name(role), p, True, "delete", keep) for role, keep in co]
         specs += [
-            # Keyed by user_id too, so a shop consumer can follow one partition's users.
+            # Keyed by user_id and co-partitioned: the streams worker that owns a user
+            # joins later events carrying rec_id to what was shown.
             TopicSpec(
                 TopicRole.RECOMMENDATIONS,
                 self.name(TopicRole.RECOMMENDATIONS),
                 p,
-                False,
+                True,
                 "delete",
                 3 * DAY_MS,
             ),
@@ -98,14 +100,27 @@ class TopicCatalog:
                 "delete",
                 7 * DAY_MS,
             ),
-            # item id -> dense index; compacted so the whole mapping survives forever.
+            # Item claims, in one totally ordered partition: an item's index is the rank of
+            # its first claim. Never compacted or expired: compaction would drop first
+            # claims of re-claimed items and shift every later rank.
             TopicSpec(
                 TopicRole.ITEM_VOCABULARY,
                 self.name(TopicRole.ITEM_VOCABULARY),
                 1,
                 False,
-                "compact",
+                "delete",
                 -1,
+                {"retention.bytes": "-1"},
+            ),
+            # Timer-driven "is this session idle?" nudges, keyed by user_id and
+            # co-partitioned so the worker owning the user's state handles them.
+            TopicSpec(
+                TopicRole.SESSION_TICKS,
+                self.name(TopicRole.SESSION_TICKS),
+                p,
+                True,
+                "delete",
+                1 * DAY_MS,
             ),
             # One partition: announcements are totally ordered by version.
             TopicSpec(

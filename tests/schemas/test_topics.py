@@ -12,10 +12,18 @@ def test_catalog_names_and_co_partitioning() -> None:
     assert names[TopicRole.CLICKS] == "shop1.events.click"
     assert len(names) == len(TopicRole)
     co = {spec.role for spec in catalog.co_partitioned()}
-    assert co == {TopicRole.CLICKS, TopicRole.CARTS, TopicRole.PURCHASES, TopicRole.REC_REQUESTS}
+    assert co == {
+        TopicRole.CLICKS,
+        TopicRole.CARTS,
+        TopicRole.PURCHASES,
+        TopicRole.REC_REQUESTS,
+        TopicRole.RECOMMENDATIONS,
+        TopicRole.SESSION_TICKS,
+    }
     assert all(spec.partitions == 6 for spec in catalog.co_partitioned())
     vocab = catalog.spec(TopicRole.ITEM_VOCABULARY)
-    assert vocab.config()["cleanup.policy"] == "compact"
+    assert vocab.config()["cleanup.policy"] == "delete"
+    assert vocab.config()["retention.ms"] == "-1"
 
 
 def test_co_partitioning_check() -> None:

@@ -1,0 +1,312 @@
+"""One shopper's session state and the rules that turn their interactions into
+transitions. Pure: no Kafka, no clock (callers pass times in), so the rules are tested
+directly and every worker computes the same transitions from the same input.
+
+Rules (the README's "Transitions" section says the same):
+
+* Reorder window W: interactions wait in a per-user buffer and are released in event-time
+  order (ties: event_id, then line) once the user's newest event time is W past them, or
+  when the user has been quiet for W of wall-clock time (a tick).
+* Late: an interaction older than one already released cannot be put in order any more.
+  It is counted and applied at once, as if it happened at the last released time.
+* Duplicates: an event_id seen among the user's last 128 events is counted and skipped.
+* Organic transition per released interaction: state = the last L interactions (item,
+  event code, age bucket relative to now), action = its item, reward by event type,
+  next_state = state with it appended. It is held back until the next one arrives, which
+  decides `done`: False inside a session; True when the session ends by inactivity
+  (event-time gap or wall-clock idle > timeout) or by a purchase (checkout).
+* Feedback transition: an interaction carrying rec_id whose item was shown in that
+  recommendation, within the attribution window, also yields state = the user's state
+  when it was shown, action = the item, its reward and the logged propensity.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+EVENT_CODES = {"click": 1, "cart": 2, "purchase": 3}
+#: Upper bounds (ms) of age buckets 1..6; older is bucket 7; 0 is left for padding.
+AGE_BUCKET_BOUNDS_MS = (10_000, 60_000, 300_000, 1_800_000, 7_200_000, 86_400_000)
+RECENT_EVENT_IDS = 128
+MAX_SHOWN = 8
+
+
+def age_bucket(age_ms: int) -> int:
+    return 1 + bisect_right(AGE_BUCKET_BOUNDS_MS, max(age_ms, 0) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One item touched by one event (a purchase yields one per line item)."""
+
+    ts_ms: int
+    event_id: str
+    line: int
+    item: int
+    code: int
+    rec_id: str | None = None
+    last_line: bool = True
+
+    @property
+    def order_key(self) -> tuple[int, str, int]:
+        return (self.ts_ms, self.event_id, self.line)
+
+    def as_list(self) -> list[Any]:
+        return [self.ts_ms, self.event_id, self.line, self.item, self.code, self.rec_id,
+                self.last_line]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, raw: list[Any]) -> Interaction:
+        return cls(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The configurable part of the rules (see ``Settings``)."""
+
+    history_length: int = 10
+    reorder_window_ms: int = 2_000
+    session_timeout_ms: int = 1_800_000
+    attribution_window_ms: int = 3_600_000
+    done_on_purchase: bool = True
+    reward_click: float = 0.2
+    reward_cart: float = 0.5
+    reward_purchase: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Rules:
+        return cls(
+            history_length=settings.history_length,
+            reorder_window_ms=int(settings.reorder_window_s * 1000),
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            attribution_window_ms=int(settings.attribution_window_s * 1000),
+            done_on_purchase=settings.done_on_purchase,
+            reward_click=settings.reward_click,
+            reward_cart=settings.reward_cart,
+            reward_purchase=settings.reward_purchase,
+        )
+
+    def reward(self, code: int) -> float:
+        return (self.reward_click, self.reward_cart, self.reward_purchase)[code - 1]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one call produced: transitions (dicts in the ``Transition`` wire shape) and
+    counts for the metrics."""
+
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    late: int = 0
+    duplicates: int = 0
+    attributed: int = 0
+    unattributed: int = 0
+
+
+def encode_state(history: list[list[int]], now_ms: int) -> dict[str, list[int]]:
+    """``history`` entries are [item, code, ts_ms], oldest first."""
+    return {
+        "items": [h[0] for h in history],
+        "events": [h[1] for h in history],
+        "ages": [age_bucket(now_ms - h[2]) for h in history],
+    }
+
+
+@dataclass(slots=True)
+class UserSession:
+    """Everything the streams worker keeps for one user (one Table value)."""
+
+    history: list[list[int]] = field(default_factory=list)
+    buffer: list[Interaction] = field(default_factory=list)
+    max_ts: int = 0
+    last_key: tuple[int, str, int] | None = None
+    pending: dict[str, Any] | None = None
+    seq: int = 0
+    open: bool = False
+    last_ts: int = 0
+    last_seen_wall_ms: int = 0
+    recent_ids: list[str] = field(default_factory=list)
+    shown: list[dict[str, Any]] = field(default_factory=list)
+
+    # --- persistence (Table values are bytes) ---------------------------------------------
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [self.history, [x.as_list() for x in self.buffer], self.max_ts,
+             list(self.last_key) if self.last_key else None, self.pending, self.seq,
+             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.shown]
+        )  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> UserSession:
+        if not raw:
+            return cls()
+        h, buf, max_ts, last_key, pending, seq, is_open, last_ts, wall, ids, shown = orjson.loads(
+            raw
+        )
+        return cls(
+            history=h,
+            buffer=[Interaction.from_list(x) for x in buf],
+            max_ts=max_ts,
+            last_key=(last_key[0], last_key[1], last_key[2]) if last_key else None,
+            pending=pending,
+            seq=seq,
+            open=is_open,
+            last_ts=last_ts,
+            last_seen_wall_ms=wall,
+            recent_ids=ids,
+            shown=shown,
+        )
+
+    @property
+    def idle_work(self) -> bool:
+        """Whether a tick could change anything (buffered events or an open session)."""
+        return bool(self.buffer) or self.open
+
+
+class Sessionizer:
+    """Applies ``Rules`` to a ``UserSession``; one instance serves every user."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+
+    # --- inputs -------------------------------------------------------------------------
+    def on_event(
+        self, session: UserSession, user_id: str, interactions: list[Interaction], wall_ms: int
+    ) -> Outcome:
+        """Admit one event's interactions (all share an event_id)."""
+        out = Outcome()
+        if not interactions:
+            return out
+        event_id = interactions[0].event_id
+        if event_id in session.recent_ids:
+            out.duplicates += 1
+            return out
+        session.recent_ids.append(event_id)
+        del session.recent_ids[:-RECENT_EVENT_IDS]
+        session.last_seen_wall_ms = wall_ms
+        for x in interactions:
+            if session.last_key is not None and x.order_key < session.last_key:
+                out.late += 1
+                self._apply(session, user_id, x, out)
+            else:
+                insort(session.buffer, x, key=lambda i: i.order_key)
+            session.max_ts = max(session.max_ts, x.ts_ms)
+        horizon = session.max_ts - self.rules.reorder_window_ms
+        while session.buffer and session.buffer[0].ts_ms <= horizon:
+            self._apply(session, user_id, session.buffer.pop(0), out)
+        return out
+
+    def on_recommendation(
+        self, session: UserSession, rec_id: str, served_ts_ms: int, shown: dict[int, float]
+    ) -> None:
+        """Remember what was shown (item index -> propensity) and the user's state then."""
+        known = session.history + [
+            [x.item, x.code, x.ts_ms] for x in session.buffer if x.ts_ms <= served_ts_ms
+        ]
+        window = self.rules.attribution_window_ms
+        session.shown = [s for s in session.shown if s["ts"] + window >= served_ts_ms]
+        session.shown.append(
+            {
+                "rec_id": rec_id,
+                "ts": served_ts_ms,
+                "items": {str(k): v for k, v in shown.items()},
+                "history": known[-self.rules.history_length :],
+            }
+        )
+        del session.shown[:-MAX_SHOWN]
+
+    def on_tick(self, session: UserSession, user_id: str, wall_ms: int) -> Outcome:
+        """Release what waited a reorder window; end a session idle for the timeout."""
+        out = Outcome()
+        idle_ms = wall_ms - session.last_seen_wall_ms
+        if session.buffer and idle_ms >= self.rules.reorder_window_ms:
+            while session.buffer:
+                self._apply(session, user_id, session.buffer.pop(0), out)
+        if session.open and idle_ms >= self.rules.session_timeout_ms:
+            self._close(session, out)
+        return out
+
+    # --- rules ----------------------------------------------------------------------------
+    def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:
+        rules = self.rules
+        ts = x.ts_ms
+        if session.last_key is not None and x.order_key < session.last_key:
+            ts = session.last_key[0]  # late: applied as of the last released time
+        else:
+            session.last_key = x.order_key
+        if session.open and ts - session.last_ts > rules.session_timeout_ms:
+            self._close(session, out)
+        session.open = True
+        session.last_ts = max(session.last_ts, ts)
+
+        reward = rules.reward(x.code)
+        state = encode_state(session.history, ts)
+        history = [*session.history, [x.item, x.code, ts]][-rules.history_length :]
+        next_state = encode_state(history, ts)
+        if session.pending is not None:
+            out.transitions.append({**session.pending, "done": False})
+        transition = {
+            "user_id": user_id,
+            "seq": session.seq,
+            "kind": "organic",
+            "state": state,
+            "action": x.item,
+            "reward": reward,
+            "next_state": next_state,
+            "ts_ms": ts,
+        }
+        if x.rec_id is not None:
+            self._attribute(session, user_id, x, ts, reward, next_state, out)
+        session.seq += 1
+        session.history = history
+        if x.code == EVENT_CODES["purchase"] and rules.done_on_purchase and x.last_line:
+            out.transitions.append({**transition, "done": True})
+            session.pending = None
+            session.open = False
+        else:
+            session.pending = transition
+
+    def _attribute(
+        self,
+        session: UserSession,
+        user_id: str,
+        x: Interaction,
+        ts: int,
+        reward: float,
+        next_state: dict[str, list[int]],
+        out: Outcome,
+    ) -> None:
+        shown = next((s for s in session.shown if s["rec_id"] == x.rec_id), None)
+        propensity = None if shown is None else shown["items"].get(str(x.item))
+        if (
+            shown is None
+            or propensity is None
+            or ts - shown["ts"] > self.rules.attribution_window_ms
+            or ts < shown["ts"]
+        ):
+            out.unattributed += 1
+            return
+        out.attributed += 1
+        out.transitions.append(
+            {
+                "user_id": user_id,
+                "seq": session.seq,
+                "kind": "feedback",
+                "state": encode_state(shown["history"], shown["ts"]),
+                "action": x.item,
+                "reward": reward,
+                "next_state": next_state,
+                "done": False,
+                "propensity": propensity,
+                "ts_ms": ts,
+            }
+        )
+
+    def _close(self, session: UserSession, out: Outcome) -> None:
+        if session.pending is not None:
+            out.transitions.append({**session.pending, "done": True})
+        session.pending = None
+        session.open = False

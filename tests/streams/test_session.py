@@ -1,0 +1,190 @@
+"""The sessionizer's rules as pure functions, with hypothesis properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.records import Transition
+from streams.session import EVENT_CODES, Interaction, Outcome, Rules, Sessionizer, UserSession
+
+RULES = Rules(reorder_window_ms=2_000, session_timeout_ms=60_000, attribution_window_ms=30_000)
+T0 = 1_790_000_000_000
+
+
+def click(
+    ts: int, item: int, event_id: str | None = None, rec_id: str | None = None
+) -> list[Interaction]:
+    return [Interaction(T0 + ts, event_id or f"e{ts}", 0, item, EVENT_CODES["click"], rec_id)]
+
+
+def cart(ts: int, item: int) -> list[Interaction]:
+    return [Interaction(T0 + ts, f"e{ts}", 0, item, EVENT_CODES["cart"])]
+
+
+def purchase(ts: int, *items: int) -> list[Interaction]:
+    return [
+        Interaction(T0 + ts, f"e{ts}", n, item, EVENT_CODES["purchase"], None, n == len(items) - 1)
+        for n, item in enumerate(items)
+    ]
+
+
+def run(
+    events: list[list[Interaction]], rules: Rules = RULES, *, persist: bool = True
+) -> tuple[list[dict[str, Any]], Outcome]:
+    """Feed events in the given order (wall clock = arrival index), then go idle long
+    enough for everything to be released and the session closed."""
+    sessionizer = Sessionizer(rules)
+    raw = UserSession().to_bytes()
+    total = Outcome()
+    transitions: list[dict[str, Any]] = []
+    for n, interactions in enumerate(events):
+        session = UserSession.from_bytes(raw)
+        out = sessionizer.on_event(session, "u1", interactions, wall_ms=n)
+        raw = session.to_bytes()
+        transitions += out.transitions
+        total.late += out.late
+        total.duplicates += out.duplicates
+        total.attributed += out.attributed
+        total.unattributed += out.unattributed
+    session = UserSession.from_bytes(raw)
+    out = sessionizer.on_tick(session, "u1", wall_ms=len(events) + rules.session_timeout_ms)
+    transitions += out.transitions
+    assert not session.buffer and not session.open
+    return transitions, total
+
+
+def test_in_order_session_transitions_are_exact() -> None:
+    events = [click(0, 5), click(1_000, 7), cart(3_000, 7), purchase(9_000, 7, 9)]
+    got, counts = run(events)
+    assert counts.late == counts.duplicates == 0
+    assert [(t["seq"], t["action"], t["reward"], t["done"]) for t in got] == [
+        (0, 5, 0.2, False),
+        (1, 7, 0.2, False),
+        (2, 7, 0.5, False),
+        (3, 7, 1.0, False),
+        (4, 9, 1.0, True),  # checkout ends the session
+    ]
+    # state = interactions before, next_state = with this one; ages bucketed from now
+    assert got[0]["state"] == {"items": [], "events": [], "ages": []}
+    assert got[0]["next_state"] == {"items": [5], "events": [1], "ages": [1]}
+    assert got[2]["state"] == {"items": [5, 7], "events": [1, 1], "ages": [1, 1]}
+    assert got[4]["state"]["items"] == [5, 7, 7, 7]
+    assert got[4]["state"]["ages"] == [1, 1, 1, 1]  # 9 s old -> bucket 1 (< 10 s)
+    assert got[4]["next_state"]["events"] == [1, 1, 2, 3, 3]
+    for t in got:
+        Transition.model_validate(t, strict=False)
+
+
+def test_inactivity_gap_ends_the_session() -> None:
+    events = [click(0, 1), click(1_000, 2), click(200_000, 3), click(201_000, 4)]
+    got, _ = run(events)
+    assert [(t["action"], t["done"]) for t in got] == [(1, False), (2, True), (3, False), (4, True)]
+    # history survives the session boundary; 199-200 s old is bucket 3 (1 .. 5 min)
+    assert got[2]["state"]["items"] == [1, 2]
+    assert got[2]["state"]["ages"] == [3, 3]
+
+
+def test_history_is_capped_at_l() -> None:
+    rules = Rules(history_length=3, reorder_window_ms=0)
+    got, _ = run([click(i * 1000, i) for i in range(6)], rules)
+    assert got[5]["state"]["items"] == [2, 3, 4]
+    assert got[5]["next_state"]["items"] == [3, 4, 5]
+
+
+def test_duplicates_are_counted_and_skipped() -> None:
+    got, counts = run([click(0, 1), click(0, 1), click(1_000, 2)])
+    assert counts.duplicates == 1
+    assert [t["action"] for t in got] == [1, 2]
+
+
+def test_late_event_is_counted_and_applied_now() -> None:
+    # e@5000 releases e@0 and e@1000 (window 2 s); e@500 then arrives behind e@1000.
+    events = [click(0, 1), click(1_000, 2), click(5_000, 3), click(500, 4), click(6_000, 5)]
+    got, counts = run(events)
+    assert counts.late == 1
+    assert [t["action"] for t in got] == [1, 2, 4, 3, 5]
+    assert got[2]["ts_ms"] == T0 + 1_000  # applied as of the last released time
+    assert len(got) == 5  # nothing silently dropped
+
+
+def test_feedback_transition_joins_the_logged_propensity() -> None:
+    sessionizer = Sessionizer(RULES)
+    session = UserSession()
+    out = sessionizer.on_event(session, "u1", click(0, 1), wall_ms=0)
+    sessionizer.on_recommendation(session, "r1", T0 + 100, {7: 0.6, 8: 0.3})
+    out = sessionizer.on_event(session, "u1", click(1_000, 7, rec_id="r1"), wall_ms=1)
+    out = sessionizer.on_event(session, "u1", click(2_000, 9, rec_id="r1"), wall_ms=2)  # not shown
+    out2 = sessionizer.on_event(session, "u1", click(40_000, 8, rec_id="r1"), wall_ms=3)  # expired
+    out3 = sessionizer.on_tick(session, "u1", wall_ms=10**9)
+    feedback = [
+        t for t in out.transitions + out2.transitions + out3.transitions if t["kind"] == "feedback"
+    ]
+    assert len(feedback) == 1
+    fb = feedback[0]
+    assert (fb["action"], fb["propensity"], fb["reward"], fb["done"]) == (7, 0.6, 0.2, False)
+    assert fb["state"]["items"] == [1]  # the user's state when the recommendation was shown
+    assert fb["next_state"]["items"] == [1, 7]
+    Transition.model_validate(fb, strict=False)
+
+
+# --- properties -------------------------------------------------------------------------
+journeys = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=90_000),  # gap to previous event (ms)
+        st.sampled_from(["click", "cart", "purchase"]),
+        st.integers(min_value=0, max_value=50),  # item
+        st.integers(min_value=0, max_value=1_999),  # arrival jitter < reorder window
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def build(journey: list[tuple[int, str, int, int]]) -> tuple[list[list[Interaction]], list[int]]:
+    events, arrival, ts = [], [], 0
+    for gap, kind, item, jitter in journey:
+        ts += gap
+        if kind == "purchase":
+            events.append(purchase(ts, item, item + 1))
+        elif kind == "cart":
+            events.append(cart(ts, item))
+        else:
+            events.append(click(ts, item))
+        arrival.append(ts + jitter)
+    return events, arrival
+
+
+@settings(max_examples=200, deadline=None)
+@given(journeys)
+def test_any_interleaving_inside_the_window_gives_the_same_transitions(
+    journey: list[tuple[int, str, int, int]],
+) -> None:
+    events, arrival = build(journey)
+    shuffled = [events[i] for i in sorted(range(len(events)), key=lambda i: (arrival[i], i))]
+    in_order, _ = run(events)
+    reordered, counts = run(shuffled)
+    assert counts.late == 0
+    assert reordered == in_order
+
+
+@settings(max_examples=200, deadline=None)
+@given(journeys)
+def test_rewards_and_done_follow_the_rules(journey: list[tuple[int, str, int, int]]) -> None:
+    events, _ = build(journey)
+    got, _ = run(events)
+    interactions = [x for event in events for x in event]
+    assert len(got) == len(interactions)  # one organic transition per interaction
+    assert [t["seq"] for t in got] == list(range(len(got)))
+    rewards = {1: 0.2, 2: 0.5, 3: 1.0}
+    for t, x in zip(got, interactions, strict=True):
+        assert t["action"] == x.item
+        assert t["reward"] == rewards[x.code]
+        ends_checkout = x.code == 3 and x.last_line
+        nxt = interactions[interactions.index(x) + 1] if x is not interactions[-1] else None
+        gap_ends = nxt is None or nxt.ts_ms - x.ts_ms > RULES.session_timeout_ms
+        assert t["done"] == (ends_checkout or gap_ends)
+        assert t["next_state"]["items"][-1] == x.item
+        Transition.model_validate(t, strict=False)
