@@ -151,6 +151,33 @@ def schemas_export(
         console.print(f"wrote {path}")
 
 
+# --- streams -----------------------------------------------------------------------------
+@app.command("worker")
+def worker(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Faust log level.")] = "info",
+) -> None:
+    """Run a streams worker (the Faust app; same as `faust -A streams.app worker`).
+    Creates missing topics first. Start more workers to share the partitions."""
+    import sys
+
+    from recq.topics import ensure_topics
+    from streams.worker import create_app
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    asyncio.run(
+        ensure_topics(
+            catalog,
+            bootstrap_servers=bootstrap,
+            replication_factor=settings.replication_factor,
+            client_options=client_options(settings),
+        )
+    )
+    sys.argv = ["recq-worker", "worker", "--loglevel", loglevel]
+    create_app(settings, bootstrap=bootstrap).main()
+
+
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(

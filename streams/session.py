@@ -4,9 +4,12 @@ directly and every worker computes the same transitions from the same input.
 
 Rules (the README's "Transitions" section says the same):
 
-* Reorder window W: interactions wait in a per-user buffer and are released in event-time
-  order (ties: event_id, then line) once the user's newest event time is W past them, or
-  when the user has been quiet for W of wall-clock time (a tick).
+* Reorder window W: interactions wait in a per-user buffer, sorted by event time (ties:
+  event_id, then line), and leave it from the front once the front one has waited W of
+  wall-clock time since it arrived (checked on the user's next message or a tick). W is
+  wall-clock, not event-time, because the three event topics are consumed independently:
+  a backlog is read topic by topic, so event time alone would release a cart before the
+  click that preceded it on another topic.
 * Late: an interaction older than one already released cannot be put in order any more.
   It is counted and applied at once, as if it happened at the last released time.
 * Duplicates: an event_id seen among the user's last 128 events is counted and skipped.
@@ -23,7 +26,7 @@ Rules (the README's "Transitions" section says the same):
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -33,6 +36,10 @@ EVENT_CODES = {"click": 1, "cart": 2, "purchase": 3}
 AGE_BUCKET_BOUNDS_MS = (10_000, 60_000, 300_000, 1_800_000, 7_200_000, 86_400_000)
 RECENT_EVENT_IDS = 128
 MAX_SHOWN = 8
+
+
+def _order(x: Interaction) -> tuple[int, str, int]:
+    return x.order_key
 
 
 def age_bucket(age_ms: int) -> int:
@@ -50,6 +57,7 @@ class Interaction:
     code: int
     rec_id: str | None = None
     last_line: bool = True
+    arrival_ms: int = 0  # wall clock when it reached the worker; not part of the order
 
     @property
     def order_key(self) -> tuple[int, str, int]:
@@ -57,11 +65,11 @@ class Interaction:
 
     def as_list(self) -> list[Any]:
         return [self.ts_ms, self.event_id, self.line, self.item, self.code, self.rec_id,
-                self.last_line]  # fmt: skip
+                self.last_line, self.arrival_ms]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> Interaction:
-        return cls(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
+        return cls(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7])
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +129,6 @@ class UserSession:
 
     history: list[list[int]] = field(default_factory=list)
     buffer: list[Interaction] = field(default_factory=list)
-    max_ts: int = 0
     last_key: tuple[int, str, int] | None = None
     pending: dict[str, Any] | None = None
     seq: int = 0
@@ -134,7 +141,7 @@ class UserSession:
     # --- persistence (Table values are bytes) ---------------------------------------------
     def to_bytes(self) -> bytes:
         return orjson.dumps(
-            [self.history, [x.as_list() for x in self.buffer], self.max_ts,
+            [self.history, [x.as_list() for x in self.buffer],
              list(self.last_key) if self.last_key else None, self.pending, self.seq,
              self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.shown]
         )  # fmt: skip
@@ -143,13 +150,10 @@ class UserSession:
     def from_bytes(cls, raw: bytes | None) -> UserSession:
         if not raw:
             return cls()
-        h, buf, max_ts, last_key, pending, seq, is_open, last_ts, wall, ids, shown = orjson.loads(
-            raw
-        )
+        h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, shown = orjson.loads(raw)
         return cls(
             history=h,
             buffer=[Interaction.from_list(x) for x in buf],
-            max_ts=max_ts,
             last_key=(last_key[0], last_key[1], last_key[2]) if last_key else None,
             pending=pending,
             seq=seq,
@@ -160,11 +164,6 @@ class UserSession:
             shown=shown,
         )
 
-    @property
-    def idle_work(self) -> bool:
-        """Whether a tick could change anything (buffered events or an open session)."""
-        return bool(self.buffer) or self.open
-
 
 class Sessionizer:
     """Applies ``Rules`` to a ``UserSession``; one instance serves every user."""
@@ -174,9 +173,16 @@ class Sessionizer:
 
     # --- inputs -------------------------------------------------------------------------
     def on_event(
-        self, session: UserSession, user_id: str, interactions: list[Interaction], wall_ms: int
+        self,
+        session: UserSession,
+        user_id: str,
+        interactions: list[Interaction],
+        wall_ms: int,
+        resumed_ms: int = 0,
     ) -> Outcome:
-        """Admit one event's interactions (all share an event_id)."""
+        """Admit one event's interactions (all share an event_id). ``resumed_ms``: when
+        this worker resumed processing; waiting before it does not count, so a restart
+        does not release buffered events ahead of the replayed ones that precede them."""
         out = Outcome()
         if not interactions:
             return out
@@ -192,11 +198,8 @@ class Sessionizer:
                 out.late += 1
                 self._apply(session, user_id, x, out)
             else:
-                insort(session.buffer, x, key=lambda i: i.order_key)
-            session.max_ts = max(session.max_ts, x.ts_ms)
-        horizon = session.max_ts - self.rules.reorder_window_ms
-        while session.buffer and session.buffer[0].ts_ms <= horizon:
-            self._apply(session, user_id, session.buffer.pop(0), out)
+                insort(session.buffer, replace(x, arrival_ms=wall_ms), key=_order)
+        self._release(session, user_id, wall_ms, resumed_ms, out)
         return out
 
     def on_recommendation(
@@ -218,18 +221,39 @@ class Sessionizer:
         )
         del session.shown[:-MAX_SHOWN]
 
-    def on_tick(self, session: UserSession, user_id: str, wall_ms: int) -> Outcome:
+    def on_tick(
+        self, session: UserSession, user_id: str, wall_ms: int, resumed_ms: int = 0
+    ) -> Outcome:
         """Release what waited a reorder window; end a session idle for the timeout."""
         out = Outcome()
-        idle_ms = wall_ms - session.last_seen_wall_ms
-        if session.buffer and idle_ms >= self.rules.reorder_window_ms:
-            while session.buffer:
-                self._apply(session, user_id, session.buffer.pop(0), out)
-        if session.open and idle_ms >= self.rules.session_timeout_ms:
+        self._release(session, user_id, wall_ms, resumed_ms, out)
+        idle_since = max(session.last_seen_wall_ms, resumed_ms)
+        if (
+            session.open
+            and not session.buffer
+            and wall_ms - idle_since >= self.rules.session_timeout_ms
+        ):
             self._close(session, out)
         return out
 
+    def ready(self, session: UserSession, wall_ms: int, resumed_ms: int = 0) -> bool:
+        """Whether a tick at ``wall_ms`` would release or close something."""
+        if session.buffer:
+            waited_from = max(session.buffer[0].arrival_ms, resumed_ms)
+            return waited_from <= wall_ms - self.rules.reorder_window_ms
+        idle_since = max(session.last_seen_wall_ms, resumed_ms)
+        return session.open and wall_ms - idle_since >= self.rules.session_timeout_ms
+
     # --- rules ----------------------------------------------------------------------------
+    def _release(
+        self, session: UserSession, user_id: str, wall_ms: int, resumed_ms: int, out: Outcome
+    ) -> None:
+        due = wall_ms - self.rules.reorder_window_ms
+        if resumed_ms > due:
+            return
+        while session.buffer and session.buffer[0].arrival_ms <= due:
+            self._apply(session, user_id, session.buffer.pop(0), out)
+
     def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:
         rules = self.rules
         ts = x.ts_ms

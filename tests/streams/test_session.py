@@ -32,17 +32,19 @@ def purchase(ts: int, *items: int) -> list[Interaction]:
 
 
 def run(
-    events: list[list[Interaction]], rules: Rules = RULES, *, persist: bool = True
+    events: list[list[Interaction]], rules: Rules = RULES, arrivals: list[int] | None = None
 ) -> tuple[list[dict[str, Any]], Outcome]:
-    """Feed events in the given order (wall clock = arrival index), then go idle long
-    enough for everything to be released and the session closed."""
+    """Feed events in the given order, arriving at the given wall-clock times (default:
+    at their event time), persisting the session between messages as the worker does;
+    then go idle long enough for everything to be released and the session closed."""
     sessionizer = Sessionizer(rules)
     raw = UserSession().to_bytes()
     total = Outcome()
     transitions: list[dict[str, Any]] = []
-    for n, interactions in enumerate(events):
+    walls = arrivals or [interactions[0].ts_ms for interactions in events]
+    for interactions, wall in zip(events, walls, strict=True):
         session = UserSession.from_bytes(raw)
-        out = sessionizer.on_event(session, "u1", interactions, wall_ms=n)
+        out = sessionizer.on_event(session, "u1", interactions, wall_ms=wall)
         raw = session.to_bytes()
         transitions += out.transitions
         total.late += out.late
@@ -50,7 +52,8 @@ def run(
         total.attributed += out.attributed
         total.unattributed += out.unattributed
     session = UserSession.from_bytes(raw)
-    out = sessionizer.on_tick(session, "u1", wall_ms=len(events) + rules.session_timeout_ms)
+    end = max(walls) + rules.reorder_window_ms + rules.session_timeout_ms
+    out = sessionizer.on_tick(session, "u1", wall_ms=end)
     transitions += out.transitions
     assert not session.buffer and not session.open
     return transitions, total
@@ -101,9 +104,10 @@ def test_duplicates_are_counted_and_skipped() -> None:
 
 
 def test_late_event_is_counted_and_applied_now() -> None:
-    # e@5000 releases e@0 and e@1000 (window 2 s); e@500 then arrives behind e@1000.
+    # e@5000 arrives 5 s after e@0 and 4 s after e@1000 and releases both (window 2 s);
+    # e@500 then arrives behind e@1000.
     events = [click(0, 1), click(1_000, 2), click(5_000, 3), click(500, 4), click(6_000, 5)]
-    got, counts = run(events)
+    got, counts = run(events, arrivals=[T0 + t for t in (0, 1_000, 5_000, 5_100, 6_000)])
     assert counts.late == 1
     assert [t["action"] for t in got] == [1, 2, 4, 3, 5]
     assert got[2]["ts_ms"] == T0 + 1_000  # applied as of the last released time
@@ -153,7 +157,7 @@ def build(journey: list[tuple[int, str, int, int]]) -> tuple[list[list[Interacti
             events.append(cart(ts, item))
         else:
             events.append(click(ts, item))
-        arrival.append(ts + jitter)
+        arrival.append(T0 + ts + jitter)
     return events, arrival
 
 
@@ -163,9 +167,9 @@ def test_any_interleaving_inside_the_window_gives_the_same_transitions(
     journey: list[tuple[int, str, int, int]],
 ) -> None:
     events, arrival = build(journey)
-    shuffled = [events[i] for i in sorted(range(len(events)), key=lambda i: (arrival[i], i))]
+    order = sorted(range(len(events)), key=lambda i: (arrival[i], i))
     in_order, _ = run(events)
-    reordered, counts = run(shuffled)
+    reordered, counts = run([events[i] for i in order], arrivals=[arrival[i] for i in order])
     assert counts.late == 0
     assert reordered == in_order
 

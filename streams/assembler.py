@@ -1,0 +1,160 @@
+"""Turns one consumed message into session updates and outputs. No Faust in here: the
+agent feeds it messages and writes back what it returns, so the logic is tested with an
+in-memory table and vocabulary as well as on the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from schemas.codec import Limits, Source, decode, encode
+from schemas.records import (
+    EVENT_CLASSES,
+    CartEvent,
+    ClickEvent,
+    DeadLetter,
+    PurchaseEvent,
+    Recommendation,
+    SessionTick,
+)
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from streams import metrics
+from streams.session import EVENT_CODES, Interaction, Outcome, Sessionizer, UserSession
+from streams.vocabulary import Vocabulary
+
+InputRecord = ClickEvent | CartEvent | PurchaseEvent | Recommendation | SessionTick
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Result:
+    outputs: list[Output] = field(default_factory=list)
+    transitions: int = 0
+
+
+class TransitionAssembler:
+    """Decodes, dead-letters, sessionizes; one instance per worker."""
+
+    def __init__(
+        self,
+        *,
+        catalog: TopicCatalog,
+        sessionizer: Sessionizer,
+        vocabulary: Vocabulary,
+        limits: Limits,
+    ) -> None:
+        self.catalog = catalog
+        self.sessionizer = sessionizer
+        self.vocabulary = vocabulary
+        self.limits = limits
+        #: Wall clock (ms) at which this worker began processing; see Sessionizer.on_event.
+        self.resumed_ms = 0
+        self.transitions_topic = catalog.name(TopicRole.TRANSITIONS)
+        self.dead_letter_topic = catalog.name(TopicRole.DEAD_LETTER)
+        # source topic -> the record it carries
+        self._inputs: dict[str, type[InputRecord]] = {
+            catalog.name(role): EVENT_CLASSES[kind] for kind, role in EVENT_ROLES.items()
+        }
+        self._inputs[catalog.name(TopicRole.RECOMMENDATIONS)] = Recommendation
+        self._inputs[catalog.name(TopicRole.SESSION_TICKS)] = SessionTick
+
+    @property
+    def source_topics(self) -> list[str]:
+        return list(self._inputs)
+
+    async def handle(
+        self,
+        sessions: MutableMapping[bytes, bytes],
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        wall_ms: int,
+    ) -> Result:
+        """Process one message; ``sessions`` is the per-user Table (user_id -> bytes)."""
+        expected = self._inputs[source.topic or ""]
+        record: InputRecord | DeadLetter = decode(
+            value, expected, limits=self.limits, source=source, now_ms=wall_ms
+        )
+        if isinstance(record, DeadLetter):
+            return self._dead(record, key)
+        user = record.user_id.encode()
+        if key != user:
+            # Co-partitioning by user_id is what puts a user's state on this worker.
+            letter = DeadLetter(
+                code="invalid_value",
+                reason=f"message key {key!r} is not the record's user_id {record.user_id!r}: "
+                "recq topics must be keyed by user_id",
+                expected=expected.record_name,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+                original=value or b"",
+                ts_ms=wall_ms,
+            )
+            return self._dead(letter, key)
+
+        session = UserSession.from_bytes(sessions.get(user))
+        if isinstance(record, SessionTick):
+            outcome = self.sessionizer.on_tick(session, record.user_id, wall_ms, self.resumed_ms)
+        elif isinstance(record, Recommendation):
+            shown = await self.vocabulary.indices([item.item_id for item in record.items])
+            self.sessionizer.on_recommendation(
+                session,
+                record.rec_id,
+                record.served_ts_ms,
+                {idx: item.propensity for idx, item in zip(shown, record.items, strict=True)},
+            )
+            outcome = Outcome()
+        else:
+            metrics.EVENTS_IN.labels(record.type).inc()
+            interactions = await self._interactions(record)
+            outcome = self.sessionizer.on_event(
+                session, record.user_id, interactions, wall_ms, self.resumed_ms
+            )
+        sessions[user] = session.to_bytes()
+        return self._emit(outcome, user)
+
+    async def _interactions(
+        self, event: ClickEvent | CartEvent | PurchaseEvent
+    ) -> list[Interaction]:
+        code = EVENT_CODES[event.type]
+        if isinstance(event, PurchaseEvent):
+            items = [line.item_id for line in event.items]
+        else:
+            items = [event.item_id]
+        indices = await self.vocabulary.indices(items)
+        last = len(indices) - 1
+        return [
+            Interaction(event.ts_ms, event.event_id, n, idx, code, event.rec_id, n == last)
+            for n, idx in enumerate(indices)
+        ]
+
+    def _emit(self, outcome: Outcome, user: bytes) -> Result:
+        result = Result()
+        for transition in outcome.transitions:
+            transition["schema_version"] = 1
+            result.outputs.append(Output(self.transitions_topic, user, orjson.dumps(transition)))
+            metrics.TRANSITIONS_OUT.labels(transition["kind"]).inc()
+        result.transitions = len(outcome.transitions)
+        if outcome.late:
+            metrics.LATE_EVENTS.inc(outcome.late)
+        if outcome.duplicates:
+            metrics.DUPLICATE_EVENTS.inc(outcome.duplicates)
+        if outcome.attributed:
+            metrics.FEEDBACK.labels("attributed").inc(outcome.attributed)
+        if outcome.unattributed:
+            metrics.FEEDBACK.labels("unattributed").inc(outcome.unattributed)
+        return result
+
+    def _dead(self, letter: DeadLetter, key: bytes | None) -> Result:
+        metrics.DEAD_LETTERS.labels(letter.code).inc()
+        return Result(outputs=[Output(self.dead_letter_topic, key, encode(letter))])

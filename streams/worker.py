@@ -1,0 +1,185 @@
+"""The Faust app: topics, the sessions Table, the agent and the timers, declared in that
+order. ``create_app`` builds it from ``Settings``; ``streams.app`` holds the instance that
+``faust -A streams.app worker`` and ``recq worker`` run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import StreamT
+from prometheus_client import start_http_server
+
+from schemas.codec import Limits, Source, encode
+from schemas.connection import client_options, resolve_bootstrap
+from schemas.records import SessionTick
+from schemas.settings import Settings
+from schemas.topics import TopicCatalog, TopicRole
+from streams import eos, metrics
+from streams.assembler import TransitionAssembler
+from streams.session import Rules, Sessionizer, UserSession
+from streams.vocabulary import ItemVocabulary
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    opts = client_options(settings)
+    if settings.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=opts["sasl_plain_username"],
+            password=opts["sasl_plain_password"],
+            mechanism=opts["sasl_mechanism"],
+            ssl_context=opts.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(opts["ssl_context"])
+    return None
+
+
+class StreamsRuntime:
+    """What the agent and timers share besides the Table: started on first use, so that
+    importing the app (``faust -A``) connects to nothing."""
+
+    def __init__(self, settings: Settings, bootstrap: str, catalog: TopicCatalog) -> None:
+        self.settings = settings
+        self.vocabulary = ItemVocabulary(
+            topic=catalog.name(TopicRole.ITEM_VOCABULARY),
+            bootstrap_servers=bootstrap,
+            client_options=client_options(settings),
+        )
+        self.assembler = TransitionAssembler(
+            catalog=catalog,
+            sessionizer=Sessionizer(Rules.from_settings(settings)),
+            vocabulary=self.vocabulary,
+            limits=Limits.from_settings(settings),
+        )
+        self._bootstrap = bootstrap
+        self._ticks: AIOKafkaProducer | None = None
+        self._started = False
+        self._starting = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        if self._started:
+            return
+        async with self._starting:
+            if self._started:
+                return
+            await self.vocabulary.start()
+            # Ticks are idempotent nudges: sent outside any transaction so they are seen
+            # even by a partition whose transaction has nothing else to commit.
+            self._ticks = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap, **client_options(self.settings)
+            )
+            await self._ticks.start()
+            if self.settings.metrics_port:
+                start_http_server(self.settings.metrics_port)
+            self._started = True
+            log.info("streams runtime started: %d items in the vocabulary", len(self.vocabulary))
+
+    async def send_tick(self, topic: str, user: bytes) -> None:
+        assert self._ticks is not None
+        tick = SessionTick(user_id=user.decode(), ts_ms=int(time.time() * 1000))
+        await self._ticks.send(topic, encode(tick), key=user)
+
+    async def stop(self) -> None:
+        await self.vocabulary.stop()
+        if self._ticks is not None:
+            await self._ticks.stop()
+            self._ticks = None
+        self._started = False
+
+
+def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App:
+    eos.install()
+    bootstrap = bootstrap or resolve_bootstrap(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    app = faust.App(
+        settings.streams_app_id,
+        broker=[f"kafka://{hostport}" for hostport in bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store=settings.streams_store,
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=max(settings.broker_session_timeout_s / 5, 0.5),
+        consumer_auto_offset_reset="earliest",
+    )
+    runtime = StreamsRuntime(settings, bootstrap, catalog)
+    assembler = runtime.assembler
+    lock = eos.processing_lock(app)
+
+    # --- topics: every input is co-partitioned by user_id ----------------------------------
+    sources = app.topic(*assembler.source_topics, key_type=bytes, value_type=bytes)
+    ticks_topic = catalog.name(TopicRole.SESSION_TICKS)
+
+    # --- tables ------------------------------------------------------------------------------
+    sessions = app.Table(
+        "sessions",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+
+    # --- agents ------------------------------------------------------------------------------
+    @app.agent(sources, name="assemble-transitions")
+    async def assemble(stream: StreamT[Any]) -> None:
+        """One agent over all inputs, so a user's messages are handled one at a time."""
+        await runtime.ensure_started()
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            if not assembler.resumed_ms:
+                assembler.resumed_ms = int(time.time() * 1000)
+            async with lock:
+                result = await assembler.handle(
+                    sessions,
+                    key=message.key,
+                    value=message.value,
+                    source=Source(message.topic, message.partition, message.offset),
+                    wall_ms=int(time.time() * 1000),
+                )
+                for out in result.outputs:
+                    await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
+                event.ack()
+
+    # --- timers ------------------------------------------------------------------------------
+    @app.timer(settings.session_tick_s)  # type: ignore[untyped-decorator]
+    async def nudge_idle_sessions() -> None:
+        """Ask the owner of each session with something due (events that waited the
+        reorder window, or idle past the timeout) to act; the agent decides, in order."""
+        if not assembler.resumed_ms:
+            return  # not processing yet (recovering): nothing can be due
+        await runtime.ensure_started()
+        sessionizer = assembler.sessionizer
+        now = int(time.time() * 1000)
+        for user, raw in list(sessions.items()):
+            if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms):
+                await runtime.send_tick(ticks_topic, user)
+
+    @app.timer(5.0)  # type: ignore[untyped-decorator]
+    async def report_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in assembler.source_topics:
+                continue
+            with contextlib.suppress(Exception):  # a partition mid-rebalance has no position
+                highwater = consumer.highwater(tp)
+                position = await consumer.position(tp)
+                if highwater is not None and position is not None:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                        max(highwater - position, 0)
+                    )
+
+    app.recq_runtime = runtime  # type: ignore[attr-defined]
+    app.recq_sessions = sessions  # type: ignore[attr-defined]
+    return app
