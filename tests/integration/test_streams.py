@@ -1,0 +1,63 @@
+"""The streams worker on the real broker: a scripted log of many users in, exactly the
+transitions the rules prescribe out (multiset equality), bad input dead-lettered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recq.topics import ensure_topics
+from schemas.codec import encode
+from schemas.records import ClickEvent
+from schemas.topics import TopicCatalog, TopicRole
+from tests.streams_harness import (
+    WorkerProcess,
+    actual_multiset,
+    expected_transitions,
+    produce,
+    read_committed,
+    scripted_log,
+    worker_env,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_scripted_log_gives_exactly_the_expected_transitions(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    catalog = TopicCatalog(prefix=f"s{unique}.", partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    log = scripted_log(users=30, events_per_user=10, seed=7)
+    expected = expected_transitions(log)
+    stray = ClickEvent(event_id="stray", user_id="user-a", ts_ms=log[0].ts_ms, item_id="sku-1")
+    bad = [
+        (catalog.name(TopicRole.CLICKS), b"user-x", b'{"type": "click", '),
+        (catalog.name(TopicRole.CARTS), b"user-y", b'{"type": "cart", "event_id": "e"}'),
+        (catalog.name(TopicRole.CLICKS), b"user-b", encode(stray)),  # keyed by someone else
+    ]
+    await produce(kafka_bootstrap, catalog, log, bad)
+
+    worker = WorkerProcess(
+        worker_env(kafka_bootstrap, catalog.prefix, tmp_path), tmp_path / "w.log"
+    )
+    worker.start()
+    try:
+        got = await read_committed(
+            kafka_bootstrap, catalog, want=sum(expected.values()), timeout_s=150
+        )
+    finally:
+        worker.stop()
+    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
+    missing, extra = expected - actual, actual - expected
+    assert not missing and not extra, (
+        f"{sum(missing.values())} missing, {sum(extra.values())} unexpected\n"
+        f"missing e.g. {list(missing)[:2]}\nextra e.g. {list(extra)[:2]}\n{worker.log_tail()}"
+    )
+    assert sorted(d["code"] for d in got.dead_letters) == [
+        "invalid_value",
+        "malformed_json",
+        "missing_field",
+    ]
+    assert all(d["original"] for d in got.dead_letters)

@@ -1,0 +1,249 @@
+"""Helpers for the streams tests on the real broker: a scripted shop log, the transitions
+the rules say it must produce, a worker subprocess, and a read_committed reader."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import encode
+from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from streams.session import EVENT_CODES, Interaction, Rules, Sessionizer, UserSession
+from streams.vocabulary import ItemVocabulary
+
+ShopEvent = ClickEvent | CartEvent | PurchaseEvent
+REORDER_WINDOW_S = 3.0
+SESSION_TIMEOUT_S = 8.0
+RULES = Rules(
+    reorder_window_ms=int(REORDER_WINDOW_S * 1000),
+    session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
+)
+
+
+def scripted_log(users: int, events_per_user: int, seed: int) -> list[ShopEvent]:
+    """Journeys of browsing, carting and buying, with event-time gaps that end sessions,
+    events produced out of order within a second, and repeated deliveries."""
+    rng = random.Random(seed)
+    start = int(time.time() * 1000) - 3_600_000
+    log: list[ShopEvent] = []
+    for u in range(users):
+        user = f"user-{seed}-{u}"
+        ts = start + rng.randrange(60_000)
+        journey: list[ShopEvent] = []
+        for n in range(events_per_user):
+            ts += rng.choice([400, 900, 2_500, 4_000, 30_000])  # 30 s > timeout: new session
+            item = f"sku-{rng.randrange(60)}"
+            eid = f"{user}-e{n}"
+            roll = rng.random()
+            if roll < 0.6:
+                journey.append(ClickEvent(event_id=eid, user_id=user, ts_ms=ts, item_id=item))
+            elif roll < 0.85:
+                journey.append(
+                    CartEvent(event_id=eid, user_id=user, ts_ms=ts, item_id=item, action="add")
+                )
+            else:
+                lines = [LineItem(item_id=item, quantity=1, unit_price=9.5)]
+                if rng.random() < 0.5:
+                    lines.append(
+                        LineItem(item_id=f"sku-{rng.randrange(60)}", quantity=2, unit_price=3.0)
+                    )
+                journey.append(
+                    PurchaseEvent(
+                        event_id=eid, user_id=user, ts_ms=ts, order_id=f"o{eid}", items=lines
+                    )
+                )
+        # Out of order: swap neighbours less than a second apart; and re-deliver one event.
+        for i in range(len(journey) - 1):
+            if journey[i + 1].ts_ms - journey[i].ts_ms < 1_000 and rng.random() < 0.5:
+                journey[i], journey[i + 1] = journey[i + 1], journey[i]
+        journey.insert(rng.randrange(1, len(journey) + 1), journey[rng.randrange(len(journey))])
+        log += journey
+    return log
+
+
+def item_ids(event: ShopEvent) -> list[str]:
+    return (
+        [line.item_id for line in event.items]
+        if isinstance(event, PurchaseEvent)
+        else [event.item_id]
+    )
+
+
+def expected_transitions(log: list[ShopEvent], rules: Rules = RULES) -> Counter[bytes]:
+    """What the rules produce when every event of a user arrives within the reorder
+    window, then the session idles out; items as ids, canonical JSON, as a multiset."""
+    index: dict[str, int] = {}
+    ids: list[str] = []
+
+    def idx(item: str) -> int:
+        if item not in index:
+            index[item] = len(ids)
+            ids.append(item)
+        return index[item]
+
+    sessionizer = Sessionizer(rules)
+    sessions: dict[str, UserSession] = {}
+    out: list[dict[str, Any]] = []
+    for event in log:
+        session = sessions.setdefault(event.user_id, UserSession())
+        items = [idx(i) for i in item_ids(event)]
+        interactions = [
+            Interaction(
+                event.ts_ms,
+                event.event_id,
+                n,
+                it,
+                EVENT_CODES[event.type],
+                None,
+                n == len(items) - 1,
+            )
+            for n, it in enumerate(items)
+        ]
+        out += sessionizer.on_event(session, event.user_id, interactions, wall_ms=0).transitions
+    for user, session in sessions.items():
+        out += sessionizer.on_tick(session, user, wall_ms=10**12).transitions
+    return Counter(canonical(t, ids.__getitem__) for t in out)
+
+
+def canonical(transition: dict[str, Any], item_of: Any) -> bytes:
+    t = dict(transition)
+    t.pop("schema_version", None)
+    t["action"] = item_of(t["action"])
+    for key in ("state", "next_state"):
+        t[key] = {**t[key], "items": [item_of(i) for i in t[key]["items"]]}
+    return orjson.dumps(t, option=orjson.OPT_SORT_KEYS)
+
+
+async def produce(
+    bootstrap: str,
+    catalog: TopicCatalog,
+    log: list[ShopEvent],
+    extra: list[tuple[str, bytes | None, bytes]] = (),
+) -> None:  # type: ignore[assignment]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for event in log:
+            await producer.send(
+                catalog.name(EVENT_ROLES[event.type]), encode(event), key=event.user_id.encode()
+            )
+        for topic, key, value in extra:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Committed:
+    transitions: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+
+
+async def read_committed(
+    bootstrap: str, catalog: TopicCatalog, *, want: int, timeout_s: float, settle_s: float = 3.0
+) -> Committed:
+    """Read transitions and dead letters (read_committed) until ``want`` transitions
+    arrived and nothing more came for ``settle_s``, or the timeout."""
+    consumer = AIOKafkaConsumer(
+        catalog.name(TopicRole.TRANSITIONS),
+        catalog.name(TopicRole.DEAD_LETTER),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    got = Committed([], [])
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            if batches:
+                quiet_since = time.monotonic()
+            for messages in batches.values():
+                for m in messages:
+                    target = (
+                        got.transitions if m.topic.endswith("transitions") else got.dead_letters
+                    )
+                    target.append(orjson.loads(m.value))
+            if len(got.transitions) >= want and time.monotonic() - quiet_since >= settle_s:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def actual_multiset(
+    bootstrap: str, catalog: TopicCatalog, transitions: list[dict[str, Any]]
+) -> Counter[bytes]:
+    async with ItemVocabulary(
+        topic=catalog.name(TopicRole.ITEM_VOCABULARY), bootstrap_servers=bootstrap, read_only=True
+    ) as vocabulary:
+        return Counter(canonical(t, vocabulary.item_id) for t in transitions)
+
+
+class WorkerProcess:
+    """`recq worker` in a subprocess, its log kept for failure reports."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("recq")), "worker", "-l", "info"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def worker_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
+    env.update(
+        RECQ_BOOTSTRAP_SERVERS=bootstrap,
+        RECQ_TOPIC_PREFIX=prefix,
+        RECQ_STREAMS_APP_ID=f"{prefix}streams",
+        RECQ_PARTITIONS="4",
+        RECQ_REORDER_WINDOW_S=str(REORDER_WINDOW_S),
+        RECQ_SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S),
+        RECQ_SESSION_TICK_S="0.5",
+        RECQ_BROKER_SESSION_TIMEOUT_S="6",
+        RECQ_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
