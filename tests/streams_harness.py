@@ -244,6 +244,6 @@ def worker_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dic
         RECQ_BROKER_SESSION_TIMEOUT_S="6",
         RECQ_DATA_DIR=str(data_dir),
         PYTHONUNBUFFERED="1",
-        **extra,
     )
+    env.update(extra)
     return env

@@ -1,0 +1,180 @@
+"""Streams ingest throughput: events/s through one `recq worker` (exactly-once, one
+process), and in the same run a raw aiokafka consume + decode loop on the same broker and
+events. Prints JSON lines (see DESIGN.md). Run from the repo root after `make test`:
+
+    .venv/bin/python bench/ingest.py [--events 60000]
+
+Starts the embedded broker unless RECQ_BOOTSTRAP_SERVERS is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recq.embedded_kafka import EmbeddedKafka
+from recq.topics import ensure_topics
+from schemas.codec import decode, encode
+from schemas.records import EVENT_CLASSES, CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.settings import Settings
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.streams_harness import WorkerProcess, worker_env
+
+PARTITIONS = 4
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    external = os.environ.get("RECQ_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="recq-bench-") as tmp:
+        kafka = EmbeddedKafka(Path(tmp), cache_dir=Settings().cache_dir)
+        try:
+            yield kafka.start().bootstrap_servers
+        finally:
+            kafka.stop()
+
+
+def make_events(
+    n: int, users: int, items: int, seed: int = 1
+) -> tuple[list[tuple[str, bytes, bytes]], int]:
+    """(event type, key, value) and the number of interactions (transitions to expect)."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000) - 3_600_000
+    out, lines = [], 0
+    for i in range(n):
+        user = f"u{rng.randrange(users)}"
+        ts = now + i * 10
+        item = f"sku-{rng.randrange(items)}"
+        roll = rng.random()
+        event: ClickEvent | CartEvent | PurchaseEvent
+        if roll < 0.75:
+            event = ClickEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item)
+        elif roll < 0.95:
+            event = CartEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item, action="add")
+        else:
+            event = PurchaseEvent(
+                event_id=f"e{i}", user_id=user, ts_ms=ts, order_id=f"o{i}",
+                items=[LineItem(item_id=item, quantity=1, unit_price=5.0)],
+            )  # fmt: skip
+        lines += len(event.items) if isinstance(event, PurchaseEvent) else 1
+        out.append((event.type, user.encode(), encode(event)))
+    return out, lines
+
+
+async def produce(
+    bootstrap: str, catalog: TopicCatalog, events: list[tuple[str, bytes, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        for kind, key, value in events:
+            await producer.send(catalog.name(EVENT_ROLES[kind]), value, key=key)  # type: ignore[index]
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def raw_loop(bootstrap: str, catalog: TopicCatalog, n: int) -> float:
+    """Baseline: consume the three event topics and decode every event; events/s."""
+    topics = {catalog.name(role): kind for kind, role in EVENT_ROLES.items()}
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    seen, first = 0, 0.0
+    try:
+        while seen < n:
+            for tp, messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():
+                if not first:
+                    first = time.perf_counter()
+                cls = EVENT_CLASSES[topics[tp.topic]]  # type: ignore[index]
+                for m in messages:
+                    decode(m.value, cls)
+                seen += len(messages)
+        return n / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def worker_rate(
+    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path
+) -> float:
+    """events/s through one worker: first to last transition produced (their Kafka
+    timestamps), counting only committed transitions."""
+    env = worker_env(bootstrap, catalog.prefix, workdir, RECQ_SESSION_TICK_S="1")
+    worker = WorkerProcess(env, workdir / "worker.log").start()
+    consumer = AIOKafkaConsumer(
+        catalog.name(TopicRole.TRANSITIONS), bootstrap_servers=bootstrap, group_id=None,
+        auto_offset_reset="earliest", isolation_level="read_committed", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    seen, first_ts, last_ts = 0, None, 0
+    deadline = time.monotonic() + 900
+    try:
+        while seen < expect and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                for m in messages:
+                    first_ts = m.timestamp if first_ts is None else min(first_ts, m.timestamp)
+                    last_ts = max(last_ts, m.timestamp)
+                seen += len(messages)
+    finally:
+        await consumer.stop()
+        worker.stop()
+    if seen < expect or first_ts is None:
+        raise RuntimeError(f"only {seen} of {expect} transitions\n{worker.log_tail()}")
+    return n / max((last_ts - first_ts) / 1000, 1e-3)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--users", type=int, default=3_000)
+    parser.add_argument("--items", type=int, default=5_000)
+    args = parser.parse_args()
+    events, interactions = make_events(args.events, args.users, args.items)
+    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        catalog = TopicCatalog(prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=PARTITIONS)
+        await ensure_topics(catalog, bootstrap_servers=bootstrap)
+        await produce(bootstrap, catalog, events)
+        baseline = await raw_loop(bootstrap, catalog, len(events))
+        rate = await worker_rate(bootstrap, catalog, len(events), interactions, Path(tmp))
+    print(
+        orjson.dumps(
+            {
+                "bench": "ingest",
+                "metric": "events_per_s",
+                "value": round(rate, 1),
+                "unit": "1/s",
+                "baseline": "raw_aiokafka",
+                "baseline_value": round(baseline, 1),
+                "ratio": round(rate / baseline, 3),
+                "events": len(events),
+                "partitions": PARTITIONS,
+                "guarantee": "exactly_once",
+            }
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

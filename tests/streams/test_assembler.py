@@ -1,0 +1,112 @@
+"""The per-message logic the agent runs, with an in-memory table and vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from schemas.codec import Limits, Source, encode
+from schemas.records import ClickEvent, DeadLetter, Recommendation, RecommendedItem, SessionTick
+from schemas.topics import TopicCatalog, TopicRole
+from streams.assembler import TransitionAssembler
+from streams.session import Rules, Sessionizer
+
+T0 = 1_790_000_000_000
+CATALOG = TopicCatalog(prefix="t.", partitions=2)
+
+
+class ListVocabulary:
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    async def indices(self, item_ids: Sequence[str]) -> list[int]:
+        return [self.index.setdefault(i, len(self.index)) for i in item_ids]
+
+
+def assembler() -> TransitionAssembler:
+    return TransitionAssembler(
+        catalog=CATALOG,
+        sessionizer=Sessionizer(Rules(reorder_window_ms=0, session_timeout_ms=60_000)),
+        vocabulary=ListVocabulary(),
+        limits=Limits(),
+    )
+
+
+def src(role: TopicRole, offset: int = 0) -> Source:
+    return Source(CATALOG.name(role), 0, offset)
+
+
+async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
+    a = assembler()
+    table: dict[bytes, bytes] = {}
+    outputs = []
+    for n, item in enumerate(["sku-a", "sku-b", "sku-c"]):
+        event = ClickEvent(event_id=f"e{n}", user_id="u1", ts_ms=T0 + n * 1000, item_id=item)
+        result = await a.handle(
+            table,
+            key=b"u1",
+            value=encode(event),
+            source=src(TopicRole.CLICKS, n),
+            wall_ms=T0 + n * 1000,
+        )
+        outputs += result.outputs
+    # Each transition waits for the next event to decide `done`.
+    assert [o.topic for o in outputs] == ["t.transitions", "t.transitions"]
+    first = orjson.loads(outputs[0].value)
+    assert outputs[0].key == b"u1"
+    assert (first["action"], first["reward"], first["done"], first["schema_version"]) == (
+        0,
+        0.2,
+        False,
+        1,
+    )
+
+    tick = SessionTick(user_id="u1", ts_ms=T0)
+    closed = await a.handle(
+        table,
+        key=b"u1",
+        value=encode(tick),
+        source=src(TopicRole.SESSION_TICKS),
+        wall_ms=T0 + 10**6,
+    )
+    last = orjson.loads(closed.outputs[0].value)
+    assert (last["action"], last["done"]) == (2, True)
+
+    bad = await a.handle(
+        table, key=b"u1", value=b"{oops", source=src(TopicRole.CARTS, 7), wall_ms=T0
+    )
+    assert [o.topic for o in bad.outputs] == ["t.dead-letter"]
+    letter = DeadLetter.model_validate_json(bad.outputs[0].value)
+    assert (letter.code, letter.original, letter.source_offset) == ("malformed_json", b"{oops", 7)
+
+    event = ClickEvent(event_id="x", user_id="u2", ts_ms=T0, item_id="sku-a")
+    wrong_key = await a.handle(
+        table, key=b"u3", value=encode(event), source=src(TopicRole.CLICKS), wall_ms=T0
+    )
+    letter = DeadLetter.model_validate_json(wrong_key.outputs[0].value)
+    assert letter.code == "invalid_value" and "keyed by user_id" in letter.reason
+    assert b"u2" not in table  # nothing applied for a mis-keyed event
+
+
+async def test_recommendation_then_click_yields_feedback() -> None:
+    a = assembler()
+    table: dict[bytes, bytes] = {}
+    rec = Recommendation(
+        rec_id="r1", request_id="q1", user_id="u1", model_version="7", policy="dqn",
+        items=[RecommendedItem(item_id="sku-x", score=1.5, propensity=0.7)],
+        requested_ts_ms=T0, received_ts_ms=T0, served_ts_ms=T0,
+    )  # fmt: skip
+    assert (
+        await a.handle(
+            table, key=b"u1", value=encode(rec), source=src(TopicRole.RECOMMENDATIONS), wall_ms=T0
+        )
+    ).outputs == []
+    click = ClickEvent(
+        event_id="c", user_id="u1", ts_ms=T0 + 500, item_id="sku-x", rec_id="r1", position=0
+    )
+    result = await a.handle(
+        table, key=b"u1", value=encode(click), source=src(TopicRole.CLICKS), wall_ms=T0 + 500
+    )
+    feedback = [orjson.loads(o.value) for o in result.outputs]
+    assert [(f["kind"], f["propensity"], f["action"]) for f in feedback] == [("feedback", 0.7, 0)]
