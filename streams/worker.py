@@ -196,6 +196,11 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                     total += lag
         runtime.lag = total
 
+    async def close_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    app.on_before_shutdown.connect(close_runtime)
+
     app.recq_runtime = runtime  # type: ignore[attr-defined]
     app.recq_sessions = sessions  # type: ignore[attr-defined]
     return app
