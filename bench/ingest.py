@@ -117,11 +117,15 @@ async def raw_loop(bootstrap: str, catalog: TopicCatalog, n: int) -> float:
 
 
 async def worker_rate(
-    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path
+    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str
 ) -> float:
     """events/s through one worker: first to last transition produced (their Kafka
     timestamps), counting only committed transitions."""
-    env = worker_env(bootstrap, catalog.prefix, workdir, RECQ_SESSION_TICK_S="1")
+    env = worker_env(
+        bootstrap, catalog.prefix, workdir,
+        RECQ_SESSION_TICK_S="1", RECQ_PROCESSING_GUARANTEE=guarantee,
+        RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}",
+    )  # fmt: skip
     worker = WorkerProcess(env, workdir / "worker.log").start()
     consumer = AIOKafkaConsumer(
         catalog.name(TopicRole.TRANSITIONS), bootstrap_servers=bootstrap, group_id=None,
@@ -150,6 +154,9 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument(
+        "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
+    )
     args = parser.parse_args()
     events, interactions = make_events(args.events, args.users, args.items)
     with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +164,9 @@ async def main() -> None:
         await ensure_topics(catalog, bootstrap_servers=bootstrap)
         await produce(bootstrap, catalog, events)
         baseline = await raw_loop(bootstrap, catalog, len(events))
-        rate = await worker_rate(bootstrap, catalog, len(events), interactions, Path(tmp))
+        rate = await worker_rate(
+            bootstrap, catalog, len(events), interactions, Path(tmp), args.guarantee
+        )
     print(
         orjson.dumps(
             {
@@ -170,7 +179,7 @@ async def main() -> None:
                 "ratio": round(rate / baseline, 3),
                 "events": len(events),
                 "partitions": PARTITIONS,
-                "guarantee": "exactly_once",
+                "guarantee": args.guarantee,
             }
         ).decode()
     )

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         default=1800.0, gt=0.0, description="Inactivity that ends a session (done=True)."
     )
     session_tick_s: float = Field(
-        default=5.0, gt=0.0, le=600.0, description="How often idle sessions are looked for."
+        default=1.0, gt=0.0, le=600.0, description="How often idle sessions are looked for."
     )
     attribution_window_s: float = Field(
         default=3600.0,

@@ -12,7 +12,7 @@ Rules (the README's "Transitions" section says the same):
   click that preceded it on another topic.
 * Late: an interaction older than one already released cannot be put in order any more.
   It is counted and applied at once, as if it happened at the last released time.
-* Duplicates: an event_id seen among the user's last 128 events is counted and skipped.
+* Duplicates: an event_id seen among the user's last 64 events is counted and skipped.
 * Organic transition per released interaction: state = the last L interactions (item,
   event code, age bucket relative to now), action = its item, reward by event type,
   next_state = state with it appended. It is held back until the next one arrives, which
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field, replace
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -34,8 +35,14 @@ import orjson
 EVENT_CODES = {"click": 1, "cart": 2, "purchase": 3}
 #: Upper bounds (ms) of age buckets 1..6; older is bucket 7; 0 is left for padding.
 AGE_BUCKET_BOUNDS_MS = (10_000, 60_000, 300_000, 1_800_000, 7_200_000, 86_400_000)
-RECENT_EVENT_IDS = 128
+#: Repeats are looked for among this many of the user's latest events, kept as 64-bit
+#: digests (a false match needs a 2**-64 collision) so the Table value stays small.
+RECENT_EVENT_IDS = 64
 MAX_SHOWN = 8
+
+
+def event_digest(event_id: str) -> int:
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 def _order(x: Interaction) -> tuple[int, str, int]:
@@ -135,7 +142,7 @@ class UserSession:
     open: bool = False
     last_ts: int = 0
     last_seen_wall_ms: int = 0
-    recent_ids: list[str] = field(default_factory=list)
+    recent_ids: list[int] = field(default_factory=list)
     shown: list[dict[str, Any]] = field(default_factory=list)
 
     # --- persistence (Table values are bytes) ---------------------------------------------
@@ -187,10 +194,11 @@ class Sessionizer:
         if not interactions:
             return out
         event_id = interactions[0].event_id
-        if event_id in session.recent_ids:
+        digest = event_digest(event_id)
+        if digest in session.recent_ids:
             out.duplicates += 1
             return out
-        session.recent_ids.append(event_id)
+        session.recent_ids.append(digest)
         del session.recent_ids[:-RECENT_EVENT_IDS]
         session.last_seen_wall_ms = wall_ms
         for x in interactions:

@@ -192,3 +192,20 @@ def test_rewards_and_done_follow_the_rules(journey: list[tuple[int, str, int, in
         assert t["done"] == (ends_checkout or gap_ends)
         assert t["next_state"]["items"][-1] == x.item
         Transition.model_validate(t, strict=False)
+
+
+def test_a_restart_gives_buffered_events_a_fresh_window() -> None:
+    # e@1000 was buffered, then the worker died; after the restart the replayed e@500
+    # (uncommitted before the crash) must still be put before it.
+    sessionizer = Sessionizer(RULES)
+    session = UserSession()
+    sessionizer.on_event(session, "u1", click(1_000, 1), wall_ms=T0)
+    restart = T0 + 60_000
+    assert not sessionizer.ready(session, restart + 100, resumed_ms=restart)
+    out = sessionizer.on_event(
+        session, "u1", click(500, 2), wall_ms=restart + 100, resumed_ms=restart
+    )
+    assert out.late == 0 and out.transitions == []
+    out = sessionizer.on_tick(session, "u1", wall_ms=restart + 2_200, resumed_ms=restart)
+    assert [t["action"] for t in out.transitions] == [2]  # e@1000 still pending `done`
+    assert session.pending is not None and session.pending["action"] == 1
