@@ -116,20 +116,13 @@ async def raw_loop(bootstrap: str, catalog: TopicCatalog, n: int) -> float:
         await consumer.stop()
 
 
-async def worker_rate(
-    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str
+async def transitions_rate(
+    bootstrap: str, topic: str, n: int, expect: int, proc: WorkerProcess
 ) -> float:
-    """events/s through one worker: first to last transition produced (their Kafka
-    timestamps), counting only committed transitions."""
-    env = worker_env(
-        bootstrap, catalog.prefix, workdir,
-        RECQ_SESSION_TICK_S="1", RECQ_PROCESSING_GUARANTEE=guarantee,
-        RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}",
-    )  # fmt: skip
-    worker = WorkerProcess(env, workdir / "worker.log").start()
+    """n / (last - first) Kafka timestamps of the ``expect`` committed outputs."""
     consumer = AIOKafkaConsumer(
-        catalog.name(TopicRole.TRANSITIONS), bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", isolation_level="read_committed", enable_auto_commit=False,
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        isolation_level="read_committed", enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
     seen, first_ts, last_ts = 0, None, 0
@@ -143,10 +136,46 @@ async def worker_rate(
                 seen += len(messages)
     finally:
         await consumer.stop()
-        worker.stop()
+        proc.stop()
     if seen < expect or first_ts is None:
-        raise RuntimeError(f"only {seen} of {expect} transitions\n{worker.log_tail()}")
+        raise RuntimeError(f"only {seen} of {expect} outputs from {topic}\n{proc.log_tail()}")
     return n / max((last_ts - first_ts) / 1000, 1e-3)
+
+
+async def faust_forward_rate(
+    bootstrap: str, catalog: TopicCatalog, n: int, workdir: Path, guarantee: str
+) -> float:
+    """Baseline: the smallest Faust pipeline (consume, forward) on the same events."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"{catalog.prefix}forwarded", PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    env = dict(
+        os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=catalog.prefix,
+        BENCH_GUARANTEE=guarantee, PYTHONUNBUFFERED="1",
+    )  # fmt: skip
+    script = Path(__file__).with_name("faust_forward.py")
+    proc = WorkerProcess(env, workdir / "forward.log", [sys.executable, str(script), "worker"])
+    proc.start()
+    return await transitions_rate(bootstrap, f"{catalog.prefix}forwarded", n, n, proc)
+
+
+async def worker_rate(
+    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str
+) -> float:
+    """events/s through one worker: first to last transition produced (their Kafka
+    timestamps), counting only committed transitions."""
+    env = worker_env(
+        bootstrap, catalog.prefix, workdir,
+        RECQ_SESSION_TICK_S="1", RECQ_PROCESSING_GUARANTEE=guarantee,
+        RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}",
+    )  # fmt: skip
+    worker = WorkerProcess(env, workdir / "worker.log").start()
+    return await transitions_rate(bootstrap, catalog.name(TopicRole.TRANSITIONS), n, expect, worker)
 
 
 async def main() -> None:
@@ -167,22 +196,22 @@ async def main() -> None:
         rate = await worker_rate(
             bootstrap, catalog, len(events), interactions, Path(tmp), args.guarantee
         )
-    print(
-        orjson.dumps(
-            {
-                "bench": "ingest",
-                "metric": "events_per_s",
-                "value": round(rate, 1),
-                "unit": "1/s",
-                "baseline": "raw_aiokafka",
-                "baseline_value": round(baseline, 1),
-                "ratio": round(rate / baseline, 3),
-                "events": len(events),
-                "partitions": PARTITIONS,
-                "guarantee": args.guarantee,
-            }
-        ).decode()
-    )
+        forward = await faust_forward_rate(
+            bootstrap, catalog, len(events), Path(tmp), args.guarantee
+        )
+    common = {"events": len(events), "partitions": PARTITIONS, "guarantee": args.guarantee}
+    for name, value in (("raw_aiokafka", baseline), ("faust_forward", forward)):
+        line = {
+            "bench": "ingest",
+            "metric": "events_per_s",
+            "value": round(rate, 1),
+            "unit": "1/s",
+            "baseline": name,
+            "baseline_value": round(value, 1),
+            "ratio": round(rate / value, 3),
+            **common,
+        }
+        print(orjson.dumps(line).decode())
 
 
 if __name__ == "__main__":

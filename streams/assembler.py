@@ -21,7 +21,14 @@ from schemas.records import (
 )
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
-from streams.session import EVENT_CODES, Interaction, Outcome, Sessionizer, UserSession
+from streams.session import (
+    CAUGHT_UP,
+    EVENT_CODES,
+    Interaction,
+    Outcome,
+    Sessionizer,
+    UserSession,
+)
 from streams.vocabulary import Vocabulary
 
 InputRecord = ClickEvent | CartEvent | PurchaseEvent | Recommendation | SessionTick
@@ -78,8 +85,12 @@ class TransitionAssembler:
         value: bytes | None,
         source: Source,
         wall_ms: int,
+        produced_ms: int = 0,
+        synced_ms: int = CAUGHT_UP,
     ) -> Result:
-        """Process one message; ``sessions`` is the per-user Table (user_id -> bytes)."""
+        """Process one message; ``sessions`` is the per-user Table (user_id -> bytes).
+        ``produced_ms`` is the message's Kafka timestamp; ``synced_ms`` how far (in Kafka
+        time) every input partition of its group has been read (see ``Sessionizer``)."""
         expected = self._inputs[source.topic or ""]
         record: InputRecord | DeadLetter = decode(
             value, expected, limits=self.limits, source=source, now_ms=wall_ms
@@ -104,7 +115,9 @@ class TransitionAssembler:
 
         session = UserSession.from_bytes(sessions.get(user))
         if isinstance(record, SessionTick):
-            outcome = self.sessionizer.on_tick(session, record.user_id, wall_ms, self.resumed_ms)
+            outcome = self.sessionizer.on_tick(
+                session, record.user_id, wall_ms, self.resumed_ms, synced_ms
+            )
         elif isinstance(record, Recommendation):
             shown = await self.vocabulary.indices([item.item_id for item in record.items])
             self.sessionizer.on_recommendation(
@@ -116,15 +129,15 @@ class TransitionAssembler:
             outcome = Outcome()
         else:
             metrics.EVENTS_IN.labels(record.type).inc()
-            interactions = await self._interactions(record)
+            interactions = await self._interactions(record, produced_ms)
             outcome = self.sessionizer.on_event(
-                session, record.user_id, interactions, wall_ms, self.resumed_ms
+                session, record.user_id, interactions, wall_ms, self.resumed_ms, synced_ms
             )
         sessions[user] = session.to_bytes()
         return self._emit(outcome, user)
 
     async def _interactions(
-        self, event: ClickEvent | CartEvent | PurchaseEvent
+        self, event: ClickEvent | CartEvent | PurchaseEvent, produced_ms: int
     ) -> list[Interaction]:
         code = EVENT_CODES[event.type]
         if isinstance(event, PurchaseEvent):
@@ -134,7 +147,16 @@ class TransitionAssembler:
         indices = await self.vocabulary.indices(items)
         last = len(indices) - 1
         return [
-            Interaction(event.ts_ms, event.event_id, n, idx, code, event.rec_id, n == last)
+            Interaction(
+                event.ts_ms,
+                event.event_id,
+                n,
+                idx,
+                code,
+                event.rec_id,
+                n == last,
+                produced_ms=produced_ms,
+            )
             for n, idx in enumerate(indices)
         ]
 

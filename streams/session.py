@@ -10,6 +10,10 @@ Rules (the README's "Transitions" section says the same):
   wall-clock, not event-time, because the three event topics are consumed independently:
   a backlog is read topic by topic, so event time alone would release a cart before the
   click that preceded it on another topic.
+* Synchronised inputs: while a backlog is read, one topic's partition can run far ahead
+  of its siblings. An interaction is also held until every input partition of its group
+  has been read past the Kafka timestamp at which it was produced (or to its end), the
+  rule Kafka Streams applies across co-partitioned inputs; ``synced_ms`` carries it in.
 * Late: an interaction older than one already released cannot be put in order any more.
   It is counted and applied at once, as if it happened at the last released time.
 * Duplicates: an event_id seen among the user's last 64 events is counted and skipped.
@@ -17,7 +21,9 @@ Rules (the README's "Transitions" section says the same):
   event code, age bucket relative to now), action = its item, reward by event type,
   next_state = state with it appended. It is held back until the next one arrives, which
   decides `done`: False inside a session; True when the session ends by inactivity
-  (event-time gap or wall-clock idle > timeout) or by a purchase (checkout).
+  (event-time gap > timeout; or no message for the timeout: wall-clock idle when the
+  inputs are read to their end, else inputs read that far past the user's last event)
+  or by a purchase (checkout).
 * Feedback transition: an interaction carrying rec_id whose item was shown in that
   recommendation, within the attribution window, also yields state = the user's state
   when it was shown, action = the item, its reward and the logged propensity.
@@ -38,6 +44,8 @@ AGE_BUCKET_BOUNDS_MS = (10_000, 60_000, 300_000, 1_800_000, 7_200_000, 86_400_00
 #: Repeats are looked for among this many of the user's latest events, kept as 64-bit
 #: digests (a false match needs a 2**-64 collision) so the Table value stays small.
 RECENT_EVENT_IDS = 64
+#: ``synced_ms`` when every input partition has been read to its end.
+CAUGHT_UP = 2**62
 MAX_SHOWN = 8
 
 
@@ -65,6 +73,7 @@ class Interaction:
     rec_id: str | None = None
     last_line: bool = True
     arrival_ms: int = 0  # wall clock when it reached the worker; not part of the order
+    produced_ms: int = 0  # Kafka timestamp of its message
 
     @property
     def order_key(self) -> tuple[int, str, int]:
@@ -72,11 +81,11 @@ class Interaction:
 
     def as_list(self) -> list[Any]:
         return [self.ts_ms, self.event_id, self.line, self.item, self.code, self.rec_id,
-                self.last_line, self.arrival_ms]  # fmt: skip
+                self.last_line, self.arrival_ms, self.produced_ms]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> Interaction:
-        return cls(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7])
+        return cls(*raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,7 @@ class UserSession:
     open: bool = False
     last_ts: int = 0
     last_seen_wall_ms: int = 0
+    last_produced_ms: int = 0
     recent_ids: list[int] = field(default_factory=list)
     shown: list[dict[str, Any]] = field(default_factory=list)
 
@@ -150,14 +160,17 @@ class UserSession:
         return orjson.dumps(
             [self.history, [x.as_list() for x in self.buffer],
              list(self.last_key) if self.last_key else None, self.pending, self.seq,
-             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.shown]
+             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.shown,
+             self.last_produced_ms]
         )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSession:
         if not raw:
             return cls()
-        h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, shown = orjson.loads(raw)
+        h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, shown, produced = orjson.loads(
+            raw
+        )
         return cls(
             history=h,
             buffer=[Interaction.from_list(x) for x in buf],
@@ -167,6 +180,7 @@ class UserSession:
             open=is_open,
             last_ts=last_ts,
             last_seen_wall_ms=wall,
+            last_produced_ms=produced,
             recent_ids=ids,
             shown=shown,
         )
@@ -186,6 +200,7 @@ class Sessionizer:
         interactions: list[Interaction],
         wall_ms: int,
         resumed_ms: int = 0,
+        synced_ms: int = CAUGHT_UP,
     ) -> Outcome:
         """Admit one event's interactions (all share an event_id). ``resumed_ms``: when
         this worker resumed processing; waiting before it does not count, so a restart
@@ -201,13 +216,14 @@ class Sessionizer:
         session.recent_ids.append(digest)
         del session.recent_ids[:-RECENT_EVENT_IDS]
         session.last_seen_wall_ms = wall_ms
+        session.last_produced_ms = max(session.last_produced_ms, interactions[0].produced_ms)
         for x in interactions:
             if session.last_key is not None and x.order_key < session.last_key:
                 out.late += 1
                 self._apply(session, user_id, x, out)
             else:
                 insort(session.buffer, replace(x, arrival_ms=wall_ms), key=_order)
-        self._release(session, user_id, wall_ms, resumed_ms, out)
+        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
         return out
 
     def on_recommendation(
@@ -230,36 +246,59 @@ class Sessionizer:
         del session.shown[:-MAX_SHOWN]
 
     def on_tick(
-        self, session: UserSession, user_id: str, wall_ms: int, resumed_ms: int = 0
+        self,
+        session: UserSession,
+        user_id: str,
+        wall_ms: int,
+        resumed_ms: int = 0,
+        synced_ms: int = CAUGHT_UP,
     ) -> Outcome:
         """Release what waited a reorder window; end a session idle for the timeout."""
         out = Outcome()
-        self._release(session, user_id, wall_ms, resumed_ms, out)
-        idle_since = max(session.last_seen_wall_ms, resumed_ms)
+        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
         if (
             session.open
             and not session.buffer
-            and wall_ms - idle_since >= self.rules.session_timeout_ms
+            and self._idle(session, wall_ms, resumed_ms, synced_ms)
         ):
             self._close(session, out)
         return out
 
-    def ready(self, session: UserSession, wall_ms: int, resumed_ms: int = 0) -> bool:
+    def ready(
+        self, session: UserSession, wall_ms: int, resumed_ms: int = 0, synced_ms: int = CAUGHT_UP
+    ) -> bool:
         """Whether a tick at ``wall_ms`` would release or close something."""
         if session.buffer:
-            waited_from = max(session.buffer[0].arrival_ms, resumed_ms)
-            return waited_from <= wall_ms - self.rules.reorder_window_ms
-        idle_since = max(session.last_seen_wall_ms, resumed_ms)
-        return session.open and wall_ms - idle_since >= self.rules.session_timeout_ms
+            head = session.buffer[0]
+            waited_from = max(head.arrival_ms, resumed_ms)
+            return (
+                waited_from <= wall_ms - self.rules.reorder_window_ms
+                and head.produced_ms <= synced_ms
+            )
+        return session.open and self._idle(session, wall_ms, resumed_ms, synced_ms)
+
+    def _idle(self, session: UserSession, wall_ms: int, resumed_ms: int, synced_ms: int) -> bool:
+        timeout = self.rules.session_timeout_ms
+        if synced_ms >= CAUGHT_UP:
+            return wall_ms - max(session.last_seen_wall_ms, resumed_ms) >= timeout
+        # Still reading a backlog: idle if the inputs were read that far past the user.
+        return synced_ms - session.last_produced_ms >= timeout
 
     # --- rules ----------------------------------------------------------------------------
     def _release(
-        self, session: UserSession, user_id: str, wall_ms: int, resumed_ms: int, out: Outcome
+        self,
+        session: UserSession,
+        user_id: str,
+        wall_ms: int,
+        resumed_ms: int,
+        synced_ms: int,
+        out: Outcome,
     ) -> None:
         due = wall_ms - self.rules.reorder_window_ms
         if resumed_ms > due:
             return
-        while session.buffer and session.buffer[0].arrival_ms <= due:
+        buffer = session.buffer
+        while buffer and buffer[0].arrival_ms <= due and buffer[0].produced_ms <= synced_ms:
             self._apply(session, user_id, session.buffer.pop(0), out)
 
     def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:

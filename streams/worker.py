@@ -22,12 +22,13 @@ from schemas.settings import Settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
-from streams.session import Rules, Sessionizer, UserSession
+from streams.session import CAUGHT_UP, Rules, Sessionizer, UserSession
 from streams.vocabulary import ItemVocabulary
 
 log = logging.getLogger(__name__)
-#: Above this many messages of lag, idle ticks wait: the worker is reading a backlog.
-TICK_MAX_LAG = 1000
+#: Above this many messages of lag, idle ticks wait: the worker is reading a backlog, and
+#: a user's next events may sit in it on another topic.
+TICK_MAX_LAG = 50
 
 
 def _credentials(settings: Settings) -> Any:
@@ -68,6 +69,12 @@ class StreamsRuntime:
         #: Messages behind the source partitions' highwaters (the lag timer updates it;
         #: None until it has run once).
         self.lag: int | None = None
+        #: Newest Kafka timestamp read per input (topic, partition), by the agent.
+        self.read_until: dict[tuple[str, int], int] = {}
+        #: Per partition number: every input partition of that group has been read past
+        #: this Kafka timestamp (CAUGHT_UP: to its end). Updated by the lag timer; until
+        #: then 0, which holds releases back (safe, never wrong).
+        self.synced: dict[int, int] = {}
 
     async def ensure_started(self) -> None:
         if self._started:
@@ -149,6 +156,10 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
             message = event.message
             if not assembler.resumed_ms:
                 assembler.resumed_ms = int(time.time() * 1000)
+            produced_ms = int(message.timestamp * 1000)
+            read_key = (message.topic, message.partition)
+            if produced_ms > runtime.read_until.get(read_key, 0):
+                runtime.read_until[read_key] = produced_ms
             async with lock:
                 result = await assembler.handle(
                     sessions,
@@ -156,6 +167,8 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                     value=message.value,
                     source=Source(message.topic, message.partition, message.offset),
                     wall_ms=int(time.time() * 1000),
+                    produced_ms=produced_ms,
+                    synced_ms=runtime.synced.get(message.partition, 0),
                 )
                 for out in result.outputs:
                     await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
@@ -176,25 +189,39 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         await runtime.ensure_started()
         sessionizer = assembler.sessionizer
         now = int(time.time() * 1000)
+        synced = min(runtime.synced.values(), default=0)  # a user's partition is unknown here
         for user, raw in list(sessions.items()):
-            if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms):
+            if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms, synced):
                 await runtime.send_tick(ticks_topic, user)
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
+        """Lag per input partition (metric, tick gate) and, per partition group, how far
+        every input has been read (the release synchronisation)."""
         consumer = app.consumer
         total = 0
+        synced: dict[int, int] = {}
         for tp in consumer.assignment():
             if tp.topic not in assembler.source_topics:
                 continue
+            lag = None
             with contextlib.suppress(Exception):  # a partition mid-rebalance has no position
                 highwater = consumer.highwater(tp)
                 position = await consumer.position(tp)
                 if highwater is not None and position is not None:
                     lag = max(highwater - position, 0)
-                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-                    total += lag
+            if lag is None:
+                synced[tp.partition] = 0
+                continue
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+            total += lag
+            if tp.topic != ticks_topic:  # ticks carry no shopper events
+                read = (
+                    CAUGHT_UP if lag == 0 else runtime.read_until.get((tp.topic, tp.partition), 0)
+                )
+                synced[tp.partition] = min(synced.get(tp.partition, CAUGHT_UP), read)
         runtime.lag = total
+        runtime.synced = synced
 
     async def close_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()

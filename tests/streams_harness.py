@@ -200,15 +200,16 @@ async def actual_multiset(
 class WorkerProcess:
     """`recq worker` in a subprocess, its log kept for failure reports."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cmd: list[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
+        self.cmd = cmd or [str(Path(sys.executable).with_name("recq")), "worker", "-l", "info"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("recq")), "worker", "-l", "info"],
+            self.cmd,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()

@@ -1,0 +1,39 @@
+"""The smallest Faust pipeline on recq's event topics: consume each event and forward its
+bytes to an output topic, under the same processing guarantee as the recq worker. Run by
+bench/ingest.py as a baseline (`python bench/faust_forward.py worker`); configured through
+BENCH_BOOTSTRAP, BENCH_PREFIX, BENCH_GUARANTEE."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faust
+
+PREFIX = os.environ["BENCH_PREFIX"]
+app = faust.App(
+    f"{PREFIX}faust-forward",
+    broker=f"kafka://{os.environ['BENCH_BOOTSTRAP']}",
+    store="memory://",
+    processing_guarantee=os.environ.get("BENCH_GUARANTEE", "exactly_once"),
+    web_enabled=False,
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+)
+source = app.topic(
+    *(f"{PREFIX}events.{kind}" for kind in ("click", "cart", "purchase")),
+    key_type=bytes,
+    value_type=bytes,
+)
+sink = app.topic(f"{PREFIX}forwarded", key_type=bytes, value_type=bytes)
+
+
+@app.agent(source)
+async def forward(stream: Any) -> None:
+    async for event in stream.events():
+        await sink.send(key=event.key, value=event.value)
+
+
+if __name__ == "__main__":
+    app.main()
