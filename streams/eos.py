@@ -18,10 +18,11 @@ flushes the producer buffer first. Outputs are sent on the transactional produce
 event's *source* partition (``send_in_transaction``), so output, state update and offset
 commit share one transaction. Duplicates after a kill -9 are gone (tests/reliability).
 
-Known gap: ``ProducerBuffer.flush`` waits at most 0.1 s per message and does not count a
-write its background task is still publishing, so a commit can still, rarely, precede an
-event's table update (about one kill -9 run in three loses one user's update; README,
-"Exactly once"). Closing it means awaiting in-flight publishes here.
+``ProducerBuffer.flush`` alone is not enough: it waits at most 0.1 s per message and does
+not count a write its background task is still publishing (with only that, about one
+kill -9 run in three lost one user's table update). So the buffer's sends are counted
+while in flight, and the commit waits until the queue is empty and none is in flight;
+no new write can appear meanwhile, since the agent is held by the lock.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 _LOCK_ATTR = "_recq_processing_lock"
 _original_commit = Consumer.commit
+_original_send_pending = ProducerBuffer._send_pending
+_IN_FLIGHT_ATTR = "_recq_in_flight"
 
 
 def processing_lock(app: faust.App) -> asyncio.Lock:
@@ -51,14 +55,28 @@ async def _commit_under_lock(self: Consumer, *args: Any, **kwargs: Any) -> bool:
     if lock is None:  # an app that did not opt in keeps faust's behaviour
         return await _original_commit(self, *args, **kwargs)
     async with lock:
-        await self.app.producer.buffer.flush()  # pending changelog writes join this commit
+        # Every table write made so far must be in the producer before the offsets it
+        # belongs with are committed. (Polled: faust exposes no event for these.)
+        buffer = self.app.producer.buffer
+        while buffer.size or getattr(buffer, _IN_FLIGHT_ATTR, 0):  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
         return await _original_commit(self, *args, **kwargs)
+
+
+async def _counted_send_pending(self: ProducerBuffer, fut: Any) -> None:
+    setattr(self, _IN_FLIGHT_ATTR, getattr(self, _IN_FLIGHT_ATTR, 0) + 1)
+    try:
+        await _original_send_pending(self, fut)
+    finally:
+        setattr(self, _IN_FLIGHT_ATTR, getattr(self, _IN_FLIGHT_ATTR) - 1)
 
 
 def install() -> None:
     """Patch faust's consumer commit (idempotent; other apps are unaffected)."""
     if Consumer.commit is not _commit_under_lock:
         Consumer.commit = _commit_under_lock  # type: ignore[method-assign]
+    if ProducerBuffer._send_pending is not _counted_send_pending:
+        ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
 
 
 async def send_in_transaction(
