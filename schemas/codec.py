@@ -67,6 +67,29 @@ def _expected_name(expected: object) -> str:
     return cast(type[Record], expected).record_name
 
 
+def dead_letter(
+    raw: bytes | None,
+    expected: object,
+    code: DeadLetterCode,
+    reason: str,
+    *,
+    source: Source,
+    now_ms: int,
+) -> DeadLetter:
+    """A dead letter for ``raw`` (kept byte for byte), which was expected to be
+    ``expected``: for ``decode`` and for consumers whose own checks reject a record."""
+    return DeadLetter(
+        code=code,
+        reason=reason[:_REASON_LIMIT],
+        expected=_expected_name(expected),
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        original=raw or b"",
+        ts_ms=now_ms,
+    )
+
+
 def decode(
     raw: bytes | None,
     expected: type[R] | object,
@@ -79,36 +102,43 @@ def decode(
     event type). Returns the record, or a ``DeadLetter`` with the original bytes."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
 
-    def dead(code: DeadLetterCode, reason: str) -> DeadLetter:
-        return DeadLetter(
-            code=code,
-            reason=reason[:_REASON_LIMIT],
-            expected=_expected_name(expected),
-            source_topic=source.topic,
-            source_partition=source.partition,
-            source_offset=source.offset,
-            original=raw or b"",
-            ts_ms=now,
-        )
-
     if raw is None:
-        return dead("not_an_object", "message has no value (a tombstone); expected a JSON object")
-    if len(raw) > limits.max_payload_bytes:
-        return dead(
-            "oversized",
+        code: DeadLetterCode = "not_an_object"
+        reason = "message has no value (a tombstone); expected a JSON object"
+    elif len(raw) > limits.max_payload_bytes:
+        code = "oversized"
+        reason = (
             f"payload is {len(raw)} bytes; the limit is {limits.max_payload_bytes} "
-            "(RECQ_MAX_PAYLOAD_BYTES)",
+            "(RECQ_MAX_PAYLOAD_BYTES)"
         )
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+    else:
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            return dead("not_utf8", f"payload is not UTF-8: invalid byte at offset {uexc.start}")
-        return dead("malformed_json", f"malformed JSON: {exc}")
-    if not isinstance(data, dict):
-        return dead("not_an_object", f"expected a JSON object, got {_json_kind(data)}")
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                code, reason = (
+                    "not_utf8",
+                    f"payload is not UTF-8: invalid byte at offset {uexc.start}",
+                )
+            else:
+                code, reason = "malformed_json", f"malformed JSON: {exc}"
+        else:
+            if isinstance(data, dict):
+                return _validate(raw, data, expected, limits, source, now)
+            code, reason = "not_an_object", f"expected a JSON object, got {_json_kind(data)}"
+    return dead_letter(raw, expected, code, reason, source=source, now_ms=now)
+
+
+def _validate(
+    raw: bytes,
+    data: dict[str, Any],
+    expected: type[R] | object,
+    limits: Limits,
+    source: Source,
+    now: int,
+) -> R | DeadLetter:
     try:
         return cast(
             R,
@@ -123,7 +153,7 @@ def decode(
             errors = errors[:1]
         shown = "; ".join(_describe(err) for err in errors[:3])
         more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
-        return dead(code, shown + more)
+        return dead_letter(raw, expected, code, shown + more, source=source, now_ms=now)
 
 
 def _json_kind(value: object) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from schemas.codec import Limits, Source, decode, encode
+from schemas.codec import Limits, Source, dead_letter, decode, encode
 from schemas.records import (
     EVENT_CLASSES,
     CartEvent,
@@ -72,10 +72,11 @@ class TransitionAssembler:
         }
         self._inputs[catalog.name(TopicRole.RECOMMENDATIONS)] = Recommendation
         self._inputs[catalog.name(TopicRole.SESSION_TICKS)] = SessionTick
+        self._source_topics = frozenset(self._inputs)
 
     @property
-    def source_topics(self) -> list[str]:
-        return list(self._inputs)
+    def source_topics(self) -> frozenset[str]:
+        return self._source_topics
 
     async def handle(
         self,
@@ -100,16 +101,14 @@ class TransitionAssembler:
         user = record.user_id.encode()
         if key != user:
             # Co-partitioning by user_id is what puts a user's state on this worker.
-            letter = DeadLetter(
-                code="invalid_value",
-                reason=f"message key {key!r} is not the record's user_id {record.user_id!r}: "
+            letter = dead_letter(
+                value,
+                expected,
+                "invalid_value",
+                f"message key {key!r} is not the record's user_id {record.user_id!r}: "
                 "recq topics must be keyed by user_id",
-                expected=expected.record_name,
-                source_topic=source.topic,
-                source_partition=source.partition,
-                source_offset=source.offset,
-                original=value or b"",
-                ts_ms=wall_ms,
+                source=source,
+                now_ms=wall_ms,
             )
             return self._dead(letter, key)
 
@@ -129,7 +128,7 @@ class TransitionAssembler:
             outcome = Outcome()
         else:
             metrics.EVENTS_IN.labels(record.type).inc()
-            interactions = await self._interactions(record, produced_ms)
+            interactions = await self._interactions(record, wall_ms, produced_ms)
             outcome = self.sessionizer.on_event(
                 session, record.user_id, interactions, wall_ms, self.resumed_ms, synced_ms
             )
@@ -137,7 +136,7 @@ class TransitionAssembler:
         return self._emit(outcome, user)
 
     async def _interactions(
-        self, event: ClickEvent | CartEvent | PurchaseEvent, produced_ms: int
+        self, event: ClickEvent | CartEvent | PurchaseEvent, wall_ms: int, produced_ms: int
     ) -> list[Interaction]:
         code = EVENT_CODES[event.type]
         if isinstance(event, PurchaseEvent):
@@ -155,6 +154,7 @@ class TransitionAssembler:
                 code,
                 event.rec_id,
                 n == last,
+                arrival_ms=wall_ms,
                 produced_ms=produced_ms,
             )
             for n, idx in enumerate(indices)

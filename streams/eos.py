@@ -1,7 +1,7 @@
 """Exactly-once for the streams worker on faust-streaming 0.15.3.
 
 faust's ``processing_guarantee="exactly_once"`` runs one transactional producer per
-source partition and commits consumed offsets inside those transactions, but two gaps
+source partition and commits consumed offsets inside those transactions, but three gaps
 let a crashed worker duplicate output and lose table updates (faust-streaming issues
 #177 and #340; measured here: 1,072 duplicates in 30,000 after a kill -9):
 
@@ -18,7 +18,7 @@ flushes the producer buffer first. Outputs are sent on the transactional produce
 event's *source* partition (``send_in_transaction``), so output, state update and offset
 commit share one transaction. Duplicates after a kill -9 are gone (tests/reliability).
 
-``ProducerBuffer.flush`` alone is not enough: it waits at most 0.1 s per message and does
+3. ``ProducerBuffer.flush`` alone is not enough: it waits at most 0.1 s per message and does
 not count a write its background task is still publishing (with only that, about one
 kill -9 run in three lost one user's table update). So the buffer's sends are counted
 while in flight, and the commit waits until the queue is empty and none is in flight;

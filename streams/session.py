@@ -222,7 +222,9 @@ class Sessionizer:
                 out.late += 1
                 self._apply(session, user_id, x, out)
             else:
-                insort(session.buffer, replace(x, arrival_ms=wall_ms), key=_order)
+                if x.arrival_ms != wall_ms:  # callers that stamp it save a copy per event
+                    x = replace(x, arrival_ms=wall_ms)
+                insort(session.buffer, x, key=_order)
         self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
         return out
 

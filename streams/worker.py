@@ -125,9 +125,8 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=max(settings.broker_session_timeout_s / 5, 0.5),
         consumer_auto_offset_reset="earliest",
-        # Small fetches interleave the event topics finely while a backlog is read, so a
-        # user's click and the cart that followed it (on another topic) arrive close in
-        # time, within the reorder window.
+        # Small fetches keep the inputs' read positions close while a backlog is read, so
+        # the cross-topic synchronisation (see streams.session) holds back less.
         consumer_max_fetch_size=64 * 1024,
     )
     runtime = StreamsRuntime(settings, bootstrap, catalog)
@@ -190,9 +189,11 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         sessionizer = assembler.sessionizer
         now = int(time.time() * 1000)
         synced = min(runtime.synced.values(), default=0)  # a user's partition is unknown here
-        for user, raw in list(sessions.items()):
+        for n, (user, raw) in enumerate(list(sessions.items()), 1):
             if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms, synced):
                 await runtime.send_tick(ticks_topic, user)
+            elif n % 1000 == 0:
+                await asyncio.sleep(0)  # a large table must not stall the agent
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
@@ -228,6 +229,4 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
 
     app.on_before_shutdown.connect(close_runtime)
 
-    app.recq_runtime = runtime  # type: ignore[attr-defined]
-    app.recq_sessions = sessions  # type: ignore[attr-defined]
     return app
