@@ -178,6 +178,38 @@ def worker(
     create_app(settings, bootstrap=bootstrap).main()
 
 
+# --- learner -----------------------------------------------------------------------------
+@app.command("learner")
+def learner(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
+) -> None:
+    """Run the learner: consume transitions into the replay store, train the DQN, write
+    and announce ONNX snapshots. Creates missing topics first. Ctrl-C stops it after a
+    final checkpoint."""
+    import logging
+
+    from learner.service import run_learner
+    from recq.topics import ensure_topics
+
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+
+    async def main() -> None:
+        await ensure_topics(
+            catalog,
+            bootstrap_servers=bootstrap,
+            replication_factor=settings.replication_factor,
+            client_options=client_options(settings),
+        )
+        await run_learner(settings, bootstrap)
+
+    asyncio.run(main())
+
+
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(

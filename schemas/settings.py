@@ -138,6 +138,65 @@ class Settings(BaseSettings):
         default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it."
     )
 
+    # --- Learner ------------------------------------------------------------------------
+    learner_group_id: str = Field(
+        default="recq-learner",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group of the learner on the transitions topic.",
+    )
+    learner_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: cuda when torch sees a GPU, else cpu."
+    )
+    replay_capacity: int = Field(
+        default=200_000, ge=64, le=100_000_000, description="Transitions kept for replay."
+    )
+    replay_prioritized: bool = Field(
+        default=True, description="Proportional prioritized replay (else uniform)."
+    )
+    per_alpha: float = Field(default=0.6, ge=0.0, le=1.0, description="PER priority exponent.")
+    per_beta: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="PER importance exponent at the start."
+    )
+    per_beta_updates: int = Field(
+        default=100_000, ge=1, description="Updates over which beta anneals to 1."
+    )
+    n_step: int = Field(default=3, ge=1, le=50, description="n of n-step returns.")
+    gamma: float = Field(default=0.9, ge=0.0, le=1.0, description="Discount per step.")
+    batch_size: int = Field(default=256, ge=1, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=1e-5, ge=0.0, le=1.0)
+    target_tau: float = Field(
+        default=0.01, gt=0.0, le=1.0, description="Soft update rate of the target network."
+    )
+    grad_clip: float = Field(default=10.0, gt=0.0, description="Max gradient norm.")
+    embedding_dim: int = Field(default=64, ge=4, le=1024)
+    encoder: Literal["gru", "transformer"] = Field(
+        default="gru", description="Sequence encoder of the Q-network."
+    )
+    supervised_head: bool = Field(
+        default=True,
+        description="Train a next-item softmax head on the same encoder (SQN, Xin et al. 2020).",
+    )
+    supervised_negatives: int = Field(
+        default=1024,
+        ge=0,
+        le=1_000_000,
+        description="Sampled-softmax negatives for the supervised head; 0 = full softmax.",
+    )
+    warmup_transitions: int = Field(
+        default=1_000, ge=1, description="Training starts once replay holds this many."
+    )
+    snapshot_every_updates: int = Field(default=500, ge=1)
+    snapshot_every_s: float = Field(default=5.0, gt=0.0)
+    snapshots_keep: int = Field(default=5, ge=1, le=1000)
+    snapshot_top_k: int = Field(
+        default=50, ge=1, le=10_000, description="K of the top-K inside the ONNX graph."
+    )
+    checkpoint_every_s: float = Field(default=30.0, gt=0.0)
+    tensorboard: bool = Field(
+        default=True, description="Write TensorBoard scalars under data_dir/tensorboard."
+    )
+
     # --- Paths ------------------------------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),
@@ -174,6 +233,10 @@ class Settings(BaseSettings):
     @cached_property
     def model_store_dir(self) -> Path:
         return self.model_store if self.model_store is not None else self.data_dir / "models"
+
+    @cached_property
+    def learner_dir(self) -> Path:
+        return self.data_dir / "learner"
 
     @cached_property
     def embedded_kafka_dir(self) -> Path:

@@ -119,6 +119,10 @@ class ItemVocabulary:
     def item_id(self, index: int) -> str:
         return self._ids[index]
 
+    def ids(self) -> list[str]:
+        """Item ids by index (a copy; safe to call from another thread)."""
+        return list(self._ids)
+
     def mapping(self) -> dict[str, int]:
         return dict(self._index)
 

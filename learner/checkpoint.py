@@ -1,0 +1,76 @@
+"""Learner checkpoints: weights (online and target), optimizer state, update count and
+the transitions-topic offsets they reflect. Written through a temp file and a rename;
+loaded with ``weights_only=True`` (no pickled code runs on load)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learner.dqn import DQN
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    updates: int
+    offsets: dict[int, int]  # transitions partition -> next offset to read
+    n_items: int
+    capacity: int
+
+
+def save(path: Path, dqn: DQN, offsets: dict[int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(
+        {
+            "format": 1,
+            "updates": dqn.updates,
+            "offsets": {int(p): int(o) for p, o in offsets.items()},
+            "n_items": dqn.online.n_items,
+            "capacity": dqn.online.capacity,
+            "online": dqn.online.state_dict(),
+            "target": dqn.target.state_dict(),
+            "optimizer": dqn.optimizer.state_dict(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def peek(path: Path) -> Checkpoint | None:
+    """The checkpoint's bookkeeping (None when there is none)."""
+    data = _load(path)
+    if data is None:
+        return None
+    return Checkpoint(data["updates"], data["offsets"], data["n_items"], data["capacity"])
+
+
+def restore(path: Path, dqn: DQN) -> Checkpoint | None:
+    """Load a checkpoint into ``dqn`` (grown to the checkpoint's catalog first)."""
+    data = _load(path)
+    if data is None:
+        return None
+    dqn.ensure_items(data["n_items"])
+    if dqn.online.capacity != data["capacity"]:
+        raise RuntimeError(
+            f"checkpoint {path} has {data['capacity']} item rows, the network "
+            f"{dqn.online.capacity}: delete it to start fresh, or restore with the same settings"
+        )
+    dqn.online.load_state_dict(data["online"])
+    dqn.target.load_state_dict(data["target"])
+    dqn.optimizer.load_state_dict(data["optimizer"])
+    dqn.updates = int(data["updates"])
+    return Checkpoint(data["updates"], data["offsets"], data["n_items"], data["capacity"])
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return data

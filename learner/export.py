@@ -1,0 +1,190 @@
+"""ONNX snapshots that serving can trust.
+
+The exported graph takes a batch of left-padded states (items, events, ages: int64
+[B, L]) and an exclusion list (int64 [B, X], -1 = no item; X may be 0) and returns the
+top-K item indices (int64 [B, K]) and their Q-values (float32 [B, K]) over the catalog
+as it was at export time. Excluded items score ``EXCLUDED_SCORE``. Parity with torch is
+measured on a sample batch before anything is written.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from learner.qnet import EXCLUDED_SCORE, QNetwork
+
+
+class TopKPolicy(nn.Module):
+    """Export view of a QNetwork: top-K over the active catalog rows, in-graph.
+
+    The number of active rows is a tensor (``active``), not a constant baked into the
+    graph, so one exported graph serves every catalog size up to the network's row
+    capacity and later snapshots only replace weights (see ``SnapshotExporter``)."""
+
+    active: torch.Tensor
+
+    def __init__(self, net: QNetwork, k: int, n_active: int | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.k = min(k, net.capacity)
+        active = net.n_items if n_active is None else min(n_active, net.n_items)
+        self.register_buffer("active", torch.tensor(active, dtype=torch.int64))
+
+    def forward(
+        self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor, exclude: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        _, user, value = net.encode(items, events, ages)
+        rows = net.item.shape[0]
+        live = torch.arange(rows, device=items.device) < self.active
+        count = self.active.to(net.item.dtype)
+        mean_item = (net.item * live.unsqueeze(1)).sum(0) / count
+        mean_bias = (net.item_bias * live).sum() / count
+        shift = value - (user @ mean_item + mean_bias)
+        q = user @ net.item.T + net.item_bias + shift.unsqueeze(-1)
+        q = torch.where(live, q, torch.full_like(q, EXCLUDED_SCORE))
+        # Padding (-1) and items outside the catalog go to a spare column, then dropped.
+        spare = torch.full_like(exclude, rows)
+        target = torch.where((exclude >= 0) & (exclude < self.active), exclude, spare)
+        q = torch.cat([q, torch.zeros_like(q[:, :1])], 1)
+        q = q.scatter(1, target, torch.full_like(target, 0, dtype=q.dtype) + EXCLUDED_SCORE)
+        scores, indices = torch.topk(q[:, :rows], self.k, dim=1)
+        return indices, scores
+
+
+INPUT_NAMES = ["items", "events", "ages", "exclude"]
+OUTPUT_NAMES = ["indices", "scores"]
+
+
+def io_spec(history_length: int, k: int) -> dict[str, object]:
+    """What a snapshot's model.onnx takes and returns (recorded in the manifest)."""
+    seq = {"dtype": "int64", "shape": ["batch", history_length]}
+    return {
+        "inputs": {
+            "items": seq, "events": seq, "ages": seq,
+            "exclude": {"dtype": "int64", "shape": ["batch", "excluded"]},
+        },
+        "outputs": {
+            "indices": {"dtype": "int64", "shape": ["batch", k]},
+            "scores": {"dtype": "float32", "shape": ["batch", k]},
+        },
+    }  # fmt: skip
+
+
+def export_onnx(policy: TopKPolicy) -> onnx.ModelProto:
+    """Trace and convert the policy (dynamic batch and exclusion length). Seconds of work:
+    done once per network shape, see ``SnapshotExporter``."""
+    n_items = int(policy.active)
+    example = sample_states(4, policy.net.history_length, n_items, seed=0)
+    exclude = torch.tensor([[0, -1], [1, 2], [-1, -1], [3, n_items + 5]])
+    batch = torch.export.Dim("batch", min=1, max=65_536)
+    excluded = torch.export.Dim("excluded", min=0, max=100_000)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # exporter chatter about unused optimizations
+        program = torch.onnx.export(
+            policy,
+            (*example, exclude),
+            dynamo=True,
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_shapes={
+                "items": {0: batch},
+                "events": {0: batch},
+                "ages": {0: batch},
+                "exclude": {0: batch, 1: excluded},
+            },
+            # Unoptimized keeps one initializer per named parameter, which is what lets
+            # later snapshots swap weights in; onnxruntime optimizes at session creation.
+            optimize=False,
+            verbose=False,
+        )
+    assert program is not None
+    program.save(buffer)  # type: ignore[arg-type]
+    return onnx.load_from_string(buffer.getvalue())
+
+
+class SnapshotExporter:
+    """Exports a QNetwork as ONNX bytes, re-tracing only when the graph's shape changes
+    (row capacity, K, architecture) and otherwise writing the current weights into the
+    cached graph. Every result is still parity-checked against torch by the caller."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._template: onnx.ModelProto | None = None
+        self._signature: tuple[object, ...] | None = None
+        self.traces = 0
+
+    def export(self, net: QNetwork, n_active: int | None = None) -> tuple[bytes, TopKPolicy]:
+        policy = TopKPolicy(net, self.k, n_active).eval()
+        signature = (net.capacity, policy.k, net.encoder_kind, net.dim, net.history_length,
+                     net.supervised)  # fmt: skip
+        if self._template is None or signature != self._signature:
+            self._template = export_onnx(policy)
+            self._signature = signature
+            self.traces += 1
+        state = {name: t.detach().cpu() for name, t in policy.state_dict().items()}
+        model = onnx.ModelProto()
+        model.CopyFrom(self._template)
+        for init in model.graph.initializer:
+            if init.name not in state:
+                raise RuntimeError(f"exported graph has an unnamed initializer {init.name!r}")
+            init.CopyFrom(numpy_helper.from_array(state[init.name].numpy(), init.name))
+        return model.SerializeToString(), policy
+
+
+def sample_states(
+    batch: int, history_length: int, n_items: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, history_length + 1, (batch, 1), generator=g)
+    real = torch.arange(history_length)[None, :] >= history_length - lengths
+    items = torch.randint(0, n_items, (batch, history_length), generator=g) * real
+    events = torch.randint(1, 4, (batch, history_length), generator=g) * real
+    ages = torch.randint(1, 8, (batch, history_length), generator=g) * real
+    return items, events, ages
+
+
+@dataclass(frozen=True)
+class Parity:
+    batch: int
+    topk_equal: float  # fraction of rows whose top-K index lists are identical
+    max_abs_diff: float  # over the top-K scores
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "batch": self.batch,
+            "topk_equal": self.topk_equal,
+            "max_abs_diff": self.max_abs_diff,
+        }
+
+
+def check_parity(model: bytes, policy: TopKPolicy, batch: int = 64, seed: int = 1) -> Parity:
+    """Run onnxruntime and torch on the same sample batch (with exclusions)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # CastLike constant-folding notices are not errors
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    n_items = int(policy.active)
+    items, events, ages = sample_states(batch, policy.net.history_length, n_items, seed)
+    generator = torch.Generator().manual_seed(seed)
+    exclude = torch.randint(-1, n_items, (batch, 3), generator=generator)
+    with torch.no_grad():
+        t_idx, t_scores = policy(items, events, ages, exclude)
+    o_idx, o_scores = session.run(
+        OUTPUT_NAMES,
+        {"items": items.numpy(), "events": events.numpy(), "ages": ages.numpy(),
+         "exclude": exclude.numpy()},
+    )  # fmt: skip
+    equal = float(np.mean(np.all(o_idx == t_idx.numpy(), axis=1)))
+    diff = float(np.max(np.abs(o_scores - t_scores.numpy())))
+    return Parity(batch=batch, topk_equal=equal, max_abs_diff=diff)

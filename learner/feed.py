@@ -1,0 +1,107 @@
+"""The transitions feed: the learner's Kafka consumer, writing into the replay store.
+
+Every partition of the transitions topic is assigned (read_committed: only transitions
+of committed worker transactions) and positioned so the store is refilled as far back as
+its capacity allows: from ``checkpoint offset - capacity/partitions`` after a restart,
+from ``end - capacity/partitions`` on a first start. Invalid transitions are
+dead-lettered; positions are committed to the learner's group for lag monitoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from learner import metrics
+from learner.replay.buffer import ReplayBuffer
+from schemas.codec import Limits, Source, decode, encode
+from schemas.records import DeadLetter, Transition
+
+log = logging.getLogger("recq.learner")
+
+
+class TransitionFeed:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topic: str,
+        dead_letter_topic: str,
+        replay: ReplayBuffer,
+        limits: Limits,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
+        self.replay = replay
+        self.limits = limits
+        self.positions: dict[int, int] = {}
+        self.consumed = 0
+
+    async def assign(self, checkpoint_offsets: dict[int, int] | None) -> dict[int, int]:
+        """Assign all partitions and seek for the refill; returns the start offsets."""
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise RuntimeError(f"topic {self.topic} not found: run `recq topics create`")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        begin = await self.consumer.beginning_offsets(tps)
+        end = await self.consumer.end_offsets(tps)
+        share = max(1, self.replay.storage.capacity // len(tps))
+        starts: dict[int, int] = {}
+        for tp in tps:
+            anchor = end[tp]
+            if checkpoint_offsets is not None and tp.partition in checkpoint_offsets:
+                anchor = min(end[tp], checkpoint_offsets[tp.partition])
+            starts[tp.partition] = max(begin[tp], anchor - share)
+            self.consumer.seek(tp, starts[tp.partition])
+        self.positions = dict(starts)
+        return starts
+
+    async def run(self, stopping: asyncio.Event, commit_every_s: float = 5.0) -> None:
+        committed_at = time.monotonic()
+        while not stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=5_000)
+            transitions: list[Transition] = []
+            letters: list[DeadLetter] = []
+            for tp, messages in batches.items():
+                for m in messages:
+                    source = Source(tp.topic, tp.partition, m.offset)
+                    record = decode(m.value, Transition, limits=self.limits, source=source)
+                    if isinstance(record, DeadLetter):
+                        letters.append(record)
+                    else:
+                        transitions.append(record)
+                        metrics.TRANSITIONS_IN.labels(record.kind).inc()
+                if messages:
+                    self.positions[tp.partition] = messages[-1].offset + 1
+            for letter in letters:
+                # Dead letters are sent before the positions that skip them are committed.
+                await self.producer.send_and_wait(self.dead_letter_topic, encode(letter))
+                metrics.DEAD_LETTERS.labels(letter.code).inc()
+                log.warning("dead-lettered a transition: %s", letter.reason)
+            if transitions:
+                stored = self.replay.add(transitions)
+                self.consumed += len(transitions)
+                metrics.SAMPLES_STORED.inc(stored)
+                metrics.REPLAY_SIZE.set(len(self.replay))
+            if time.monotonic() - committed_at >= commit_every_s:
+                await self.commit()
+                committed_at = time.monotonic()
+
+    async def commit(self) -> None:
+        offsets = {TopicPartition(self.topic, p): o for p, o in self.positions.items()}
+        if offsets:
+            await self.consumer.commit(offsets)
+            highwater = {tp: self.consumer.highwater(tp) for tp in offsets}
+            for tp, position in offsets.items():
+                lag = (highwater[tp] or position) - position
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, lag))

@@ -1,0 +1,182 @@
+"""The Q-network for a large, growing catalog.
+
+    h      = encoder(item_emb[s] + event_emb[s] + age_emb[s] + position)   (last position)
+    u, V   = W_u h, w_v h                                                  (user vector, value)
+    Q(s,a) = V + (u . e_a + b_a) - mean_a'(u . e_a' + b_a')                (dueling)
+
+The advantage mean over the catalog is u . mean(e) + mean(b): O(d), not O(N), so Q at a
+taken action stays a gather of one dot product. Ranking by Q equals ranking by
+u . e_a + b_a, which is all the double-DQN argmax and the exported top-K need. Item
+embeddings are shared by the input and the Q head (tied) and live in preallocated rows
+that grow with the vocabulary (``ensure_items``) without restarting.
+
+The optional supervised head (SQN, Xin et al. 2020) scores the next item as
+W_s h . e_a + c_a on the same encoder and embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+EVENT_CODES = 4  # 0 padding, 1 click, 2 cart, 3 purchase
+AGE_BUCKETS = 16  # streams uses 0..7; headroom for finer buckets later
+EXCLUDED_SCORE = -1e30  # score of an excluded item in the exported top-K (finite: parity)
+SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
+
+
+class QNetwork(nn.Module):
+    def __init__(
+        self,
+        *,
+        n_items: int,
+        dim: int = 64,
+        history_length: int = 10,
+        encoder: Literal["gru", "transformer"] = "gru",
+        supervised_head: bool = True,
+        capacity: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.history_length = history_length
+        self.encoder_kind = encoder
+        self.n_items = max(1, n_items)
+        capacity = max(self.n_items, capacity or _grown(self.n_items))
+        self.item = nn.Parameter(torch.randn(capacity, dim) / math.sqrt(dim))
+        self.item_bias = nn.Parameter(torch.zeros(capacity))
+        self.event = nn.Embedding(EVENT_CODES, dim)
+        self.age = nn.Embedding(AGE_BUCKETS, dim)
+        self.position = nn.Parameter(torch.zeros(history_length, dim))
+        self.encoder: nn.Module
+        if encoder == "gru":
+            self.encoder = nn.GRU(dim, dim, batch_first=True)
+        else:
+            layer = nn.TransformerEncoderLayer(
+                dim, nhead=2, dim_feedforward=2 * dim, dropout=0.0, batch_first=True,
+                norm_first=True,
+            )  # fmt: skip
+            self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+            self.register_buffer(
+                "causal", nn.Transformer.generate_square_subsequent_mask(history_length),
+                persistent=False,
+            )  # fmt: skip
+        self.user = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, 1)
+        self.supervised = supervised_head
+        if supervised_head:
+            self.next_item = nn.Linear(dim, dim)
+            self.next_item_bias = nn.Parameter(torch.zeros(capacity))
+
+    # --- catalog --------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return int(self.item.shape[0])
+
+    def per_item_parameters(self) -> list[str]:
+        return ["item", "item_bias", *(["next_item_bias"] if self.supervised else [])]
+
+    def ensure_items(self, n_items: int) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
+        """Make room for ``n_items``; returns {name: (old, new)} of reallocated parameters
+        so the optimizer's state can follow (see ``dqn.follow_growth``)."""
+        grown: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+        if n_items > self.capacity:
+            capacity = _grown(n_items)
+            for name in self.per_item_parameters():
+                old = getattr(self, name)
+                fresh = (
+                    torch.randn(capacity - old.shape[0], self.dim, device=old.device)
+                    / math.sqrt(self.dim)
+                    if old.dim() == 2
+                    else torch.zeros(capacity - old.shape[0], device=old.device)
+                )
+                new = nn.Parameter(torch.cat([old.data, fresh.to(old.dtype)]))
+                setattr(self, name, new)
+                grown[name] = (old, new)
+        self.n_items = max(self.n_items, n_items)
+        return grown
+
+    # --- forward pieces -------------------------------------------------------------------
+    def encode(
+        self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden state, user vector and state value of a batch of left-padded states."""
+        real = (events > 0).unsqueeze(-1).to(self.item.dtype)
+        x = (
+            F.embedding(items, self.item) * real  # padding rows carry no item
+            + self.event(events)
+            + self.age(ages.clamp(max=AGE_BUCKETS - 1))
+            + self.position
+        )
+        if self.encoder_kind == "gru":
+            out, _ = self.encoder(x)
+        else:
+            out = self.encoder(x, mask=self.causal, is_causal=True)
+        h = out[:, -1]
+        return h, self.user(h), self.value(h).squeeze(-1)
+
+    def mean_advantage(self, user: torch.Tensor) -> torch.Tensor:
+        """mean_a (u . e_a + b_a). The catalog mean is held constant in the gradient: its
+        per-row share is 1/N (negligible at catalog scale) and would make every update's
+        embedding gradient dense."""
+        n = self.n_items
+        with torch.no_grad():
+            mean_item, mean_bias = self.item[:n].mean(0), self.item_bias[:n].mean()
+        return user @ mean_item + mean_bias
+
+    def q_at(self, user: torch.Tensor, value: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) at one action per row: a gather and a dot product."""
+        adv = (user * self.item[actions]).sum(-1) + self.item_bias[actions]
+        return value + adv - self.mean_advantage(user)
+
+    def scores(self, user: torch.Tensor) -> torch.Tensor:
+        """u . e_a + b_a over the whole active catalog (ranks like Q)."""
+        n = self.n_items
+        return torch.addmm(self.item_bias[:n], user, self.item[:n].T)
+
+    def q_all(self, user: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) over the whole catalog (the straightforward way; baseline and tests)."""
+        return self.scores(user) + (value - self.mean_advantage(user)).unsqueeze(-1)
+
+    @torch.no_grad()
+    def best_items(self, user: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """argmax_a of u . e_a + b_a without materialising the [B, N] score matrix.
+
+        Pass 1 keeps only each block's per-row maximum (``amax`` over the block, which
+        vectorizes); pass 2 rescans, for each row, only the block that holds its maximum.
+        ``dtype=bfloat16`` runs the products on AMX / tensor cores: only the selection is
+        reduced-precision, the chosen action is evaluated in full precision by the caller.
+        """
+        n = self.n_items
+        table = torch.cat([self.item[:n], self.item_bias[:n, None]], 1).to(dtype)
+        ones = torch.ones(user.shape[0], 1, device=user.device, dtype=user.dtype)
+        query = torch.cat([user, ones], 1).to(dtype)
+        starts = range(0, n, SELECT_CHUNK)
+        block_max = torch.stack([(table[s : s + SELECT_CHUNK] @ query.T).amax(0) for s in starts])
+        best_block = block_max.argmax(0)
+        best = torch.empty(user.shape[0], dtype=torch.int64, device=user.device)
+        for block in torch.unique(best_block).tolist():
+            rows = (best_block == block).nonzero().squeeze(1)
+            start = block * SELECT_CHUNK
+            scores = query[rows] @ table[start : start + SELECT_CHUNK].T
+            best[rows] = scores.float().argmax(1) + start
+        return best
+
+    def supervised_logits(self, hidden: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+        """Next-item logits at ``items`` ([B, K] or [K]) or over the whole catalog (None)."""
+        query: torch.Tensor = self.next_item(hidden)
+        bias: torch.Tensor = self.next_item_bias
+        if items is None:
+            n = self.n_items
+            return torch.addmm(bias[:n], query, self.item[:n].T)
+        if items.dim() == 1:
+            return query @ self.item[items].T + bias[items]
+        return (query.unsqueeze(1) * self.item[items]).sum(-1) + bias[items]
+
+
+def _grown(n: int) -> int:
+    """Row capacity for ``n`` items: 1.5x headroom so growth reallocates rarely."""
+    return max(64, int(n * 1.5))

@@ -1,0 +1,182 @@
+"""``recq learner``: the transitions feed (asyncio, this thread) and the trainer (its own
+thread) around one replay store, plus the vocabulary follower and the snapshot
+announcer. Stops cleanly on SIGINT/SIGTERM with a final checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import start_http_server
+
+from learner import checkpoint
+from learner.device import pick_device
+from learner.dqn import DQN, DQNConfig, select_dtype_for
+from learner.export import SnapshotExporter
+from learner.feed import TransitionFeed
+from learner.metrics import TensorBoard
+from learner.qnet import QNetwork
+from learner.replay.buffer import ReplayBuffer
+from learner.snapshots import ModelStore
+from learner.trainer import Trainer, TrainerConfig
+from schemas.codec import Limits, encode
+from schemas.connection import client_options
+from schemas.records import SnapshotAnnouncement
+from schemas.settings import Settings
+from schemas.topics import TopicCatalog, TopicRole
+from streams.vocabulary import ItemVocabulary
+
+log = logging.getLogger("recq.learner")
+
+
+def build_dqn(settings: Settings, device: torch.device, n_items: int,
+              capacity: int | None = None) -> DQN:  # fmt: skip
+    net = QNetwork(
+        n_items=n_items,
+        dim=settings.embedding_dim,
+        history_length=settings.history_length,
+        encoder=settings.encoder,
+        supervised_head=settings.supervised_head,
+        capacity=capacity,
+    ).to(device)
+    config = DQNConfig(
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        target_tau=settings.target_tau,
+        grad_clip=settings.grad_clip,
+        negatives=settings.supervised_negatives,
+        select_dtype=select_dtype_for(device),
+        mixed_precision=device.type == "cuda",
+    )
+    return DQN(net, config)
+
+
+def trainer_config(settings: Settings) -> TrainerConfig:
+    return TrainerConfig(
+        batch_size=settings.batch_size,
+        warmup=settings.warmup_transitions,
+        beta=settings.per_beta,
+        beta_updates=settings.per_beta_updates,
+        snapshot_every_updates=settings.snapshot_every_updates,
+        snapshot_every_s=settings.snapshot_every_s,
+        snapshots_keep=settings.snapshots_keep,
+        checkpoint_every_s=settings.checkpoint_every_s,
+    )
+
+
+async def run_learner(settings: Settings, bootstrap: str,
+                      stopping: asyncio.Event | None = None) -> None:  # fmt: skip
+    stopping = stopping or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    options = client_options(settings)
+    device = pick_device(settings.learner_device)
+    torch.manual_seed(0)
+    checkpoint_path = settings.learner_dir / checkpoint.CHECKPOINT_FILE
+    saved = checkpoint.peek(checkpoint_path)
+
+    vocabulary = ItemVocabulary(
+        topic=catalog.name(TopicRole.ITEM_VOCABULARY), bootstrap_servers=bootstrap,
+        client_options=options, read_only=True,
+    )  # fmt: skip
+    await vocabulary.start()
+    n_items = max(len(vocabulary), saved.n_items if saved else 1)
+    dqn = build_dqn(settings, device, n_items, saved.capacity if saved else None)
+    checkpoint.restore(checkpoint_path, dqn)
+    replay = ReplayBuffer.build(
+        capacity=settings.replay_capacity, history_length=settings.history_length,
+        device=device, prioritized=settings.replay_prioritized, n_step=settings.n_step,
+        gamma=settings.gamma, alpha=settings.per_alpha,
+    )  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=settings.learner_group_id,
+        enable_auto_commit=False, isolation_level="read_committed", **options,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **options)
+    await consumer.start()
+    await producer.start()
+    feed = TransitionFeed(
+        consumer=consumer, producer=producer, topic=catalog.name(TopicRole.TRANSITIONS),
+        dead_letter_topic=catalog.name(TopicRole.DEAD_LETTER), replay=replay,
+        limits=Limits.from_settings(settings),
+    )  # fmt: skip
+    starts = await feed.assign(saved.offsets if saved else None)
+    announcements: asyncio.Queue[SnapshotAnnouncement] = asyncio.Queue()
+    store = ModelStore(settings.model_store_dir)
+    store.clean_temp()
+    tensorboard_dir = settings.data_dir / "tensorboard" if settings.tensorboard else None
+    trainer = Trainer(
+        dqn=dqn, replay=replay, store=store, exporter=SnapshotExporter(settings.snapshot_top_k),
+        item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
+        offsets=lambda: dict(feed.positions),
+        announce=lambda a: _call_soon(loop, announcements.put_nowait, a),
+        checkpoint_path=checkpoint_path, config=trainer_config(settings),
+        tensorboard=TensorBoard(tensorboard_dir),
+    )  # fmt: skip
+    log.info(
+        "learner on %s: %d items, replay refill from %s, resumed at update %d",
+        device,
+        dqn.online.n_items,
+        starts,
+        dqn.updates,
+    )
+    trainer.start()
+
+    async def announce() -> None:
+        topic = catalog.name(TopicRole.SNAPSHOTS)
+        while True:
+            a = await announcements.get()
+            await producer.send_and_wait(topic, encode(a), key=b"snapshot")
+            log.info("snapshot %d announced (update %d)", a.version, a.step)
+
+    async def watch_trainer() -> None:
+        await asyncio.to_thread(trainer.join)  # returns when training stops or fails
+        stopping.set()
+
+    tasks = [
+        asyncio.create_task(feed.run(stopping), name="transitions-feed"),
+        asyncio.create_task(announce(), name="snapshot-announcer"),
+        asyncio.create_task(watch_trainer(), name="trainer-watch"),
+    ]
+    try:
+        await stopping.wait()
+    finally:
+        await asyncio.to_thread(trainer.stop)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not announcements.empty():  # the last snapshots still get announced
+            a = announcements.get_nowait()
+            await producer.send_and_wait(catalog.name(TopicRole.SNAPSHOTS), encode(a),
+                                         key=b"snapshot")  # fmt: skip
+        if trainer.error is None and dqn.updates:
+            checkpoint.save(checkpoint_path, dqn, dict(feed.positions))
+        with contextlib.suppress(Exception):
+            await feed.commit()
+        await consumer.stop()
+        await producer.stop()
+        await vocabulary.stop()
+        trainer.tensorboard.close()
+    if trainer.error is not None:
+        raise RuntimeError(f"training thread failed: {trainer.error}") from trainer.error
+
+
+def _call_soon(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[SnapshotAnnouncement], None],
+    arg: SnapshotAnnouncement,
+) -> None:  # fmt: skip
+    """Hand a value from the trainer thread to the event loop."""
+    loop.call_soon_threadsafe(fn, arg)

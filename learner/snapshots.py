@@ -1,0 +1,138 @@
+"""The model store: ``snapshot-<version>/`` directories, each complete or absent.
+
+A snapshot is written into a hidden temp directory in the store and renamed into place
+(atomic on one filesystem), so a reader never sees a partial one. Layout:
+
+    snapshot-000042/
+        model.onnx        top-K policy (see export.py)
+        vocabulary.json   item ids by index ({"items": [...]}), the catalog it scores
+        manifest.json     version, created_at, step, sha256 of each file, io spec,
+                          parity, training metrics
+
+The last ``keep`` snapshots are kept; older ones are pruned after a new one lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SNAPSHOT_RE = re.compile(r"^snapshot-(\d{6,})$")
+MODEL_FILE = "model.onnx"
+VOCABULARY_FILE = "vocabulary.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def snapshot_dirname(version: int) -> str:
+    return f"snapshot-{version:06d}"
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class WrittenSnapshot:
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def versions(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        found = (SNAPSHOT_RE.match(p.name) for p in self.root.iterdir() if p.is_dir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def path(self, version: int) -> Path:
+        return self.root / snapshot_dirname(version)
+
+    def manifest(self, version: int) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads((self.path(version) / MANIFEST_FILE).read_bytes())
+        return data
+
+    def write(
+        self,
+        *,
+        model: bytes,
+        item_ids: list[str],
+        step: int,
+        io_spec: dict[str, object],
+        parity: dict[str, float],
+        metrics: dict[str, float],
+        extra: dict[str, object] | None = None,
+    ) -> WrittenSnapshot:
+        """Write the next version atomically and return it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = max(self.versions(), default=0) + 1
+        vocabulary = orjson.dumps({"items": item_ids})
+        manifest: dict[str, Any] = {
+            "version": version,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_ts_ms": int(time.time() * 1000),
+            "step": step,
+            "sha256": sha256_of(model),
+            "files": {
+                MODEL_FILE: {"sha256": sha256_of(model), "bytes": len(model)},
+                VOCABULARY_FILE: {"sha256": sha256_of(vocabulary), "bytes": len(vocabulary)},
+            },
+            "n_items": len(item_ids),
+            "io": io_spec,
+            "parity": parity,
+            "metrics": metrics,
+            **(extra or {}),
+        }
+        tmp = self.root / f".tmp-{snapshot_dirname(version)}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in (
+            (MODEL_FILE, model),
+            (VOCABULARY_FILE, vocabulary),
+            (MANIFEST_FILE, orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
+        ):
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        final = self.path(version)
+        os.rename(tmp, final)  # atomic: readers see all of it or none of it
+        _fsync_dir(self.root)
+        return WrittenSnapshot(version, final, manifest)
+
+    def prune(self, keep: int) -> list[int]:
+        """Remove all but the newest ``keep`` snapshots; returns the removed versions."""
+        versions = self.versions()
+        removed = versions[:-keep] if keep > 0 else versions
+        for version in removed:
+            # Rename first so a reader never meets a half-deleted directory.
+            doomed = self.root / f".del-{snapshot_dirname(version)}-{os.getpid()}"
+            os.rename(self.path(version), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        return removed
+
+    def clean_temp(self) -> None:
+        """Remove leftovers of a writer that died mid-snapshot."""
+        if self.root.is_dir():
+            for p in self.root.iterdir():
+                if p.name.startswith((".tmp-", ".del-")):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,190 @@
+"""The training thread: samples the replay store, updates the Q-network, and on its
+cadence writes snapshots and checkpoints. It never waits on the consumer: it trains on
+whatever the store holds (once it holds ``warmup`` samples), while the consumer keeps
+writing into it concurrently."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from learner import checkpoint, metrics
+from learner.dqn import DQN
+from learner.export import Parity, SnapshotExporter, check_parity, io_spec
+from learner.replay.buffer import ReplayBuffer
+from learner.snapshots import ModelStore, WrittenSnapshot
+from schemas.records import SnapshotAnnouncement
+
+log = logging.getLogger("recq.learner")
+
+#: A snapshot whose ONNX top-K disagrees with torch beyond these is not written.
+PARITY_MIN_TOPK_EQUAL = 0.98
+PARITY_MAX_ABS_DIFF = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    batch_size: int = 256
+    warmup: int = 1_000
+    beta: float = 0.4
+    beta_updates: int = 100_000
+    snapshot_every_updates: int = 500
+    snapshot_every_s: float = 5.0
+    snapshots_keep: int = 5
+    checkpoint_every_s: float = 30.0
+
+
+class Trainer(threading.Thread):
+    def __init__(
+        self,
+        *,
+        dqn: DQN,
+        replay: ReplayBuffer,
+        store: ModelStore,
+        exporter: SnapshotExporter,
+        item_ids: Callable[[], list[str]],
+        catalog_size: Callable[[], int],
+        offsets: Callable[[], dict[int, int]],
+        announce: Callable[[SnapshotAnnouncement], None],
+        checkpoint_path: Path,
+        config: TrainerConfig,
+        tensorboard: metrics.TensorBoard | None = None,
+    ) -> None:
+        super().__init__(name="recq-trainer", daemon=True)
+        self.dqn = dqn
+        self.replay = replay
+        self.store = store
+        self.exporter = exporter
+        self.item_ids = item_ids
+        self.catalog_size = catalog_size
+        self.offsets = offsets
+        self.announce = announce
+        self.checkpoint_path = checkpoint_path
+        self.config = config
+        self.tensorboard = tensorboard or metrics.TensorBoard(None)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.last_snapshot: WrittenSnapshot | None = None
+        self.last_losses: dict[str, float] = {}
+        self._since_snapshot = 0
+        self._snapshot_at = time.monotonic()
+        self._checkpoint_at = time.monotonic()
+
+    # --- thread ---------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # surfaced by the service, which then stops
+            log.exception("training thread failed")
+            self.error = exc
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+    def _loop(self) -> None:
+        cfg = self.config
+        window_start, window_updates = time.monotonic(), 0
+        while not self.stopping.is_set():
+            self.grow_catalog()
+            if len(self.replay) < cfg.warmup:
+                self.stopping.wait(0.05)
+                continue
+            stats = self.train_step()
+            window_updates += 1
+            now = time.monotonic()
+            if now - window_start >= 1.0:
+                rate = window_updates / (now - window_start)
+                metrics.UPDATES_PER_S.set(rate)
+                self.tensorboard.scalars(self.dqn.updates, {
+                    "losses/td": stats["losses/td"], "losses/ce": stats["losses/ce"],
+                    "q/mean": stats["q/mean"], "charts/updates_per_s": rate,
+                    "replay/size": float(len(self.replay)),
+                })  # fmt: skip
+                window_start, window_updates = now, 0
+            if (
+                self._since_snapshot >= cfg.snapshot_every_updates
+                or now - self._snapshot_at >= cfg.snapshot_every_s
+            ):
+                self.snapshot()
+            if now - self._checkpoint_at >= cfg.checkpoint_every_s:
+                self.checkpoint()
+
+    # --- steps ----------------------------------------------------------------------------
+    def grow_catalog(self) -> None:
+        needed = max(self.catalog_size(), self.replay.storage.max_item + 1)
+        if needed > self.dqn.online.n_items:
+            self.dqn.ensure_items(needed)
+        metrics.CATALOG.set(self.dqn.online.n_items)
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.config
+        progress = min(1.0, self.dqn.updates / cfg.beta_updates)
+        beta = cfg.beta + (1.0 - cfg.beta) * progress
+        batch = self.replay.sample(cfg.batch_size, beta)
+        stats = self.dqn.update(batch)
+        self.replay.update_priorities(batch, stats.td_error)
+        self._since_snapshot += 1
+        metrics.UPDATES.inc()
+        metrics.LOSS.labels("td").set(stats.loss_td)
+        metrics.LOSS.labels("ce").set(stats.loss_ce)
+        metrics.Q_MEAN.set(stats.q_mean)
+        metrics.REPLAY_SIZE.set(len(self.replay))
+        self.last_losses = {"losses/td": stats.loss_td, "losses/ce": stats.loss_ce,
+                            "q/mean": stats.q_mean}  # fmt: skip
+        return self.last_losses
+
+    def snapshot(self) -> WrittenSnapshot | None:
+        """Export, check parity, write atomically, prune, announce."""
+        self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+        ids = self.item_ids()
+        n_active = min(self.dqn.online.n_items, len(ids))
+        if n_active == 0:
+            return None  # nothing to name yet: no item ids have been read
+        net = self.dqn.online
+        if net.item.device.type != "cpu":  # export and parity run on a CPU copy
+            net = copy.deepcopy(net).cpu()
+        model, policy = self.exporter.export(net, n_active)
+        parity = check_parity(model, policy)
+        if not _parity_ok(parity):
+            metrics.SNAPSHOTS.labels("parity_failed").inc()
+            log.error("snapshot not written: ONNX/torch parity %s", parity)
+            return None
+        written = self.store.write(
+            model=model,
+            item_ids=ids[:n_active],
+            step=self.dqn.updates,
+            io_spec=io_spec(self.dqn.online.history_length, policy.k),
+            parity=parity.as_dict(),
+            metrics={**self.last_losses, "replay/size": float(len(self.replay))},
+            extra={"encoder": self.dqn.online.encoder_kind,
+                   "history_length": self.dqn.online.history_length, "k": policy.k},
+        )  # fmt: skip
+        self.store.prune(self.config.snapshots_keep)
+        self.last_snapshot = written
+        metrics.SNAPSHOTS.labels("written").inc()
+        metrics.SNAPSHOT_VERSION.set(written.version)
+        self.announce(
+            SnapshotAnnouncement(
+                version=written.version,
+                path=written.path.name,
+                sha256=written.manifest["sha256"],
+                created_ts_ms=written.manifest["created_ts_ms"],
+                step=written.manifest["step"],
+                metrics=written.manifest["metrics"],
+            )
+        )
+        return written
+
+    def checkpoint(self) -> None:
+        self._checkpoint_at = time.monotonic()
+        checkpoint.save(self.checkpoint_path, self.dqn, self.offsets())
+
+
+def _parity_ok(parity: Parity) -> bool:
+    return parity.topk_equal >= PARITY_MIN_TOPK_EQUAL and parity.max_abs_diff <= PARITY_MAX_ABS_DIFF
