@@ -42,6 +42,9 @@ class TransitionFeed:
         self.limits = limits
         self.positions: dict[int, int] = {}
         self.consumed = 0
+        # Offsets below these were processed before the restart (the refill re-reads
+        # them): their dead letters were already written and are not written twice.
+        self._refill_until: dict[int, int] = {}
 
     async def assign(self, checkpoint_offsets: dict[int, int] | None) -> dict[int, int]:
         """Assign all partitions and seek for the refill; returns the start offsets."""
@@ -64,6 +67,7 @@ class TransitionFeed:
             starts[tp.partition] = max(begin[tp], anchor - share)
             self.consumer.seek(tp, starts[tp.partition])
         self.positions = dict(starts)
+        self._refill_until = dict(checkpoint_offsets or {})
         return starts
 
     async def run(self, stopping: asyncio.Event, commit_every_s: float = 5.0) -> None:
@@ -77,7 +81,8 @@ class TransitionFeed:
                     source = Source(tp.topic, tp.partition, m.offset)
                     record = decode(m.value, Transition, limits=self.limits, source=source)
                     if isinstance(record, DeadLetter):
-                        letters.append(record)
+                        if m.offset >= self._refill_until.get(tp.partition, 0):
+                            letters.append(record)
                     else:
                         transitions.append(record)
                         metrics.TRANSITIONS_IN.labels(record.kind).inc()

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -32,6 +33,7 @@ from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
 
 log = logging.getLogger("recq.learner")
+T = TypeVar("T")
 
 
 def build_dqn(settings: Settings, device: torch.device, n_items: int,
@@ -123,6 +125,7 @@ async def run_learner(settings: Settings, bootstrap: str,
         announce=lambda a: _call_soon(loop, announcements.put_nowait, a),
         checkpoint_path=checkpoint_path, config=trainer_config(settings),
         tensorboard=TensorBoard(tensorboard_dir),
+        on_exit=lambda: _call_soon(loop, lambda _: stopping.set(), None),
     )  # fmt: skip
     log.info(
         "learner on %s: %d items, replay refill from %s, resumed at update %d",
@@ -140,14 +143,9 @@ async def run_learner(settings: Settings, bootstrap: str,
             await producer.send_and_wait(topic, encode(a), key=b"snapshot")
             log.info("snapshot %d announced (update %d)", a.version, a.step)
 
-    async def watch_trainer() -> None:
-        await asyncio.to_thread(trainer.join)  # returns when training stops or fails
-        stopping.set()
-
     tasks = [
         asyncio.create_task(feed.run(stopping), name="transitions-feed"),
         asyncio.create_task(announce(), name="snapshot-announcer"),
-        asyncio.create_task(watch_trainer(), name="trainer-watch"),
     ]
     try:
         await stopping.wait()
@@ -174,9 +172,6 @@ async def run_learner(settings: Settings, bootstrap: str,
         raise RuntimeError(f"training thread failed: {trainer.error}") from trainer.error
 
 
-def _call_soon(
-    loop: asyncio.AbstractEventLoop, fn: Callable[[SnapshotAnnouncement], None],
-    arg: SnapshotAnnouncement,
-) -> None:  # fmt: skip
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[T], None], arg: T) -> None:
     """Hand a value from the trainer thread to the event loop."""
     loop.call_soon_threadsafe(fn, arg)

@@ -54,6 +54,7 @@ class Trainer(threading.Thread):
         checkpoint_path: Path,
         config: TrainerConfig,
         tensorboard: metrics.TensorBoard | None = None,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="recq-trainer", daemon=True)
         self.dqn = dqn
@@ -67,6 +68,7 @@ class Trainer(threading.Thread):
         self.checkpoint_path = checkpoint_path
         self.config = config
         self.tensorboard = tensorboard or metrics.TensorBoard(None)
+        self.on_exit = on_exit
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.last_snapshot: WrittenSnapshot | None = None
@@ -82,6 +84,9 @@ class Trainer(threading.Thread):
         except BaseException as exc:  # surfaced by the service, which then stops
             log.exception("training thread failed")
             self.error = exc
+        finally:
+            if self.on_exit is not None:
+                self.on_exit()
 
     def stop(self, timeout: float = 60.0) -> None:
         self.stopping.set()

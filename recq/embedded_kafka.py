@@ -312,8 +312,9 @@ class EmbeddedKafka:
             self.dist.classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            cluster_id,
+            # "=" form: a base64url id may start with "-", which argparse would take
+            # for an option (1 start in 64 failed that way).
+            f"--cluster-id={cluster_id}",
             "--config",
             str(properties),
         ]

@@ -1,0 +1,142 @@
+"""The learner on the real broker: transitions in, a verified snapshot written and
+announced, invalid transitions dead-lettered, and a restart resuming from the checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from learner import checkpoint
+from learner.service import run_learner
+from learner.snapshots import MODEL_FILE, VOCABULARY_FILE, ModelStore
+from recq.topics import ensure_topics
+from schemas.codec import decode, encode
+from schemas.records import DeadLetter, SnapshotAnnouncement
+from schemas.settings import Settings, load_settings
+from schemas.topics import TopicCatalog, TopicRole
+from streams.vocabulary import ItemVocabulary
+from tests.learner.helpers import transition
+
+pytestmark = pytest.mark.integration
+
+ITEMS = [f"sku-{n}" for n in range(30)]
+
+
+def learner_settings(bootstrap: str, prefix: str, data_dir: Path) -> Settings:
+    return load_settings(
+        bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2, data_dir=data_dir,
+        history_length=4, embedding_dim=16, batch_size=16, replay_capacity=1000,
+        warmup_transitions=32, snapshot_every_updates=25, snapshot_every_s=3600,
+        checkpoint_every_s=3600, tensorboard=False, learner_group_id=f"learner-{prefix}",
+    )  # fmt: skip
+
+
+def earliest_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+
+
+async def next_announcement(consumer: AIOKafkaConsumer, timeout_s: float) -> SnapshotAnnouncement:
+    async def first() -> SnapshotAnnouncement:
+        while True:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for m in messages:
+                    record = decode(m.value, SnapshotAnnouncement)
+                    assert isinstance(record, SnapshotAnnouncement), record
+                    return record
+
+    return await asyncio.wait_for(first(), timeout_s)
+
+
+async def test_transitions_in_snapshot_announced_restart_resumes(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    prefix = f"lrn{unique}."
+    settings = learner_settings(kafka_bootstrap, prefix, tmp_path)
+    catalog = TopicCatalog(prefix=prefix, partitions=2)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    async with ItemVocabulary(topic=catalog.name(TopicRole.ITEM_VOCABULARY),
+                              bootstrap_servers=kafka_bootstrap) as vocabulary:  # fmt: skip
+        assert await vocabulary.indices(ITEMS) == list(range(30))
+
+    transitions_topic = catalog.name(TopicRole.TRANSITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(240):
+            t = transition(f"user-{i % 12}", i // 12, i % 30, 1.0 if i % 30 == 7 else 0.1,
+                           state=((i + 3) % 30,), done=i % 5 == 0)  # fmt: skip
+            await producer.send(transitions_topic, encode(t), key=t.user_id.encode())
+        bad = b'{"record": "transition", "seq": -1}'
+        await producer.send_and_wait(transitions_topic, bad, key=b"user-0")
+    finally:
+        await producer.stop()
+
+    snapshots = earliest_consumer(kafka_bootstrap, catalog.name(TopicRole.SNAPSHOTS))
+    await snapshots.start()
+    stopping = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        task = asyncio.create_task(run_learner(settings, kafka_bootstrap, stopping))
+        first = await next_announcement(snapshots, 60)
+        store = ModelStore(settings.model_store_dir)
+        path = settings.model_store_dir / first.path
+        assert path.is_dir() and first.version in store.versions()
+        assert hashlib.sha256((path / MODEL_FILE).read_bytes()).hexdigest() == first.sha256
+        assert orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"] == ITEMS
+        manifest = store.manifest(first.version)
+        assert manifest["parity"]["topk_equal"] == 1.0
+        assert manifest["parity"]["max_abs_diff"] < 1e-3
+        assert manifest["step"] == first.step >= 25
+        stopping.set()
+        await asyncio.wait_for(task, 60)
+
+        saved = checkpoint.peek(settings.learner_dir / checkpoint.CHECKPOINT_FILE)
+        assert saved is not None and saved.updates >= first.step
+        ends = await _end_offsets(kafka_bootstrap, transitions_topic)
+        assert saved.offsets == ends  # every transition (and the bad one) was consumed
+
+        stopping = asyncio.Event()
+        task = asyncio.create_task(run_learner(settings, kafka_bootstrap, stopping))
+        resumed = await next_announcement(snapshots, 180)
+        assert resumed.version > first.version
+        assert resumed.step > saved.updates  # training continued from the checkpoint
+        stopping.set()
+        await asyncio.wait_for(task, 60)
+    finally:
+        stopping.set()
+        if task is not None:
+            await asyncio.wait_for(task, 60)
+        await snapshots.stop()
+
+    letters = earliest_consumer(kafka_bootstrap, catalog.name(TopicRole.DEAD_LETTER))
+    await letters.start()
+    try:
+        batch = await letters.getmany(timeout_ms=5000)
+        records = [DeadLetter.model_validate_json(m.value) for ms in batch.values() for m in ms]
+    finally:
+        await letters.stop()
+    # The restart refilled from the topic and met the bad transition again, but it had
+    # been dead-lettered before the checkpoint: exactly one letter, original bytes.
+    assert [(r.original, r.code, r.source_topic) for r in records] == [
+        (bad, "missing_field", transitions_topic)
+    ]
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
