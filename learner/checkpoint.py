@@ -37,6 +37,7 @@ def save(path: Path, dqn: DQN, offsets: dict[int, int]) -> None:
             "online": dqn.online.state_dict(),
             "target": dqn.target.state_dict(),
             "optimizer": dqn.optimizer.state_dict(),
+            "row_optimizer": dqn.row_optimizer.state_dict(),
         },
         tmp,
     )
@@ -65,7 +66,9 @@ def restore(path: Path, dqn: DQN) -> Checkpoint | None:
     dqn.online.load_state_dict(data["online"])
     dqn.target.load_state_dict(data["target"])
     dqn.optimizer.load_state_dict(data["optimizer"])
+    dqn.row_optimizer.load_state_dict(data["row_optimizer"])
     dqn.updates = int(data["updates"])
+    dqn.refresh_selection()
     return Checkpoint(data["updates"], data["offsets"], data["n_items"], data["capacity"])
 
 

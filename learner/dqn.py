@@ -18,10 +18,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from learner.qnet import QNetwork
+from learner.optim import RowAdamW
+from learner.qnet import ItemRows, QNetwork
 from learner.replay.storage import Batch
 
 
@@ -54,13 +54,23 @@ class DQN:
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
         self.config = config
+        per_item = set(online.per_item_parameters())
         self.optimizer = torch.optim.AdamW(
-            online.parameters(),
+            [p for name, p in online.named_parameters() if name not in per_item],
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
             fused=True,  # one kernel over all tensors: ~6x faster than foreach on CPU
         )
+        self.row_optimizer = RowAdamW(
+            {name: getattr(online, name) for name in per_item},
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
         self.updates = 0
+        # The online catalog in the selection dtype, kept current row by row as the row
+        # optimizer writes (re-casting all of it on every update costs more than the
+        # bf16 products save).
+        self._selection = online.selection_table(config.select_dtype)
 
     @property
     def device(self) -> torch.device:
@@ -76,8 +86,15 @@ class DQN:
             # New rows start equal to the online network's, as a fresh copy would.
             rows = slice(grown[name][0].shape[0], new.shape[0])
             new.data[rows] = getattr(self.online, name).data[rows]
-        follow_growth(self.optimizer, grown)
+        for name, (_, new) in grown.items():
+            self.row_optimizer.follow(name, new)
+        if grown:
+            self._selection = self.online.selection_table(self.config.select_dtype)
         return bool(grown)
+
+    def refresh_selection(self) -> None:
+        """Re-derive the selection table (after weights were loaded from elsewhere)."""
+        self._selection = self.online.selection_table(self.config.select_dtype)
 
     # --- update ---------------------------------------------------------------------------
     def _autocast(self) -> AbstractContextManager[object]:
@@ -89,34 +106,52 @@ class DQN:
     def td_target(self, batch: Batch) -> torch.Tensor:
         online, target = self.online, self.target
         _, user_next, _ = online.encode(batch.next_items, batch.next_events, batch.next_ages)
-        best = online.best_items(user_next.float(), self.config.select_dtype)
+        best = online.best_items(user_next.float(), self.config.select_dtype, self._selection)
         _, user_t, value_t = target.encode(batch.next_items, batch.next_events, batch.next_ages)
         q_next = target.q_at(user_t.float(), value_t.float(), best)
         return batch.ret + batch.discount * q_next
 
     def update(self, batch: Batch) -> UpdateStats:
         cfg, net = self.config, self.online
+        sampled = net.supervised and 0 < cfg.negatives < net.n_items
+        negatives = (
+            torch.randint(net.n_items, (cfg.negatives,), device=self.device)
+            if sampled
+            else torch.empty(0, dtype=torch.int64, device=self.device)
+        )
         with self._autocast():
             y = self.td_target(batch)
-            hidden, user, value = net.encode(batch.items, batch.events, batch.ages)
-            q = net.q_at(user.float(), value.float(), batch.action)
-            loss_ce = self._supervised_loss(hidden, batch.action) if net.supervised else None
+            rows = net.rows(batch.items, batch.action, negatives)
+            hidden, user, value = net.encode(batch.items, batch.events, batch.ages, rows)
+            q = net.q_at(user.float(), value.float(), batch.action, rows)
+            loss_ce = (
+                self._supervised_loss(hidden, batch.action, negatives if sampled else None, rows)
+                if net.supervised
+                else None
+            )
         td = y - q
         loss_td = (
             batch.weight * F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)
         ).mean()
         loss = loss_td if loss_ce is None else loss_td + cfg.supervised_weight * loss_ce
-        return self._step(loss, td, loss_td, loss_ce, q)
+        return self._step(loss, td, loss_td, loss_ce, q, rows)
 
-    def _supervised_loss(self, hidden: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        net, k = self.online, self.config.negatives
-        if k == 0 or k >= net.n_items:
+    def _supervised_loss(
+        self,
+        hidden: torch.Tensor,
+        action: torch.Tensor,
+        negatives: torch.Tensor | None,
+        rows: ItemRows,
+    ) -> torch.Tensor:
+        net = self.online
+        if negatives is None:
+            # Full softmax over the catalog: dense gradients for every row (the rows
+            # gathered for this batch get theirs through ``rows`` as well).
             return F.cross_entropy(net.supervised_logits(hidden, None).float(), action)
         # Sampled softmax with uniform negatives: the log-Q correction is a constant and
         # cancels; a negative that is the row's own positive is masked out.
-        negatives = torch.randint(net.n_items, (k,), device=action.device)
-        pos = net.supervised_logits(hidden, action.unsqueeze(1)).float()
-        neg = net.supervised_logits(hidden, negatives).float()
+        pos = net.supervised_logits(hidden, action.unsqueeze(1), rows).float()
+        neg = net.supervised_logits(hidden, negatives, rows).float()
         neg = neg.masked_fill(negatives.unsqueeze(0) == action.unsqueeze(1), -math.inf)
         logits = torch.cat([pos, neg], 1)
         return F.cross_entropy(logits, torch.zeros_like(action))
@@ -128,11 +163,20 @@ class DQN:
         loss_td: torch.Tensor,
         loss_ce: torch.Tensor | None,
         q: torch.Tensor,
+        rows: ItemRows | None,
     ) -> UpdateStats:
+        """Backward, clip (dense and row gradients together), step both optimizers."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), self.config.grad_clip)
+        index, row_grads = self._row_gradients(rows)
+        dense = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in dense if p.grad is not None] + list(row_grads.values())
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        scale = (self.config.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, scale)
         self.optimizer.step()
+        self.row_optimizer.step(index, row_grads)
+        self._selection[index] = self.online.selection_table(self.config.select_dtype, index)
         self.soft_update()
         self.updates += 1
         return UpdateStats(
@@ -142,6 +186,33 @@ class DQN:
             q_mean=float(q.detach().mean()),
             grad_norm=float(grad_norm),
         )
+
+    def _row_gradients(self, rows: ItemRows | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The per-item gradients as (rows, {table: [U, ...]}). Normally they come from the
+        gathered ``rows``; a full-catalog term (full softmax, the baseline step) leaves
+        dense gradients on the tables, which are then merged and reduced to the rows
+        that received any gradient."""
+        net = self.online
+        tables = {name: getattr(net, name) for name in net.per_item_parameters()}
+        if rows is not None and all(t.grad is None for t in tables.values()):
+            return rows.index, {n: t.grad for n, t in rows.leaves().items() if t.grad is not None}
+        if rows is not None:
+            for name, leaf in rows.leaves().items():
+                if leaf.grad is not None:
+                    table = tables[name]
+                    if table.grad is None:
+                        table.grad = torch.zeros_like(table)
+                    table.grad.index_add_(0, rows.index, leaf.grad)
+        touched = torch.zeros(net.capacity, dtype=torch.bool, device=self.device)
+        for table in tables.values():
+            if table.grad is not None:
+                grad = table.grad
+                touched |= (grad.abs().sum(1) if grad.dim() == 2 else grad.abs()) > 0
+        index = touched.nonzero().squeeze(1)
+        grads = {n: t.grad[index] for n, t in tables.items() if t.grad is not None}
+        for table in tables.values():
+            table.grad = None
+        return index, grads
 
     @torch.no_grad()
     def soft_update(self) -> None:
@@ -169,25 +240,7 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
         else None
     )
     loss = loss_td if loss_ce is None else loss_td + cfg.supervised_weight * loss_ce
-    return dqn._step(loss, y - q, loss_td, loss_ce, q)
-
-
-def follow_growth(
-    optimizer: torch.optim.Optimizer, grown: dict[str, tuple[nn.Parameter, nn.Parameter]]
-) -> None:
-    """Point the optimizer at reallocated parameters, zero-padding their moment estimates."""
-    for old, new in grown.values():
-        for group in optimizer.param_groups:
-            group["params"] = [new if p is old else p for p in group["params"]]
-        state = optimizer.state.pop(old, None)
-        if state:
-            pad = new.shape[0] - old.shape[0]
-            optimizer.state[new] = {
-                key: torch.cat([v, v.new_zeros((pad, *v.shape[1:]))])
-                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == old.shape[0]
-                else v
-                for key, v in state.items()
-            }
+    return dqn._step(loss, y - q, loss_td, loss_ce, q, None)
 
 
 def select_dtype_for(device: torch.device) -> torch.dtype:

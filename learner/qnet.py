@@ -17,6 +17,7 @@ W_s h . e_a + c_a on the same encoder and embeddings.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -27,6 +28,30 @@ EVENT_CODES = 4  # 0 padding, 1 click, 2 cart, 3 purchase
 AGE_BUCKETS = 16  # streams uses 0..7; headroom for finer buckets later
 EXCLUDED_SCORE = -1e30  # score of an excluded item in the exported top-K (finite: parity)
 SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
+
+
+@dataclass(frozen=True)
+class ItemRows:
+    """The per-item parameters of the rows one batch touches, as leaf tensors.
+
+    An update gathers each touched row once (``QNetwork.rows``); the forward pass reads
+    them from here, so backward yields [U, d] row gradients instead of a dense
+    [capacity, d] gradient that would be zero-filled, accumulated, clipped and stepped
+    over the whole catalog on every update. ``RowAdamW`` applies them."""
+
+    index: torch.Tensor  # [U] sorted unique item indices
+    vector: torch.Tensor  # [U, d]
+    bias: torch.Tensor  # [U]
+    next_bias: torch.Tensor | None  # [U] (supervised head)
+
+    def locate(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.index, items)
+
+    def leaves(self) -> dict[str, torch.Tensor]:
+        out = {"item": self.vector, "item_bias": self.bias}
+        if self.next_bias is not None:
+            out["next_item_bias"] = self.next_bias
+        return out
 
 
 class QNetwork(nn.Module):
@@ -99,14 +124,33 @@ class QNetwork(nn.Module):
         self.n_items = max(self.n_items, n_items)
         return grown
 
+    def rows(self, *indices: torch.Tensor) -> ItemRows:
+        """Gather the rows of every item in ``indices`` once, as fresh leaves."""
+        index = torch.unique(torch.cat([i.reshape(-1) for i in indices]))  # sorted
+
+        def leaf(table: torch.Tensor) -> torch.Tensor:
+            return table.detach()[index].requires_grad_()
+
+        return ItemRows(
+            index=index,
+            vector=leaf(self.item),
+            bias=leaf(self.item_bias),
+            next_bias=leaf(self.next_item_bias) if self.supervised else None,
+        )
+
     # --- forward pieces -------------------------------------------------------------------
     def encode(
-        self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor
+        self,
+        items: torch.Tensor,
+        events: torch.Tensor,
+        ages: torch.Tensor,
+        rows: ItemRows | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Hidden state, user vector and state value of a batch of left-padded states."""
         real = (events > 0).unsqueeze(-1).to(self.item.dtype)
+        vectors = F.embedding(items, self.item) if rows is None else rows.vector[rows.locate(items)]
         x = (
-            F.embedding(items, self.item) * real  # padding rows carry no item
+            vectors * real  # padding rows carry no item
             + self.event(events)
             + self.age(ages.clamp(max=AGE_BUCKETS - 1))
             + self.position
@@ -127,9 +171,20 @@ class QNetwork(nn.Module):
             mean_item, mean_bias = self.item[:n].mean(0), self.item_bias[:n].mean()
         return user @ mean_item + mean_bias
 
-    def q_at(self, user: torch.Tensor, value: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def q_at(
+        self,
+        user: torch.Tensor,
+        value: torch.Tensor,
+        actions: torch.Tensor,
+        rows: ItemRows | None = None,
+    ) -> torch.Tensor:
         """Q(s, a) at one action per row: a gather and a dot product."""
-        adv = (user * self.item[actions]).sum(-1) + self.item_bias[actions]
+        if rows is None:
+            vector, bias = self.item[actions], self.item_bias[actions]
+        else:
+            at = rows.locate(actions)
+            vector, bias = rows.vector[at], rows.bias[at]
+        adv = (user * vector).sum(-1) + bias
         return value + adv - self.mean_advantage(user)
 
     def scores(self, user: torch.Tensor) -> torch.Tensor:
@@ -142,16 +197,30 @@ class QNetwork(nn.Module):
         return self.scores(user) + (value - self.mean_advantage(user)).unsqueeze(-1)
 
     @torch.no_grad()
-    def best_items(self, user: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def selection_table(
+        self, dtype: torch.dtype, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[e_a, b_a] rows in ``dtype`` (all rows, or those at ``index``) for ``best_items``."""
+        item, bias = (self.item, self.item_bias) if index is None else (
+            self.item[index], self.item_bias[index])  # fmt: skip
+        return torch.cat([item.detach(), bias.detach()[:, None]], 1).to(dtype)
+
+    def best_items(
+        self,
+        user: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """argmax_a of u . e_a + b_a without materialising the [B, N] score matrix.
 
         Pass 1 keeps only each block's per-row maximum (``amax`` over the block, which
         vectorizes); pass 2 rescans, for each row, only the block that holds its maximum.
         ``dtype=bfloat16`` runs the products on AMX / tensor cores: only the selection is
         reduced-precision, the chosen action is evaluated in full precision by the caller.
+        ``table`` is a maintained ``selection_table`` (saves re-casting the catalog).
         """
         n = self.n_items
-        table = torch.cat([self.item[:n], self.item_bias[:n, None]], 1).to(dtype)
+        table = (self.selection_table(dtype) if table is None else table)[:n]
         ones = torch.ones(user.shape[0], 1, device=user.device, dtype=user.dtype)
         query = torch.cat([user, ones], 1).to(dtype)
         starts = range(0, n, SELECT_CHUNK)
@@ -165,16 +234,23 @@ class QNetwork(nn.Module):
             best[rows] = scores.float().argmax(1) + start
         return best
 
-    def supervised_logits(self, hidden: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+    def supervised_logits(
+        self, hidden: torch.Tensor, items: torch.Tensor | None, rows: ItemRows | None = None
+    ) -> torch.Tensor:
         """Next-item logits at ``items`` ([B, K] or [K]) or over the whole catalog (None)."""
         query: torch.Tensor = self.next_item(hidden)
-        bias: torch.Tensor = self.next_item_bias
         if items is None:
             n = self.n_items
-            return torch.addmm(bias[:n], query, self.item[:n].T)
+            return torch.addmm(self.next_item_bias[:n], query, self.item[:n].T)
+        if rows is None:
+            vector, bias = self.item[items], self.next_item_bias[items]
+        else:
+            assert rows.next_bias is not None
+            at = rows.locate(items)
+            vector, bias = rows.vector[at], rows.next_bias[at]
         if items.dim() == 1:
-            return query @ self.item[items].T + bias[items]
-        return (query.unsqueeze(1) * self.item[items]).sum(-1) + bias[items]
+            return query @ vector.T + bias
+        return (query.unsqueeze(1) * vector).sum(-1) + bias
 
 
 def _grown(n: int) -> int:

@@ -138,16 +138,18 @@ def test_the_catalog_grows_without_losing_learned_rows() -> None:
     replay.add([transition(f"u{i}", 0, i % 10, 1.0, done=True) for i in range(64)])
     dqn.update(replay.sample(16))
     before = dqn.online.item.detach()[:10].clone()
-    moments = dqn.optimizer.state[dqn.online.item]["exp_avg"][:10].clone()
+    moments = dqn.row_optimizer.exp_avg["item"][:10].clone()
     capacity = dqn.online.capacity
     assert dqn.ensure_items(capacity + 5)
     assert dqn.online.n_items == capacity + 5 and dqn.online.capacity > capacity
     assert torch.equal(dqn.online.item.detach()[:10], before)
-    assert torch.equal(dqn.optimizer.state[dqn.online.item]["exp_avg"][:10], moments)
+    assert torch.equal(dqn.row_optimizer.exp_avg["item"][:10], moments)
+    assert dqn.row_optimizer.tables["item"] is dqn.online.item
     replay.add([transition(f"v{i}", 0, capacity + 4, 1.0, done=True) for i in range(16)])
+    row = dqn.online.item.detach()[capacity + 4].clone()
     stats = dqn.update(replay.sample(32))  # a new item can be trained on at once
     assert torch.isfinite(stats.td_error).all()
-    assert dqn.online.item.grad is not None
+    assert not torch.equal(dqn.online.item.detach()[capacity + 4], row)
 
 
 def test_restart_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
