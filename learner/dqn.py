@@ -27,13 +27,19 @@ from learner.replay.storage import Batch
 
 @dataclass(frozen=True)
 class DQNConfig:
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     target_tau: float = 0.01
     grad_clip: float = 10.0
     huber_delta: float = 1.0
     supervised_weight: float = 1.0
     negatives: int = 1024  # 0: full softmax
+    # Sampled actions the logged shopper did not take, whose Q is regressed to zero
+    # (negative sampling for Q-learning, SNQN: Xin et al. 2022). Off-policy data only
+    # ever shows taken actions; without this, Q of every other item is unconstrained
+    # and the double-DQN argmax chases the most over-estimated one.
+    negative_actions: int = 256
+    negative_weight: float = 1.0
     select_dtype: torch.dtype = torch.float32  # bfloat16 where AMX / tensor cores exist
     mixed_precision: bool = False  # bf16 autocast (CUDA)
 
@@ -114,11 +120,8 @@ class DQN:
     def update(self, batch: Batch) -> UpdateStats:
         cfg, net = self.config, self.online
         sampled = net.supervised and 0 < cfg.negatives < net.n_items
-        negatives = (
-            torch.randint(net.n_items, (cfg.negatives,), device=self.device)
-            if sampled
-            else torch.empty(0, dtype=torch.int64, device=self.device)
-        )
+        count = max(cfg.negatives if sampled else 0, cfg.negative_actions)
+        negatives = torch.randint(net.n_items, (count,), device=self.device)
         with self._autocast():
             y = self.td_target(batch)
             rows = net.rows(batch.items, batch.action, negatives)
@@ -129,12 +132,35 @@ class DQN:
                 if net.supervised
                 else None
             )
+            loss_neg = (
+                self._negative_loss(user.float(), value.float(), batch.action, negatives, rows)
+                if cfg.negative_actions
+                else None
+            )
         td = y - q
         loss_td = (
             batch.weight * F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)
         ).mean()
-        loss = loss_td if loss_ce is None else loss_td + cfg.supervised_weight * loss_ce
+        loss = loss_td
+        if loss_ce is not None:
+            loss = loss + cfg.supervised_weight * loss_ce
+        if loss_neg is not None:
+            loss = loss + cfg.negative_weight * loss_neg
         return self._step(loss, td, loss_td, loss_ce, q, rows)
+
+    def _negative_loss(
+        self,
+        user: torch.Tensor,
+        value: torch.Tensor,
+        action: torch.Tensor,
+        negatives: torch.Tensor,
+        rows: ItemRows,
+    ) -> torch.Tensor:
+        negatives = negatives[: self.config.negative_actions]
+        q = self.online.q_many(user, value, negatives, rows)  # [B, K]
+        untaken = (negatives.unsqueeze(0) != action.unsqueeze(1)).to(q.dtype)
+        loss = F.huber_loss(q, torch.zeros_like(q), reduction="none", delta=self.config.huber_delta)
+        return (loss * untaken).sum() / untaken.sum().clamp(min=1.0)
 
     def _supervised_loss(
         self,
@@ -150,6 +176,7 @@ class DQN:
             return F.cross_entropy(net.supervised_logits(hidden, None).float(), action)
         # Sampled softmax with uniform negatives: the log-Q correction is a constant and
         # cancels; a negative that is the row's own positive is masked out.
+        negatives = negatives[: self.config.negatives]
         pos = net.supervised_logits(hidden, action.unsqueeze(1), rows).float()
         neg = net.supervised_logits(hidden, negatives, rows).float()
         neg = neg.masked_fill(negatives.unsqueeze(0) == action.unsqueeze(1), -math.inf)
@@ -232,7 +259,8 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
         _, ut, vt = target.encode(batch.next_items, batch.next_events, batch.next_ages)
         y = batch.ret + batch.discount * target.q_all(ut, vt).gather(1, best[:, None])[:, 0]
     hidden, user, value = net.encode(batch.items, batch.events, batch.ages)
-    q = net.q_all(user, value).gather(1, batch.action[:, None])[:, 0]
+    q_all = net.q_all(user, value)
+    q = q_all.gather(1, batch.action[:, None])[:, 0]
     loss_td = (batch.weight * F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)).mean()
     loss_ce = (
         F.cross_entropy(net.supervised_logits(hidden, None), batch.action)
@@ -240,6 +268,13 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
         else None
     )
     loss = loss_td if loss_ce is None else loss_td + cfg.supervised_weight * loss_ce
+    if cfg.negative_actions:
+        negatives = torch.randint(net.n_items, (cfg.negative_actions,), device=dqn.device)
+        q_neg = q_all.index_select(1, negatives)
+        untaken = (negatives.unsqueeze(0) != batch.action.unsqueeze(1)).to(q.dtype)
+        huber = F.huber_loss(q_neg, torch.zeros_like(q_neg), reduction="none",
+                             delta=cfg.huber_delta)  # fmt: skip
+        loss = loss + cfg.negative_weight * (huber * untaken).sum() / untaken.sum().clamp(min=1.0)
     return dqn._step(loss, y - q, loss_td, loss_ce, q, None)
 
 

@@ -187,6 +187,22 @@ class QNetwork(nn.Module):
         adv = (user * vector).sum(-1) + bias
         return value + adv - self.mean_advantage(user)
 
+    def q_many(
+        self,
+        user: torch.Tensor,
+        value: torch.Tensor,
+        actions: torch.Tensor,
+        rows: ItemRows | None = None,
+    ) -> torch.Tensor:
+        """Q(s, a) at the same K actions for every row: [B, K]."""
+        if rows is None:
+            vector, bias = self.item[actions], self.item_bias[actions]
+        else:
+            at = rows.locate(actions)
+            vector, bias = rows.vector[at], rows.bias[at]
+        shift = value - self.mean_advantage(user)
+        return user @ vector.T + bias + shift.unsqueeze(1)
+
     def scores(self, user: torch.Tensor) -> torch.Tensor:
         """u . e_a + b_a over the whole active catalog (ranks like Q)."""
         n = self.n_items

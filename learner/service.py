@@ -52,6 +52,7 @@ def build_dqn(settings: Settings, device: torch.device, n_items: int,
         target_tau=settings.target_tau,
         grad_clip=settings.grad_clip,
         negatives=settings.supervised_negatives,
+        negative_actions=settings.negative_actions,
         select_dtype=select_dtype_for(device),
         mixed_precision=device.type == "cuda",
     )

@@ -163,7 +163,9 @@ class Settings(BaseSettings):
     n_step: int = Field(default=3, ge=1, le=50, description="n of n-step returns.")
     gamma: float = Field(default=0.9, ge=0.0, le=1.0, description="Discount per step.")
     batch_size: int = Field(default=256, ge=1, le=65_536)
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    learning_rate: float = Field(
+        default=3e-3, gt=0.0, le=1.0, description="AdamW step size (bench/learner_quality.py)."
+    )
     weight_decay: float = Field(default=1e-5, ge=0.0, le=1.0)
     target_tau: float = Field(
         default=0.01, gt=0.0, le=1.0, description="Soft update rate of the target network."
@@ -174,14 +176,22 @@ class Settings(BaseSettings):
         default="gru", description="Sequence encoder of the Q-network."
     )
     supervised_head: bool = Field(
-        default=True,
-        description="Train a next-item softmax head on the same encoder (SQN, Xin et al. 2020).",
+        default=False,
+        description="Also train a next-item softmax head on the same encoder (SQN, Xin et al. "
+        "2020). Off by default: it did not improve the Q ranking in bench/learner_quality.py.",
     )
     supervised_negatives: int = Field(
         default=1024,
         ge=0,
         le=1_000_000,
         description="Sampled-softmax negatives for the supervised head; 0 = full softmax.",
+    )
+    negative_actions: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="Sampled untaken actions per batch whose Q is regressed to 0 (SNQN); "
+        "0 disables. Without them the Q ranking stays near random on logged data.",
     )
     warmup_transitions: int = Field(
         default=1_000, ge=1, description="Training starts once replay holds this many."

@@ -63,7 +63,8 @@ def chain_log(repeats: int) -> list:  # type: ignore[type-arg]
 
 
 def test_q_learning_with_discounting_finds_the_delayed_reward() -> None:
-    dqn = make_dqn(5, learning_rate=1e-2, target_tau=0.05, weight_decay=0.0)
+    # Every (state, action) of this MDP is in the log: no negative sampling needed.
+    dqn = make_dqn(5, learning_rate=1e-2, target_tau=0.05, weight_decay=0.0, negative_actions=0)
     replay = ReplayBuffer.build(capacity=4096, history_length=L, device=CPU,
                                 prioritized=False, n_step=1, gamma=0.9)  # fmt: skip
     replay.add(chain_log(20))
@@ -119,7 +120,7 @@ def test_the_efficient_step_matches_the_full_catalog_step() -> None:
     replay.add([transition(f"u{i % 9}", i // 9, i % 40, (i % 3) / 2, state=(i % 40, (i + 7) % 40),
                            done=i % 11 == 0) for i in range(400)])  # fmt: skip
     replay.flush()
-    fast = make_dqn(40, seed=5)
+    fast = make_dqn(40, seed=5, negative_actions=0)  # sampled terms are random: compared off
     slow = copy.deepcopy(fast)
     for _ in range(3):
         batch = replay.sample(32, beta=0.5)
@@ -129,6 +130,23 @@ def test_the_efficient_step_matches_the_full_catalog_step() -> None:
         assert torch.allclose(a.td_error, b.td_error, atol=1e-5)
     for p, q in zip(fast.online.parameters(), slow.online.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_negative_sampling_pushes_untaken_actions_down() -> None:
+    """One state, one logged action with reward 1. Without negatives the untaken items'
+    Q is whatever initialization and sharing make it; with them it is pulled to zero and
+    the logged action ranks first."""
+    replay = ReplayBuffer.build(capacity=256, history_length=L, device=CPU,
+                                prioritized=False, n_step=1, gamma=0.9)  # fmt: skip
+    replay.add([transition(f"u{i}", 0, 3, 1.0, state=(1,), done=True) for i in range(64)])
+    dqn = make_dqn(50, learning_rate=1e-2, negative_actions=32)
+    for _ in range(300):
+        dqn.update(replay.sample(32))
+    q = q_values(dqn, 1)
+    assert max(range(50), key=q.__getitem__) == 3
+    assert q[3] == pytest.approx(1.0, abs=0.15)
+    others = [v for a, v in enumerate(q) if a != 3]
+    assert max(abs(v) for v in others) < 0.3
 
 
 def test_the_catalog_grows_without_losing_learned_rows() -> None:
@@ -157,13 +175,13 @@ def test_restart_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
                                 prioritized=False, n_step=1, gamma=0.9)  # fmt: skip
     replay.add([transition(f"u{i}", 0, i % 12, 1.0, state=(i % 5,), done=True)
                 for i in range(128)])  # fmt: skip
-    dqn = make_dqn(12, supervised=True, negatives=0)
+    dqn = make_dqn(12, supervised=True, negatives=0, negative_actions=0)
     for _ in range(5):
         dqn.update(replay.sample(16))
     path = tmp_path / "checkpoint.pt"
     checkpoint.save(path, dqn, {0: 41, 1: 7})
 
-    fresh = make_dqn(12, supervised=True, seed=99, negatives=0)
+    fresh = make_dqn(12, supervised=True, seed=99, negatives=0, negative_actions=0)
     saved = checkpoint.restore(path, fresh)
     assert saved is not None and saved.offsets == {0: 41, 1: 7} and fresh.updates == 5
     batch = replay.sample(16)
