@@ -28,8 +28,11 @@ schemas_app = typer.Typer(help="The event contract.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+snapshots_app = typer.Typer(help="The model store: snapshots written by the learner.")
+app.add_typer(snapshots_app, name="snapshots")
 
 console = Console()
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 err_console = Console(stderr=True)
 
 
@@ -208,6 +211,89 @@ def learner(
         await run_learner(settings, bootstrap)
 
     asyncio.run(main())
+
+
+# --- serving -----------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
+) -> None:
+    """Run a serving member: answer rec-requests with the newest verified snapshot (or
+    popularity before the first), publish to recommendations. Start more to scale out."""
+    import logging
+
+    from inference.service import run_server
+    from recq.topics import ensure_topics
+
+    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+
+    async def main() -> None:
+        await ensure_topics(
+            catalog,
+            bootstrap_servers=bootstrap,
+            replication_factor=settings.replication_factor,
+            client_options=client_options(settings),
+        )
+        await run_server(settings, bootstrap)
+
+    asyncio.run(main())
+
+
+@snapshots_app.command("list")
+def snapshots_list() -> None:
+    """Snapshots in the model store, newest first, and which one is pinned."""
+    from inference.registry import SnapshotRegistry
+
+    settings = _settings()
+    registry = SnapshotRegistry(settings.model_store_dir)
+    pinned = registry.pinned()
+    table = Table("version", "created", "step", "items", "parity top-K", "sha256", "pinned")
+    for version in sorted(registry.store.versions(), reverse=True):
+        m = registry.store.manifest(version)
+        table.add_row(
+            str(version), m["created_at"], str(m["step"]), str(m["n_items"]),
+            f"{m['parity']['topk_equal']:.3f}", m["sha256"][:12],
+            "yes" if version == pinned else "",
+        )  # fmt: skip
+    console.print(table)
+    if not registry.store.versions():
+        console.print(f"no snapshots in {settings.model_store_dir}: is `recq learner` running?")
+
+
+@snapshots_app.command("rollback")
+def snapshots_rollback(
+    version: Annotated[int | None, typer.Argument(help="Version to serve.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the pin.")] = False,
+) -> None:
+    """Pin every serving member to VERSION (verified first); --clear follows the newest again."""
+    import orjson
+
+    from inference.registry import PIN_FILE, SnapshotRegistry, SnapshotRejected
+
+    settings = _settings()
+    registry = SnapshotRegistry(settings.model_store_dir)
+    pin = settings.model_store_dir / PIN_FILE
+    if clear:
+        pin.unlink(missing_ok=True)
+        console.print("pin removed: members serve the newest verified snapshot")
+        return
+    if version is None:
+        raise RecqError("give a VERSION to pin (see `recq snapshots list`), or --clear")
+    if version not in registry.store.versions():
+        raise RecqError(
+            f"no snapshot {version} in {settings.model_store_dir}: see `recq snapshots list`"
+        )
+    try:
+        registry.verify(registry.store.path(version).name)
+    except SnapshotRejected as exc:
+        raise RecqError(f"snapshot {version} does not verify ({exc}); not pinned") from None
+    tmp = pin.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"version": version}))
+    tmp.replace(pin)
+    console.print(f"pinned snapshot {version}: members swap to it within a second")
 
 
 # --- demo --------------------------------------------------------------------------------

@@ -207,6 +207,31 @@ class Settings(BaseSettings):
         default=True, description="Write TensorBoard scalars under data_dir/tensorboard."
     )
 
+    # --- Serving (inference) ---------------------------------------------------------------
+    serve_group_id: str = Field(
+        default="recq-serve",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group of the serving members (rec-requests + event topics).",
+    )
+    exploration: Literal["greedy", "epsilon", "softmax"] = Field(
+        default="epsilon", description="How shown items are drawn from the model's top-K."
+    )
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0, description="epsilon-greedy rate.")
+    softmax_temperature: float = Field(default=1.0, gt=0.0, le=1000.0)
+    serve_max_wait_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0, description="Micro-batching: longest wait for company."
+    )
+    serve_max_batch: int = Field(default=256, ge=1, le=65_536)
+    serve_threads: int = Field(
+        default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = all cores."
+    )
+    serve_blocklist: str = Field(
+        default="", max_length=1_000_000, description="Comma-separated item ids never shown."
+    )
+    serve_max_request_age_s: float = Field(
+        default=60.0, gt=0.0, description="Older requests are skipped (counted), not answered."
+    )
+
     # --- Paths ------------------------------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),

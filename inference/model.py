@@ -1,0 +1,80 @@
+"""One loaded snapshot: an onnxruntime session plus the catalog it scores.
+
+The provider is chosen from ``onnxruntime.get_available_providers()``: CUDA when the GPU
+build sees a device, else CPU. Intra-op threads default to the machine's cores (one
+session serves one process; micro-batching supplies the parallelism)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+from learner.qnet import EXCLUDED_SCORE
+from learner.snapshots import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE
+
+INPUTS = ("items", "events", "ages", "exclude")
+OUTPUTS = ("indices", "scores")
+
+
+def providers() -> list[str]:
+    available = ort.get_available_providers()
+    chosen = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return [*chosen, "CPUExecutionProvider"]
+
+
+@dataclass
+class SnapshotModel:
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    item_ids: list[str]
+    session: ort.InferenceSession
+    k: int
+    history_length: int
+    index_of: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, model: bytes, threads: int | None = None) -> SnapshotModel:
+        """Build from a snapshot directory whose model bytes were already read (and
+        verified by the registry)."""
+        manifest = orjson.loads((path / MANIFEST_FILE).read_bytes())
+        item_ids = orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, options, providers=providers())
+        return cls(
+            version=int(manifest["version"]),
+            path=path,
+            manifest=manifest,
+            item_ids=item_ids,
+            session=session,
+            k=int(manifest["k"]),
+            history_length=int(manifest["history_length"]),
+            index_of={item: i for i, item in enumerate(item_ids)},
+        )
+
+    def predict(
+        self, items: np.ndarray, events: np.ndarray, ages: np.ndarray, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K indices and scores per row; excluded entries have score <= EXCLUDED/2."""
+        indices, scores = self.session.run(
+            list(OUTPUTS),
+            {"items": items, "events": events, "ages": ages, "exclude": exclude},
+        )
+        return indices, scores
+
+
+def live(scores: np.ndarray) -> np.ndarray:
+    """Mask of top-K entries that are real candidates (not excluded, inside the catalog)."""
+    return scores > EXCLUDED_SCORE / 2
+
+
+def model_path(path: Path) -> Path:
+    return path / MODEL_FILE

@@ -1,0 +1,94 @@
+"""From scored candidates to the k items shown, with the propensity of each.
+
+Exploration per slot, without replacement: ``greedy`` (best remaining, propensity 1),
+``epsilon`` (best remaining with probability 1 - eps, else uniform over the remaining
+candidates: propensity (1 - eps) * [best] + eps / remaining), ``softmax`` (Plackett-Luce
+with temperature tau: propensity = softmax over the remaining). The propensity recorded
+for an item is that of its slot given the slots before it, which is what off-policy
+estimators need; ``slate_propensity`` is their product.
+
+Popularity (counts of interactions seen by this member, decayed) ranks candidates
+before the first snapshot and for shoppers with no known history."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Exploration = Literal["greedy", "epsilon", "softmax"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    positions: list[int]  # indices into the candidate arrays, in slot order
+    propensities: list[float]
+
+
+@dataclass(frozen=True)
+class Policy:
+    exploration: Exploration = "epsilon"
+    epsilon: float = 0.1
+    temperature: float = 1.0
+
+    @property
+    def name(self) -> str:
+        if self.exploration == "epsilon":
+            return f"epsilon-{self.epsilon:g}"
+        if self.exploration == "softmax":
+            return f"softmax-{self.temperature:g}"
+        return "greedy"
+
+    def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> Choice:
+        """Pick ``min(k, len(scores))`` candidates (scores sorted or not)."""
+        remaining = list(range(len(scores)))
+        positions: list[int] = []
+        propensities: list[float] = []
+        for _ in range(min(k, len(scores))):
+            values = scores[remaining]
+            best = int(np.argmax(values))
+            if self.exploration == "greedy":
+                pick, p = best, 1.0
+            elif self.exploration == "epsilon":
+                n = len(remaining)
+                pick = best if rng.random() >= self.epsilon else int(rng.integers(n))
+                p = (1 - self.epsilon) * (pick == best) + self.epsilon / n
+            else:
+                z = (values - values.max()) / self.temperature
+                probs = np.exp(z) / np.exp(z).sum()
+                pick = int(rng.choice(len(remaining), p=probs))
+                p = float(probs[pick])
+            positions.append(remaining.pop(pick))
+            propensities.append(float(min(1.0, max(p, 1e-12))))
+        return Choice(positions, propensities)
+
+
+def slate_propensity(choice: Choice) -> float:
+    return math.prod(choice.propensities)
+
+
+class Popularity:
+    """Exponentially decayed interaction counts per item id (half-life in events)."""
+
+    def __init__(self, half_life: int = 50_000) -> None:
+        self._decay = 0.5 ** (1 / half_life)
+        self._weight = 1.0
+        self._counts: dict[str, float] = {}
+
+    def add(self, item_id: str, amount: float = 1.0) -> None:
+        # Instead of decaying every count, later events weigh more (renormalised rarely).
+        self._weight /= self._decay
+        self._counts[item_id] = self._counts.get(item_id, 0.0) + amount * self._weight
+        if self._weight > 1e100:
+            self._counts = {i: c / self._weight for i, c in self._counts.items()}
+            self._weight = 1.0
+
+    def top(self, n: int, exclude: set[str]) -> tuple[list[str], np.ndarray]:
+        ranked = sorted(self._counts.items(), key=lambda kv: -kv[1])
+        chosen = [(i, c) for i, c in ranked if i not in exclude][:n]
+        ids = [i for i, _ in chosen]
+        # log-count scores: a softmax over them explores like one over model scores.
+        scores = np.log1p(np.array([c / self._weight for _, c in chosen], np.float64))
+        return ids, scores

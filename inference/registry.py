@@ -1,0 +1,178 @@
+"""Snapshot registry: which verified snapshot serves, swapped atomically.
+
+A candidate (found in the model store at start, announced on ``snapshots``, or named by
+a rollback) is verified off the serving path: its directory must be inside the model
+store, its model.onnx must hash to the manifest's (and the announcement's) sha256, its
+inputs and outputs must match the contract, and a smoke inference must return [2, K]
+finite scores and indices inside its catalog. Only then does ``current`` point at it; a
+request already running keeps the model object it started with. A bad snapshot is
+rejected with a logged reason and ``recq_serve_snapshot_rejections_total{reason}``, and
+the current one keeps serving.
+
+``recq snapshots rollback VERSION`` writes ``PINNED`` in the model store; every registry
+serves that version (if it verifies) until the pin is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import orjson
+from prometheus_client import Counter, Gauge
+
+from inference.model import INPUTS, OUTPUTS, SnapshotModel, model_path
+from learner.snapshots import MANIFEST_FILE, ModelStore
+
+log = logging.getLogger("recq.serve")
+
+PIN_FILE = "PINNED"
+REJECTIONS = Counter(
+    "recq_serve_snapshot_rejections_total", "Snapshots refused, by reason.", ["reason"]
+)
+SWAPS = Counter("recq_serve_snapshot_swaps_total", "Snapshots swapped in.")
+SERVING_VERSION = Gauge("recq_serve_snapshot_version", "Version now serving (0: popularity).")
+
+
+class SnapshotRejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class SnapshotRegistry:
+    def __init__(self, root: Path, threads: int | None = None) -> None:
+        self.store = ModelStore(root)
+        self.root = root
+        self.threads = threads
+        self._current: SnapshotModel | None = None
+        self._swap = threading.Lock()
+        self.rejected: dict[int, str] = {}
+
+    @property
+    def current(self) -> SnapshotModel | None:
+        return self._current  # one reference read: atomic under the GIL
+
+    def pinned(self) -> int | None:
+        try:
+            return int(orjson.loads((self.root / PIN_FILE).read_bytes())["version"])
+        except (FileNotFoundError, ValueError, KeyError, orjson.JSONDecodeError):
+            return None
+
+    # --- verification -----------------------------------------------------------------
+    def verify(self, relative: str, expected_sha256: str | None = None) -> SnapshotModel:
+        root = self.root.resolve()
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise SnapshotRejected("outside_store", f"{relative} is not inside {root}")
+        try:
+            manifest = orjson.loads((path / MANIFEST_FILE).read_bytes())
+            model = model_path(path).read_bytes()
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise SnapshotRejected("unreadable", f"{relative}: {exc}") from None
+        digest = hashlib.sha256(model).hexdigest()
+        for claimed in (manifest.get("sha256"), expected_sha256):
+            if claimed is not None and claimed != digest:
+                raise SnapshotRejected("hash_mismatch", f"{relative}: sha256 {digest} != {claimed}")
+        try:
+            candidate = SnapshotModel.load(path, model, self.threads)
+        except Exception as exc:  # onnxruntime refuses a truncated / corrupt graph
+            raise SnapshotRejected("invalid_model", f"{relative}: {exc}") from None
+        self._check_io(candidate, relative)
+        self._smoke(candidate, relative)
+        return candidate
+
+    def _check_io(self, m: SnapshotModel, relative: str) -> None:
+        inputs = {i.name: (i.type, i.shape) for i in m.session.get_inputs()}
+        outputs = {o.name: (o.type, o.shape) for o in m.session.get_outputs()}
+        problems = []
+        if set(inputs) != set(INPUTS) or set(outputs) != set(OUTPUTS):
+            problems.append(f"inputs {sorted(inputs)} outputs {sorted(outputs)}")
+        else:
+            for name in ("items", "events", "ages"):
+                kind, shape = inputs[name]
+                if kind != "tensor(int64)" or len(shape) != 2 or shape[1] != m.history_length:
+                    problems.append(
+                        f"{name} is {kind} {shape}, want int64 [batch, {m.history_length}]"
+                    )
+            if inputs["exclude"][0] != "tensor(int64)" or len(inputs["exclude"][1]) != 2:
+                problems.append(f"exclude is {inputs['exclude']}")
+            if outputs["indices"][0] != "tensor(int64)" or outputs["scores"][0] != "tensor(float)":
+                problems.append(f"outputs are {outputs}")
+        if problems:
+            raise SnapshotRejected("wrong_shapes", f"{relative}: " + "; ".join(problems))
+
+    def _smoke(self, m: SnapshotModel, relative: str) -> None:
+        length = m.history_length
+        items = np.zeros((2, length), np.int64)
+        events = np.zeros((2, length), np.int64)
+        items[1, -1], events[1, -1] = 0, 1
+        try:
+            indices, scores = m.predict(items, events, events.copy(), np.full((2, 1), -1, np.int64))
+        except Exception as exc:
+            raise SnapshotRejected("smoke_failed", f"{relative}: {exc}") from None
+        k = min(m.k, max(1, len(m.item_ids)))
+        if indices.shape[0] != 2 or scores.shape != indices.shape or indices.shape[1] < k:
+            raise SnapshotRejected(
+                "wrong_shapes", f"{relative}: outputs {indices.shape} {scores.shape}"
+            )
+        real = scores > -1e29
+        if not np.isfinite(scores).all() or (indices[real] >= len(m.item_ids)).any():
+            raise SnapshotRejected(
+                "smoke_failed", f"{relative}: non-finite scores or unknown items"
+            )
+
+    # --- swapping ---------------------------------------------------------------------
+    def offer(self, version: int, relative: str, sha256: str | None = None) -> bool:
+        """Verify and, if it is the one to serve, swap it in. False if rejected or older."""
+        pinned = self.pinned()
+        current = self._current
+        if pinned is not None and version != pinned:
+            return False
+        if pinned is None and current is not None and version <= current.version:
+            return False
+        try:
+            candidate = self.verify(relative, sha256)
+        except SnapshotRejected as exc:
+            REJECTIONS.labels(exc.reason).inc()
+            self.rejected[version] = str(exc)
+            log.error("snapshot %d rejected: %s", version, exc)
+            return False
+        with self._swap:
+            current = self._current
+            newer = current is None or candidate.version > current.version
+            if pinned is not None or newer:
+                self._current = candidate
+                SWAPS.inc()
+                SERVING_VERSION.set(candidate.version)
+                log.info("serving snapshot %d", candidate.version)
+                return True
+        return False
+
+    def scan(self) -> SnapshotModel | None:
+        """At start (and when a pin changes): the pinned version, else the newest that
+        verifies, walking back past rejected ones."""
+        pinned = self.pinned()
+        versions = [pinned] if pinned is not None else sorted(self.store.versions(), reverse=True)
+        for version in versions:
+            if pinned is not None and self._current is not None and self._current.version == pinned:
+                return self._current
+            if pinned is None and self._current is not None and version <= self._current.version:
+                break
+            if self.offer(version, self.store.path(version).name):
+                break
+        return self._current
+
+    def follow_pin(self) -> None:
+        """Honour a pin written or removed since the last look (called periodically)."""
+        pinned = self.pinned()
+        current = self._current
+        if pinned is not None and (current is None or current.version != pinned):
+            self.offer(pinned, self.store.path(pinned).name)
+        elif pinned is None and current is not None:
+            newest = max(self.store.versions(), default=0)
+            if newest > current.version:
+                self.scan()

@@ -1,0 +1,187 @@
+"""``recq serve``: a consumer-group member on rec-requests and the event topics that
+answers requests in micro-batches and publishes recommendations.
+
+Each poll applies the events first (shopper state, popularity) and then answers the
+requests that came with them; when requests are waiting, it keeps polling for up to
+``RECQ_SERVE_MAX_WAIT_MS`` (or ``RECQ_SERVE_MAX_BATCH`` requests) so concurrent requests
+share one model call. Snapshots arrive through the registry (announcements on
+``snapshots``, a pin check every second); a swap never interrupts a batch. Offsets are
+committed after the batch's recommendations are acknowledged: a crash answers a request
+twice rather than never."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from prometheus_client import start_http_server
+
+from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
+from inference.policy import Policy, Popularity
+from inference.recommender import Pending, Recommender
+from inference.registry import SnapshotRegistry
+from inference.state import ShopperStates
+from schemas.codec import Limits, Source, decode, encode
+from schemas.connection import client_options
+from schemas.records import (
+    CartEvent,
+    ClickEvent,
+    DeadLetter,
+    Event,
+    PurchaseEvent,
+    RecRequest,
+    SnapshotAnnouncement,
+)
+from schemas.settings import Settings
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+
+log = logging.getLogger("recq.serve")
+
+
+async def run_server(
+    settings: Settings, bootstrap: str, stopping: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:  # fmt: skip
+    stopping = stopping or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    options = client_options(settings)
+    registry = SnapshotRegistry(settings.model_store_dir, threads=settings.serve_threads or None)
+    await asyncio.to_thread(registry.scan)
+    policy = Policy(settings.exploration, settings.epsilon, settings.softmax_temperature)
+    blocklist = frozenset(i.strip() for i in settings.serve_blocklist.split(",") if i.strip())
+    recommender = Recommender(
+        states=ShopperStates(settings.history_length),
+        popularity=Popularity(),
+        policy=policy,
+        blocklist=blocklist,
+    )
+    requests_topic = catalog.name(TopicRole.REC_REQUESTS)
+    event_topics = {catalog.name(role) for role in EVENT_ROLES.values()}
+    consumer = AIOKafkaConsumer(
+        requests_topic, *sorted(event_topics), bootstrap_servers=bootstrap,
+        group_id=settings.serve_group_id, enable_auto_commit=False,
+        auto_offset_reset="earliest",  # events rebuild state; stale requests are skipped
+        partition_assignment_strategy=(RangePartitionAssignor,),  # co-partitioned together
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        fetch_max_wait_ms=1, **options,
+    )  # fmt: skip
+    announcements = AIOKafkaConsumer(catalog.name(TopicRole.SNAPSHOTS),
+                                     bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                     **options)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **options)
+    await producer.start()
+    await consumer.start()
+    await announcements.start()
+    limits = Limits.from_settings(settings)
+    out_topic = catalog.name(TopicRole.RECOMMENDATIONS)
+    dead_letter_topic = catalog.name(TopicRole.DEAD_LETTER)
+    max_age_ms = settings.serve_max_request_age_s * 1000
+
+    async def follow_snapshots() -> None:
+        while True:
+            batches = await announcements.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for m in messages:
+                    a = decode(m.value, SnapshotAnnouncement)
+                    if isinstance(a, SnapshotAnnouncement):
+                        await asyncio.to_thread(registry.offer, a.version, a.path, a.sha256)
+
+    async def follow_pin() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(registry.follow_pin)
+
+    async def serve() -> None:
+        pending: list[Pending] = []
+        while not stopping.is_set():
+            deadline = time.monotonic() + settings.serve_max_wait_ms / 1000
+            batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
+            while True:
+                letters = absorb(batches, pending)
+                for letter in letters:
+                    await producer.send_and_wait(dead_letter_topic, encode(letter))
+                    DEAD_LETTERS.labels(letter.code).inc()
+                left = deadline - time.monotonic()
+                if not pending or len(pending) >= settings.serve_max_batch or left <= 0:
+                    break
+                batches = await consumer.getmany(timeout_ms=max(0, int(left * 1000)),
+                                                 max_records=settings.serve_max_batch)  # fmt: skip
+            if pending:
+                await answer(pending)
+                pending = []
+            await consumer.commit()
+
+    def absorb(batches: dict, pending: list[Pending]) -> list[DeadLetter]:  # type: ignore[type-arg]
+        received = int(time.time() * 1000)
+        letters: list[DeadLetter] = []
+        for tp, messages in batches.items():
+            for m in messages:
+                source = Source(tp.topic, tp.partition, m.offset)
+                if tp.topic in event_topics:
+                    event = decode(m.value, Event, limits=limits, source=source)
+                    if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
+                        recommender.states.apply(event)
+                        for item in _items(event):
+                            recommender.popularity.add(item)
+                    # Invalid events are the streams workers' to dead-letter: not twice.
+                    continue
+                request = decode(m.value, RecRequest, limits=limits, source=source)
+                if isinstance(request, DeadLetter):
+                    letters.append(request)
+                elif received - m.timestamp > max_age_ms:
+                    EXPIRED.inc()
+                else:
+                    pending.append(Pending(request, received, m.timestamp))
+        return letters
+
+    async def answer(batch: list[Pending]) -> None:
+        BATCH_SIZE.observe(len(batch))
+        model = registry.current  # one model for the whole batch, even across a swap
+        recommendations = recommender.answer(batch, model)
+        sends = [await producer.send(out_topic, encode(r), key=r.user_id.encode())
+                 for r in recommendations]  # fmt: skip
+        await asyncio.gather(*sends)
+        published = time.time() * 1000
+        for p in batch:
+            LATENCY.observe(published - p.produced_ms)
+
+    tasks = [asyncio.create_task(follow_snapshots()), asyncio.create_task(follow_pin())]
+    served = asyncio.create_task(serve())
+    if ready is not None:
+        ready.set()
+    log.info("serving %s (snapshot %s)", requests_topic,
+             registry.current.version if registry.current else "none: popularity")  # fmt: skip
+    try:
+        await asyncio.wait([served, asyncio.create_task(stopping.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if served.done():
+            served.result()  # surface a failure
+    finally:
+        stopping.set()
+        for task in [*tasks, served]:
+            task.cancel()
+        for task in [*tasks, served]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await consumer.stop()
+        await announcements.stop()
+        await producer.stop()
+
+
+def _items(event: ClickEvent | CartEvent | PurchaseEvent) -> list[str]:
+    if isinstance(event, PurchaseEvent):
+        return [line.item_id for line in event.items]
+    if isinstance(event, CartEvent) and event.action != "add":
+        return []
+    return [event.item_id]
