@@ -51,13 +51,15 @@ class Recommender:
         return out
 
     def answer(self, batch: list[Pending], model: SnapshotModel | None) -> list[Recommendation]:
-        now = int(time.time() * 1000)
         excluded = [self.excluded(p.request) for p in batch]
         rows: list[int] = []
         if model is not None:
             length = model.history_length
-            arrays = [self.states.arrays(p.request.user_id, now, model.index_of, length)
-                      for p in batch]  # fmt: skip
+            # Ages as of the request (the decision time the shop stamped on it).
+            arrays = [
+                self.states.arrays(p.request.user_id, p.request.ts_ms, model.index_of, length)
+                for p in batch
+            ]
             rows = [i for i, (_, events, _) in enumerate(arrays) if events.any()]
         answers: dict[int, tuple[list[str], np.ndarray, str]] = {}
         if rows and model is not None:

@@ -1,0 +1,65 @@
+"""Exploration: recorded propensities are the probabilities the policy actually had."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from inference.policy import Policy, Popularity, slate_propensity
+
+SCORES = np.array([2.0, 1.5, 0.3, -1.0, 0.9])
+
+
+@pytest.mark.parametrize(
+    "policy", [Policy("epsilon", epsilon=0.3), Policy("softmax", temperature=0.7)]
+)
+def test_first_slot_frequencies_match_recorded_propensities(policy: Policy) -> None:
+    rng = np.random.default_rng(11)
+    draws, recorded = Counter(), {}  # type: Counter[int], dict[int, float]
+    n = 20_000
+    for _ in range(n):
+        choice = policy.choose(SCORES, 3, rng)
+        first = choice.positions[0]
+        draws[first] += 1
+        recorded.setdefault(first, choice.propensities[0])
+        assert recorded[first] == pytest.approx(choice.propensities[0])  # same state, same p
+        assert len(set(choice.positions)) == 3  # without replacement
+    for item, count in draws.items():
+        p = recorded[item]
+        assert abs(count / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3, (item, count / n, p)
+
+
+def test_epsilon_greedy_propensity_formula() -> None:
+    rng = np.random.default_rng(0)
+    policy = Policy("epsilon", epsilon=0.2)
+    seen = set()
+    for _ in range(200):
+        choice = policy.choose(SCORES, 2, rng)
+        first, second = choice.positions
+        best = 0
+        assert choice.propensities[0] == pytest.approx(0.8 * (first == best) + 0.2 / 5)
+        best_left = max((i for i in range(5) if i != first), key=lambda i: SCORES[i])
+        assert choice.propensities[1] == pytest.approx(0.8 * (second == best_left) + 0.2 / 4)
+        seen.add(first)
+    assert seen == set(range(5))  # exploration reaches every candidate
+    assert slate_propensity(choice) == pytest.approx(
+        choice.propensities[0] * choice.propensities[1]
+    )
+
+
+def test_greedy_is_the_ranking_with_propensity_one() -> None:
+    choice = Policy("greedy").choose(SCORES, 4, np.random.default_rng(0))
+    assert choice.positions == [0, 1, 4, 2] and choice.propensities == [1.0] * 4
+
+
+def test_popularity_prefers_recent_interactions_and_honours_exclusions() -> None:
+    pop = Popularity(half_life=10)
+    for _ in range(30):
+        pop.add("old")
+    for _ in range(12):
+        pop.add("new")
+    ids, scores = pop.top(5, exclude=set())
+    assert ids == ["new", "old"] and scores[0] > scores[1]
+    assert pop.top(5, exclude={"new"})[0] == ["old"]
