@@ -35,3 +35,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def unique() -> str:
     """A fresh token for topic prefixes and group ids, so tests never share state."""
     return uuid.uuid4().hex[:10]
+
+
+# Snapshots written through the learner's export code, for the serving tests.
+from tests.snapshot_fixture import snapshot_writer  # noqa: E402, F401

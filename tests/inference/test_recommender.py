@@ -19,7 +19,7 @@ from schemas.records import (
     RecRequest,
     RequestContext,
 )
-from tests.inference.conftest import ITEMS, L, WriteSnapshot
+from tests.snapshot_fixture import ITEMS, L, WriteSnapshot
 
 NOW = 1_795_000_000_000
 

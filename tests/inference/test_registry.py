@@ -11,7 +11,7 @@ import pytest
 
 from inference.registry import PIN_FILE, REJECTIONS, SnapshotRegistry
 from learner.snapshots import MANIFEST_FILE, MODEL_FILE
-from tests.inference.conftest import WriteSnapshot
+from tests.snapshot_fixture import WriteSnapshot
 
 
 def rejected(reason: str) -> float:
