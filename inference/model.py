@@ -48,6 +48,9 @@ class SnapshotModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3
+        # Idle pool threads sleep instead of spinning: between micro-batches the cores
+        # belong to the Kafka client (and, on small machines, the broker).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model, options, providers=providers())
         return cls(
             version=int(manifest["version"]),

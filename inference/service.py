@@ -102,8 +102,11 @@ async def run_server(
             await asyncio.sleep(1.0)
             await asyncio.to_thread(registry.follow_pin)
 
+    inflight: list[asyncio.Future[object]] = []
+
     async def serve() -> None:
         pending: list[Pending] = []
+        committed_at = time.monotonic()
         while not stopping.is_set():
             deadline = time.monotonic() + settings.serve_max_wait_ms / 1000
             batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
@@ -120,7 +123,18 @@ async def run_server(
             if pending:
                 await answer(pending)
                 pending = []
-            await consumer.commit()
+            # Positions are committed after the answers are acknowledged, about once a
+            # second (a broker round trip per micro-batch would cap the request rate).
+            if time.monotonic() - committed_at >= 1.0:
+                await commit()
+                committed_at = time.monotonic()
+        await commit()
+
+    async def commit() -> None:
+        if inflight:  # the answers to what is committed must be acknowledged first
+            await asyncio.gather(*inflight)
+            inflight.clear()
+        await consumer.commit()
 
     def absorb(batches: dict, pending: list[Pending]) -> list[DeadLetter]:  # type: ignore[type-arg]
         received = int(time.time() * 1000)
@@ -149,12 +163,16 @@ async def run_server(
         BATCH_SIZE.observe(len(batch))
         model = registry.current  # one model for the whole batch, even across a swap
         recommendations = recommender.answer(batch, model)
-        sends = [await producer.send(out_topic, encode(r), key=r.user_id.encode())
-                 for r in recommendations]  # fmt: skip
-        await asyncio.gather(*sends)
-        published = time.time() * 1000
-        for p in batch:
-            LATENCY.observe(published - p.produced_ms)
+        # Sent without waiting for the acks (they are awaited before the next commit),
+        # so the next micro-batch is not held up by this one's broker round trip.
+        for pending_request, r in zip(batch, recommendations, strict=True):
+            sent = await producer.send(out_topic, encode(r), key=r.user_id.encode())
+            sent.add_done_callback(
+                lambda _, produced=pending_request.produced_ms: LATENCY.observe(
+                    time.time() * 1000 - produced
+                )
+            )
+            inflight.append(sent)
 
     tasks = [asyncio.create_task(follow_snapshots()), asyncio.create_task(follow_pin())]
     served = asyncio.create_task(serve())

@@ -25,33 +25,41 @@ from learner.qnet import EXCLUDED_SCORE, QNetwork
 class TopKPolicy(nn.Module):
     """Export view of a QNetwork: top-K over the active catalog rows, in-graph.
 
-    The number of active rows is a tensor (``active``), not a constant baked into the
-    graph, so one exported graph serves every catalog size up to the network's row
-    capacity and later snapshots only replace weights (see ``SnapshotExporter``)."""
+    What depends only on the weights is computed here, once per snapshot, and stored as
+    buffers (initializers of the graph): the dueling mean over the active catalog and
+    the item biases with inactive rows set to ``EXCLUDED_SCORE``. The number of active
+    rows is a tensor too, so one traced graph serves every catalog size up to the row
+    capacity and later snapshots only replace initializers (see ``SnapshotExporter``)."""
 
     active: torch.Tensor
+    mean_item: torch.Tensor
+    mean_bias: torch.Tensor
+    live_bias: torch.Tensor
 
     def __init__(self, net: QNetwork, k: int, n_active: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.k = min(k, net.capacity)
         active = net.n_items if n_active is None else min(n_active, net.n_items)
-        self.register_buffer("active", torch.tensor(active, dtype=torch.int64))
+        with torch.no_grad():
+            item, bias = net.item.detach(), net.item_bias.detach()
+            live = torch.arange(net.capacity, device=item.device) < active
+            self.register_buffer("active", torch.tensor(active, dtype=torch.int64))
+            self.register_buffer("mean_item", item[:active].mean(0))
+            self.register_buffer("mean_bias", bias[:active].mean())
+            self.register_buffer(
+                "live_bias", torch.where(live, bias, torch.full_like(bias, EXCLUDED_SCORE))
+            )
 
     def forward(
         self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor, exclude: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
         _, user, value = net.encode(items, events, ages)
-        rows = net.item.shape[0]
-        live = torch.arange(rows, device=items.device) < self.active
-        count = self.active.to(net.item.dtype)
-        mean_item = (net.item * live.unsqueeze(1)).sum(0) / count
-        mean_bias = (net.item_bias * live).sum() / count
-        shift = value - (user @ mean_item + mean_bias)
-        q = user @ net.item.T + net.item_bias + shift.unsqueeze(-1)
-        q = torch.where(live, q, torch.full_like(q, EXCLUDED_SCORE))
+        shift = value - (user @ self.mean_item + self.mean_bias)
+        q = user @ net.item.T + self.live_bias + shift.unsqueeze(-1)
         # Padding (-1) and items outside the catalog go to a spare column, then dropped.
+        rows = net.item.shape[0]
         spare = torch.full_like(exclude, rows)
         target = torch.where((exclude >= 0) & (exclude < self.active), exclude, spare)
         q = torch.cat([q, torch.zeros_like(q[:, :1])], 1)

@@ -1,0 +1,177 @@
+"""Serving latency: end-to-end (request produced -> recommendation consumed) p50/p99 at
+fixed offered rates through one `recq serve` process with a 50,000-item snapshot, and in
+the same run the model-only latency of onnxruntime vs torch `inference_mode` on the same
+policy at batch 1 and 64. Prints JSON lines (see DESIGN.md). Run after `make test`:
+
+    .venv/bin/python bench/serve.py [--rates 200,500,1000] [--seconds 10]
+
+Starts the embedded broker unless RECQ_BOOTSTRAP_SERVERS is set. The broker, the server
+and this load generator share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest import broker
+from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
+from learner.qnet import QNetwork
+from learner.snapshots import ModelStore
+from recq.topics import ensure_topics
+from schemas.codec import decode, encode
+from schemas.records import ClickEvent, Recommendation, RecRequest
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.streams_harness import WorkerProcess, worker_env
+
+ITEMS, L, K, USERS = 50_000, 10, 50, 2_000
+
+
+def line(metric: str, value: float, unit: str, **extra: object) -> None:
+    print(orjson.dumps({"bench": "serve", "metric": metric, "value": round(value, 3),
+                        "unit": unit, **extra}).decode(), flush=True)  # fmt: skip
+
+
+def model_only(model: bytes, net: QNetwork) -> None:
+    """onnxruntime vs torch inference_mode on the same top-K policy."""
+    from learner.export import TopKPolicy
+
+    policy = TopKPolicy(net, K).eval()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    for batch in (1, 64):
+        items, events, ages = sample_states(batch, L, ITEMS, seed=batch)
+        exclude = torch.full((batch, 4), -1, dtype=torch.int64)
+        feeds = {"items": items.numpy(), "events": events.numpy(), "ages": ages.numpy(),
+                 "exclude": exclude.numpy()}  # fmt: skip
+
+        def run_ort(feeds: dict[str, np.ndarray] = feeds) -> None:
+            session.run(OUTPUT_NAMES, feeds)
+
+        def run_torch(inputs: tuple[torch.Tensor, ...] = (items, events, ages, exclude)) -> None:
+            with torch.inference_mode():
+                policy(*inputs)
+
+        times = {}
+        for name, fn in (("onnxruntime", run_ort), ("torch", run_torch)):
+            for _ in range(20):
+                fn()
+            samples = []
+            for _ in range(200 if batch == 1 else 60):
+                start = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - start)
+            times[name] = float(np.median(samples)) * 1000
+        line(f"model_speedup_b{batch}", times["torch"] / times["onnxruntime"], "x",
+             baseline="torch_inference_mode", baseline_value=round(times["torch"], 3),
+             onnxruntime_ms=round(times["onnxruntime"], 3))  # fmt: skip
+
+
+async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds: float,
+                       producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:  # fmt: skip
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    topic = catalog.name(TopicRole.REC_REQUESTS)
+    tag = uuid.uuid4().hex[:6]
+    done = asyncio.Event()
+
+    async def receive() -> None:
+        while not (done.is_set() and not sent):  # answered requests leave ``sent``
+            for messages in (await consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                for m in messages:
+                    r = decode(m.value, Recommendation)
+                    if isinstance(r, Recommendation) and r.request_id in sent:
+                        latencies.append((now - sent.pop(r.request_id)) * 1000)
+
+    receiver = asyncio.create_task(receive())
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        user = f"user-{i % USERS}"
+        r = RecRequest(request_id=f"{tag}-{i}", user_id=user, k=10, ts_ms=int(time.time() * 1000))
+        sent[r.request_id] = time.perf_counter()
+        await producer.send(topic, encode(r), key=user.encode())
+    done.set()
+    try:
+        await asyncio.wait_for(receiver, 30)
+    except TimeoutError:
+        receiver.cancel()
+    achieved = n / (time.perf_counter() - start)
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
+    extra = {"offered": rate, "answered": len(latencies), "requests": n,
+             "achieved_rate": round(achieved, 1)}  # fmt: skip
+    line(f"e2e_p50_ms_at_{rate}", float(p50), "ms", **extra)
+    line(f"e2e_p99_ms_at_{rate}", float(p99), "ms", **extra)
+
+
+async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> None:
+    torch.manual_seed(0)
+    net = QNetwork(n_items=ITEMS, history_length=L)
+    model, policy = SnapshotExporter(K).export(net, ITEMS)
+    model_only(model, net)
+    ModelStore(root / "models").write(
+        model=model, item_ids=[f"sku-{i}" for i in range(ITEMS)], step=0,
+        io_spec=io_spec(L, policy.k), parity=check_parity(model, policy).as_dict(),
+        metrics={}, extra={"encoder": "gru", "history_length": L, "k": policy.k},
+    )  # fmt: skip
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    catalog = TopicCatalog(prefix=prefix, partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    now = int(time.time() * 1000)
+    clicks = catalog.name(EVENT_ROLES["click"])
+    rng = np.random.default_rng(0)
+    for u in range(USERS):
+        for j in range(5):
+            e = ClickEvent(event_id=f"e{u}-{j}", user_id=f"user-{u}", ts_ms=now,
+                           item_id=f"sku-{int(rng.integers(ITEMS))}")  # fmt: skip
+            await producer.send(clicks, encode(e), key=e.user_id.encode())
+    await producer.flush()
+    env = worker_env(bootstrap, prefix, root, RECQ_MODEL_STORE=str(root / "models"),
+                     RECQ_SERVE_GROUP_ID=f"{prefix}serve")  # fmt: skip
+    cmd = [str(Path(sys.executable).with_name("recq")), "serve", "-l", "warning"]
+    server = WorkerProcess(env, root / "serve.log", cmd).start()
+    consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
+                                bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                fetch_max_wait_ms=1)  # fmt: skip
+    await consumer.start()
+    try:
+        await offered_load(bootstrap, catalog, 50, 4, producer, consumer)  # warm-up
+        for rate in args.rates:
+            await offered_load(bootstrap, catalog, rate, args.seconds, producer, consumer)
+    finally:
+        server.stop()
+        await consumer.stop()
+        await producer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[200, 500, 1000])  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="recq-serve-bench-") as tmp, broker() as bootstrap:
+        asyncio.run(main_async(args, bootstrap, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
