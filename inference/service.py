@@ -29,6 +29,7 @@ from inference.state import ShopperStates
 from schemas.codec import Limits, Source, decode, encode
 from schemas.connection import client_options
 from schemas.records import (
+    MAX_ID_LENGTH,
     CartEvent,
     ClickEvent,
     DeadLetter,
@@ -148,6 +149,10 @@ async def run_server(
                         recommender.states.apply(event)
                         for item in _items(event):
                             recommender.popularity.add(item)
+                        fresh = received - m.timestamp <= max_age_ms  # not replayed history
+                        if settings.serve_on_events and fresh:
+                            request = _triggered(event, settings.serve_event_k)
+                            pending.append(Pending(request, received, m.timestamp))
                     # Invalid events are the streams workers' to dead-letter: not twice.
                     continue
                 request = decode(m.value, RecRequest, limits=limits, source=source)
@@ -195,6 +200,16 @@ async def run_server(
         await consumer.stop()
         await announcements.stop()
         await producer.stop()
+
+
+def _triggered(event: ClickEvent | CartEvent | PurchaseEvent, k: int) -> RecRequest:
+    """The request an event stands for when serving is triggered by events."""
+    return RecRequest(
+        request_id=f"event:{event.event_id}"[:MAX_ID_LENGTH],
+        user_id=event.user_id,
+        k=k,
+        ts_ms=event.ts_ms,
+    )
 
 
 def _items(event: ClickEvent | CartEvent | PurchaseEvent) -> list[str]:

@@ -228,6 +228,14 @@ class Settings(BaseSettings):
     serve_blocklist: str = Field(
         default="", max_length=1_000_000, description="Comma-separated item ids never shown."
     )
+    serve_on_events: bool = Field(
+        default=False,
+        description="Also publish a recommendation after each click/cart/purchase event "
+        "(request_id = 'event:<event_id>'), as if the shop had asked.",
+    )
+    serve_event_k: int = Field(
+        default=10, ge=1, le=200, description="k of event-triggered recommendations."
+    )
     serve_max_request_age_s: float = Field(
         default=60.0, gt=0.0, description="Older requests are skipped (counted), not answered."
     )

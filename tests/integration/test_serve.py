@@ -123,7 +123,18 @@ async def test_requests_answered_filters_and_50_hot_swaps(
 
         swaps_done = asyncio.Event()
         load = asyncio.create_task(steady_load())
-        for _ in range(50):
+        corrupted = None
+        for swap in range(50):
+            if swap == 25:  # one truncated snapshot, announced like any other
+                bad = await asyncio.to_thread(snapshot_writer, store)
+                model_file = bad.path / "model.onnx"
+                model_file.write_bytes(model_file.read_bytes()[:5000])
+                corrupted = bad.version
+                a = SnapshotAnnouncement(version=bad.version, path=bad.path.name,
+                                         sha256=bad.manifest["sha256"],
+                                         created_ts_ms=bad.manifest["created_ts_ms"],
+                                         step=bad.manifest["step"])  # fmt: skip
+                await producer.send_and_wait(snapshots_topic, encode(a), key=b"snapshot")
             written = await asyncio.to_thread(snapshot_writer, store)
             a = SnapshotAnnouncement(version=written.version, path=written.path.name,
                                      sha256=written.manifest["sha256"],
@@ -139,8 +150,47 @@ async def test_requests_answered_filters_and_50_hot_swaps(
         ids = [r.request_id for r in answered if r.request_id.startswith("load-")]
         assert len(ids) == len(set(ids)) == len(load_ids) > 100  # none missing, none twice
         versions = [int(r.model_version) for r in answered if r.model_version != "popularity"]
-        assert max(versions) == first.version + 50  # the last swap is serving
+        assert max(versions) == first.version + 51  # the last swap is serving
         assert len(set(versions)) > 10  # requests were answered across many swaps
+        assert corrupted is not None and corrupted not in versions  # rejected, never served
+    finally:
+        stopping.set()
+        await asyncio.wait_for(server, 60)
+        await producer.stop()
+        await recommendations.stop()
+
+
+async def test_events_trigger_recommendations_when_configured(
+    kafka_bootstrap: str, unique: str, tmp_path: Path, snapshot_writer: WriteSnapshot
+) -> None:
+    prefix = f"sev{unique}."
+    store = tmp_path / "models"
+    written = snapshot_writer(store)
+    settings = load_settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=2,
+        data_dir=tmp_path, model_store=store, serve_group_id=f"serve-{unique}",
+        serve_on_events=True, serve_event_k=4, exploration="greedy",
+    )  # fmt: skip
+    catalog = TopicCatalog(prefix=prefix, partitions=2)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    recommendations = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
+                                       bootstrap_servers=kafka_bootstrap,
+                                       auto_offset_reset="earliest")  # fmt: skip
+    await producer.start()
+    await recommendations.start()
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        click = ClickEvent(event_id="evt-1", user_id="zoe", ts_ms=int(time.time() * 1000),
+                           item_id=ITEMS[3])  # fmt: skip
+        await producer.send_and_wait(catalog.name(EVENT_ROLES["click"]), encode(click),
+                                     key=b"zoe")  # fmt: skip
+        (got,) = await collect(recommendations, {"event:evt-1"}, 60)
+        assert got.user_id == "zoe" and len(got.items) == 4
+        assert got.model_version == str(written.version)  # the click is already history
+        assert got.policy == "greedy" and all(i.propensity == 1.0 for i in got.items)
     finally:
         stopping.set()
         await asyncio.wait_for(server, 60)
