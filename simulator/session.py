@@ -1,0 +1,162 @@
+"""Shopping sessions that react to what they are shown.
+
+Each step the shopper may be shown a slate (by the ``recommend`` callback: item indices in
+slot order, plus the recommendation's id). They examine slots with a position bias and
+click a shown item with probability sigmoid(utility - 2); otherwise they browse on their
+own with probability 0.45 (a complement of the last item, or something to their taste)
+and leave with 0.55, so what is shown decides how long a session lasts. A clicked item is
+put in the cart with probability sigmoid(utility - 3) (if affordable), and a session
+with a cart checks out with probability 0.3 per step (a purchase of the cart, which ends
+the session). Sessions also end by leaving (probability 0.12 per step) or after
+``max_steps``. Events responding to a slate carry its ``rec_id`` and the ``position``.
+
+Rewards follow recq's defaults (click 0.2, cart 0.5, purchase 1.0 per line), so a
+session's reward is what the learner optimizes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from simulator.shop import Catalog, Shopper, utility
+
+REWARD = {"click": 0.2, "cart": 0.5, "purchase": 1.0}
+POSITION_BIAS = 0.85  # probability of examining slot j is POSITION_BIAS ** j
+CLICK_BAR = 2.0  # a shown item is clicked with probability sigmoid(utility - CLICK_BAR)
+CART_BAR = 3.0  # a clicked, affordable item is carted with probability sigmoid(utility - CART_BAR)
+BROWSE_ON = 0.45  # when no shown item is clicked: probability of browsing on (else leave)
+
+ShopEvent = ClickEvent | CartEvent | PurchaseEvent
+Slate = tuple[str, list[int]]  # (rec_id, item indices in slot order)
+Recommend = Callable[[Shopper, list[int]], Slate | None]  # (shopper, history) -> slate
+
+
+@dataclass
+class SessionOutcome:
+    events: list[ShopEvent] = field(default_factory=list)
+    reward: float = 0.0
+    shown: int = 0  # slates shown
+    clicked_shown: int = 0  # clicks on a shown item
+    purchases: int = 0
+
+
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def run_session(
+    catalog: Catalog,
+    shopper: Shopper,
+    rng: np.random.Generator,
+    recommend: Recommend | None,
+    start_ms: int,
+    max_steps: int = 20,
+    step_ms: int = 15_000,
+) -> SessionOutcome:
+    out = SessionOutcome()
+    history: list[int] = []
+    cart: list[int] = []
+    ts = start_ms
+
+    def event_id() -> str:
+        return uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | len(out.events)).hex
+
+    for _ in range(max_steps):
+        ts += int(rng.integers(step_ms // 2, step_ms * 2))
+        slate = recommend(shopper, list(history)) if recommend is not None else None
+        clicked, rec_id, position = None, None, None
+        if slate is not None and slate[1]:
+            out.shown += 1
+            rec_id, items = slate
+            for j, item in enumerate(items):
+                if rng.random() > POSITION_BIAS**j:
+                    continue  # not examined
+                if rng.random() < float(
+                    _sigmoid(utility(catalog, shopper, np.array([item]))[0] - CLICK_BAR)
+                ):
+                    clicked, position = item, j
+                    out.clicked_shown += 1
+                    break
+        if clicked is None:
+            rec_id = None
+            if rng.random() > BROWSE_ON:
+                break  # nothing caught their eye: they leave
+            if history and rng.random() < 0.5:
+                clicked = int(rng.choice(catalog.complements[history[-1]]))
+            else:
+                pool = rng.integers(len(catalog), size=20)
+                u = utility(catalog, shopper, pool)
+                clicked = int(pool[np.argmax(u + rng.gumbel(size=len(pool)))])
+        attribution = {"rec_id": rec_id, "position": position} if rec_id else {}
+        click = ClickEvent(
+            event_id=event_id(), user_id=shopper.user_id, ts_ms=ts,
+            item_id=catalog.item_ids[clicked], **attribution,  # type: ignore[arg-type]
+        )  # fmt: skip
+        out.events.append(click)
+        out.reward += REWARD["click"]
+        history.append(clicked)
+        u_item = float(utility(catalog, shopper, np.array([clicked]))[0])
+        if catalog.price[clicked] <= shopper.budget and rng.random() < float(
+            _sigmoid(u_item - CART_BAR)
+        ):
+            ts += 1_000
+            cart_event = CartEvent(
+                event_id=event_id(), user_id=shopper.user_id, ts_ms=ts,
+                item_id=catalog.item_ids[clicked], action="add",
+                unit_price=float(catalog.price[clicked]), **attribution,  # type: ignore[arg-type]
+            )  # fmt: skip
+            out.events.append(cart_event)
+            out.reward += REWARD["cart"]
+            cart.append(clicked)
+        if cart and rng.random() < 0.3:
+            ts += 2_000
+            lines = [
+                LineItem(
+                    item_id=catalog.item_ids[i], quantity=1, unit_price=float(catalog.price[i])
+                )
+                for i in dict.fromkeys(cart)
+            ]
+            purchase = PurchaseEvent(
+                event_id=event_id(), user_id=shopper.user_id, ts_ms=ts, order_id=event_id(),
+                items=lines,
+            )  # fmt: skip
+            out.events.append(purchase)
+            out.reward += REWARD["purchase"] * len(lines)
+            out.purchases += 1
+            break
+        if rng.random() < 0.12:
+            break
+    return out
+
+
+def oracle(catalog: Catalog, k: int = 10) -> Recommend:
+    """Shows each shopper the k items with the highest true click-and-cart value: the
+    best a recommender could do knowing the hidden tastes (the evaluation's ceiling)."""
+
+    def recommend(shopper: Shopper, history: list[int]) -> Slate:
+        u = utility(catalog, shopper)
+        value = _sigmoid(u - CLICK_BAR) * (
+            REWARD["click"] + REWARD["cart"] * _sigmoid(u - CART_BAR)
+        )
+        value = np.where(catalog.price <= shopper.budget, value, 0.0)
+        return (
+            f"oracle-{shopper.user_id}-{len(history)}",
+            [int(i) for i in np.argsort(-value)[:k]],
+        )
+
+    return recommend
+
+
+def random_policy(catalog: Catalog, rng: np.random.Generator, k: int = 10) -> Recommend:
+    def recommend(shopper: Shopper, history: list[int]) -> Slate:
+        return (
+            f"random-{uuid.uuid4().hex[:8]}",
+            [int(i) for i in rng.choice(len(catalog), k, replace=False)],
+        )
+
+    return recommend
