@@ -49,6 +49,98 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+class ShoppingSession:
+    """One shopper's session, advanced a step at a time with the slate shown at that
+    step (None: nothing shown). ``ended`` once they leave or check out."""
+
+    def __init__(
+        self, catalog: Catalog, shopper: Shopper, rng: np.random.Generator, start_ms: int,
+        step_ms: int = 15_000,
+    ) -> None:  # fmt: skip
+        self.catalog, self.shopper, self.rng = catalog, shopper, rng
+        self.step_ms = step_ms
+        self.ts = start_ms
+        self.history: list[int] = []
+        self.cart: list[int] = []
+        self.outcome = SessionOutcome()
+        self.ended = False
+
+    def _event_id(self) -> str:
+        return uuid.UUID(int=int(self.rng.integers(0, 2**63)) << 64 | len(self.outcome.events)).hex
+
+    def _likes(self, item: int, bar: float) -> bool:
+        u = float(utility(self.catalog, self.shopper, np.array([item]))[0])
+        return bool(self.rng.random() < float(_sigmoid(u - bar)))
+
+    def step(self, slate: Slate | None) -> list[ShopEvent]:
+        """The shopper's events at this step (empty when they leave instead)."""
+        if self.ended:
+            return []
+        catalog, shopper, rng, out = self.catalog, self.shopper, self.rng, self.outcome
+        self.ts += int(rng.integers(self.step_ms // 2, self.step_ms * 2))
+        clicked, rec_id, position = None, None, None
+        if slate is not None and slate[1]:
+            out.shown += 1
+            for j, item in enumerate(slate[1]):
+                if rng.random() > POSITION_BIAS**j:
+                    continue  # not examined
+                if self._likes(item, CLICK_BAR):
+                    clicked, rec_id, position = item, slate[0], j
+                    out.clicked_shown += 1
+                    break
+        if clicked is None:
+            if rng.random() > BROWSE_ON:
+                self.ended = True  # nothing caught their eye: they leave
+                return []
+            if self.history and rng.random() < 0.5:
+                clicked = int(rng.choice(catalog.complements[self.history[-1]]))
+            else:
+                pool = rng.integers(len(catalog), size=20)
+                u = utility(catalog, shopper, pool)
+                clicked = int(pool[np.argmax(u + rng.gumbel(size=len(pool)))])
+        attribution = {"rec_id": rec_id, "position": position} if rec_id else {}
+        events: list[ShopEvent] = [
+            ClickEvent(
+                event_id=self._event_id(), user_id=shopper.user_id, ts_ms=self.ts,
+                item_id=catalog.item_ids[clicked], **attribution,  # type: ignore[arg-type]
+            )
+        ]  # fmt: skip
+        out.reward += REWARD["click"]
+        self.history.append(clicked)
+        if catalog.price[clicked] <= shopper.budget and self._likes(clicked, CART_BAR):
+            self.ts += 1_000
+            events.append(
+                CartEvent(
+                    event_id=self._event_id(), user_id=shopper.user_id, ts_ms=self.ts,
+                    item_id=catalog.item_ids[clicked], action="add",
+                    unit_price=float(catalog.price[clicked]), **attribution,  # type: ignore[arg-type]
+                )
+            )  # fmt: skip
+            out.reward += REWARD["cart"]
+            self.cart.append(clicked)
+        if self.cart and rng.random() < 0.3:
+            self.ts += 2_000
+            lines = [
+                LineItem(
+                    item_id=catalog.item_ids[i], quantity=1, unit_price=float(catalog.price[i])
+                )
+                for i in dict.fromkeys(self.cart)
+            ]
+            events.append(
+                PurchaseEvent(
+                    event_id=self._event_id(), user_id=shopper.user_id, ts_ms=self.ts,
+                    order_id=self._event_id(), items=lines,
+                )
+            )  # fmt: skip
+            out.reward += REWARD["purchase"] * len(lines)
+            out.purchases += 1
+            self.ended = True
+        elif rng.random() < 0.12:
+            self.ended = True
+        out.events += events
+        return events
+
+
 def run_session(
     catalog: Catalog,
     shopper: Shopper,
@@ -58,80 +150,14 @@ def run_session(
     max_steps: int = 20,
     step_ms: int = 15_000,
 ) -> SessionOutcome:
-    out = SessionOutcome()
-    history: list[int] = []
-    cart: list[int] = []
-    ts = start_ms
-
-    def event_id() -> str:
-        return uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | len(out.events)).hex
-
+    """A whole session with a synchronous recommender (tests, offline runs)."""
+    session = ShoppingSession(catalog, shopper, rng, start_ms, step_ms)
     for _ in range(max_steps):
-        ts += int(rng.integers(step_ms // 2, step_ms * 2))
-        slate = recommend(shopper, list(history)) if recommend is not None else None
-        clicked, rec_id, position = None, None, None
-        if slate is not None and slate[1]:
-            out.shown += 1
-            rec_id, items = slate
-            for j, item in enumerate(items):
-                if rng.random() > POSITION_BIAS**j:
-                    continue  # not examined
-                if rng.random() < float(
-                    _sigmoid(utility(catalog, shopper, np.array([item]))[0] - CLICK_BAR)
-                ):
-                    clicked, position = item, j
-                    out.clicked_shown += 1
-                    break
-        if clicked is None:
-            rec_id = None
-            if rng.random() > BROWSE_ON:
-                break  # nothing caught their eye: they leave
-            if history and rng.random() < 0.5:
-                clicked = int(rng.choice(catalog.complements[history[-1]]))
-            else:
-                pool = rng.integers(len(catalog), size=20)
-                u = utility(catalog, shopper, pool)
-                clicked = int(pool[np.argmax(u + rng.gumbel(size=len(pool)))])
-        attribution = {"rec_id": rec_id, "position": position} if rec_id else {}
-        click = ClickEvent(
-            event_id=event_id(), user_id=shopper.user_id, ts_ms=ts,
-            item_id=catalog.item_ids[clicked], **attribution,  # type: ignore[arg-type]
-        )  # fmt: skip
-        out.events.append(click)
-        out.reward += REWARD["click"]
-        history.append(clicked)
-        u_item = float(utility(catalog, shopper, np.array([clicked]))[0])
-        if catalog.price[clicked] <= shopper.budget and rng.random() < float(
-            _sigmoid(u_item - CART_BAR)
-        ):
-            ts += 1_000
-            cart_event = CartEvent(
-                event_id=event_id(), user_id=shopper.user_id, ts_ms=ts,
-                item_id=catalog.item_ids[clicked], action="add",
-                unit_price=float(catalog.price[clicked]), **attribution,  # type: ignore[arg-type]
-            )  # fmt: skip
-            out.events.append(cart_event)
-            out.reward += REWARD["cart"]
-            cart.append(clicked)
-        if cart and rng.random() < 0.3:
-            ts += 2_000
-            lines = [
-                LineItem(
-                    item_id=catalog.item_ids[i], quantity=1, unit_price=float(catalog.price[i])
-                )
-                for i in dict.fromkeys(cart)
-            ]
-            purchase = PurchaseEvent(
-                event_id=event_id(), user_id=shopper.user_id, ts_ms=ts, order_id=event_id(),
-                items=lines,
-            )  # fmt: skip
-            out.events.append(purchase)
-            out.reward += REWARD["purchase"] * len(lines)
-            out.purchases += 1
+        if session.ended:
             break
-        if rng.random() < 0.12:
-            break
-    return out
+        slate = recommend(shopper, list(session.history)) if recommend is not None else None
+        session.step(slate)
+    return session.outcome
 
 
 def oracle(catalog: Catalog, k: int = 10) -> Recommend:

@@ -1,0 +1,153 @@
+"""Simulated shoppers on Kafka: each step a shopper asks recq for a slate (a rec_request
+on `rec-requests`, answered on `recommendations`), reacts to it, and its events go to
+the event topics keyed by user_id, carrying the recommendation's rec_id and position.
+
+Shoppers are split between arms: ``learned`` asks recq; ``popularity`` and ``random``
+are baselines computed here (popularity from the events this driver has produced), so
+the same simulated shop measures all three side by side. A request recq does not answer
+within ``answer_timeout_s`` counts as unanswered and the shopper browses on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.codec import decode, encode
+from schemas.records import ClickEvent, Recommendation, RecRequest
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from simulator.session import SessionOutcome, ShoppingSession, Slate
+from simulator.shop import Catalog, Shopper, shoppers
+
+ARMS = ("learned", "popularity", "random")
+
+
+@dataclass
+class ArmStats:
+    sessions: int = 0
+    reward: float = 0.0
+    shown: int = 0
+    clicked_shown: int = 0
+    purchases: int = 0
+    unanswered: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: SessionOutcome) -> None:
+        self.sessions += 1
+        self.reward += outcome.reward
+        self.shown += outcome.shown
+        self.clicked_shown += outcome.clicked_shown
+        self.purchases += outcome.purchases
+
+    def summary(self) -> dict[str, float]:
+        n = max(1, self.sessions)
+        return {
+            "sessions": self.sessions,
+            "reward_per_session": self.reward / n,
+            "ctr": self.clicked_shown / max(1, self.shown),
+            "conversion": self.purchases / n,
+            "unanswered": self.unanswered,
+        }
+
+
+class Answers:
+    """Routes recommendations to the requests waiting for them (by request_id)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.waiting: dict[str, asyncio.Future[Recommendation]] = {}
+
+    async def run(self) -> None:
+        while True:
+            for messages in (await self.consumer.getmany(timeout_ms=100)).values():
+                for m in messages:
+                    r = decode(m.value, Recommendation)
+                    if isinstance(r, Recommendation):
+                        future = self.waiting.pop(r.request_id, None)
+                        if future is not None and not future.done():
+                            future.set_result(r)
+
+
+class Traffic:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        topics: TopicCatalog,
+        producer: AIOKafkaProducer,
+        answers: Answers,
+        seed: int,
+        k: int = 10,
+        answer_timeout_s: float = 2.0,
+    ) -> None:
+        self.catalog = catalog
+        self.topics = topics
+        self.producer = producer
+        self.answers = answers
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.k = k
+        self.answer_timeout_s = answer_timeout_s
+        self.stats: dict[str, ArmStats] = defaultdict(ArmStats)
+        self.sessions_log: list[SessionOutcome] = []
+        self.popularity: Counter[int] = Counter()
+        self.index_of = {item: i for i, item in enumerate(catalog.item_ids)}
+
+    async def slate(self, arm: str, shopper: Shopper, history: list[int]) -> Slate | None:
+        if arm == "random":
+            drawn = self.rng.choice(len(self.catalog), self.k, replace=False)
+            return (f"random-{uuid.uuid4().hex}", [int(i) for i in drawn])
+        if arm == "popularity":
+            top = [i for i, _ in self.popularity.most_common(self.k)]
+            return (f"popularity-{uuid.uuid4().hex}", top) if top else None
+        request = RecRequest(request_id=uuid.uuid4().hex, user_id=shopper.user_id, k=self.k,
+                             ts_ms=int(time.time() * 1000))  # fmt: skip
+        future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
+        self.answers.waiting[request.request_id] = future
+        await self.producer.send(self.topics.name(TopicRole.REC_REQUESTS), encode(request),
+                                 key=shopper.user_id.encode())  # fmt: skip
+        try:
+            answer = await asyncio.wait_for(future, self.answer_timeout_s)
+        except TimeoutError:
+            self.answers.waiting.pop(request.request_id, None)
+            self.stats[arm].unanswered += 1
+            return None
+        self.stats[arm].versions[answer.model_version] += 1
+        shown = [self.index_of[i.item_id] for i in answer.items if i.item_id in self.index_of]
+        return (answer.rec_id, shown)
+
+    async def session(self, arm: str, shopper: Shopper, max_steps: int = 20) -> SessionOutcome:
+        """One session; each step's slate is fetched (from recq for ``learned``) first."""
+        session = ShoppingSession(self.catalog, shopper, self.rng, int(time.time() * 1000))
+        for _ in range(max_steps):
+            if session.ended:
+                break
+            slate = await self.slate(arm, shopper, list(session.history))
+            for event in session.step(slate):
+                topic = self.topics.name(EVENT_ROLES[event.type])
+                await self.producer.send(topic, encode(event), key=shopper.user_id.encode())
+                if isinstance(event, ClickEvent):
+                    self.popularity[self.index_of[event.item_id]] += 1
+        self.stats[arm].add(session.outcome)
+        self.sessions_log.append(session.outcome)
+        return session.outcome
+
+    async def run(self, n_shoppers: int, concurrency: int = 16) -> dict[str, ArmStats]:
+        population = shoppers(self.catalog, n_shoppers, self.seed)
+        queue: asyncio.Queue[tuple[str, Shopper]] = asyncio.Queue()
+        for i, s in enumerate(population):
+            queue.put_nowait((ARMS[i % len(ARMS)], s))
+
+        async def worker() -> None:
+            while not queue.empty():
+                arm, shopper = queue.get_nowait()
+                await self.session(arm, shopper)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await self.producer.flush()
+        return dict(self.stats)

@@ -1,0 +1,96 @@
+"""Simulated shoppers on the real broker: the learned arm asks a running `serve`
+member and gets answers, its events carry those recommendations' rec_ids, and every
+event the shoppers make lands on the event topics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from inference.service import run_server
+from recq.topics import ensure_topics
+from schemas.codec import decode
+from schemas.records import Event
+from schemas.settings import load_settings
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from simulator.shop import Catalog
+from simulator.traffic import Answers, Traffic
+
+pytestmark = pytest.mark.integration
+
+
+async def test_shoppers_ask_recq_and_react(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    prefix = f"sim{unique}."
+    settings = load_settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=prefix,
+        partitions=2,
+        data_dir=tmp_path,
+        serve_group_id=f"serve-{unique}",
+    )
+    catalog = TopicCatalog(prefix=prefix, partitions=2)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+    answers_in = AIOKafkaConsumer(
+        catalog.name(TopicRole.RECOMMENDATIONS),
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await producer.start()
+    await answers_in.start()
+    answers = Answers(answers_in)
+    router = asyncio.create_task(answers.run())
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        shop = Catalog.generate(n_items=300, n_categories=6, seed=5)
+        traffic = Traffic(
+            catalog=shop,
+            topics=catalog,
+            producer=producer,
+            answers=answers,
+            seed=5,
+            answer_timeout_s=20.0,
+        )
+        stats = await asyncio.wait_for(traffic.run(30, concurrency=10), 240)
+    finally:
+        router.cancel()
+        stopping.set()
+        await asyncio.wait_for(server, 60)
+        await producer.stop()
+        await answers_in.stop()
+
+    assert {arm: s.sessions for arm, s in stats.items()} == {
+        "learned": 10,
+        "popularity": 10,
+        "random": 10,
+    }
+    learned = stats["learned"]
+    assert learned.unanswered == 0 and learned.shown > 0
+    assert set(learned.versions) == {"popularity"}  # no snapshot in this store yet
+    produced = sum(s.reward > 0 for s in stats.values())
+    assert produced == 3
+
+    reader = AIOKafkaConsumer(
+        *(catalog.name(r) for r in EVENT_ROLES.values()),
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    try:
+        events = []
+        for _ in range(20):
+            for messages in (await reader.getmany(timeout_ms=500)).values():
+                events += [decode(m.value, Event) for m in messages]
+    finally:
+        await reader.stop()
+    total = sum(len(s.events) for s in traffic.sessions_log)
+    assert len(events) == total and all(not hasattr(e, "code") for e in events)
+    recq_rec_ids = {e.rec_id for e in events if e.rec_id and len(e.rec_id) == 32}
+    assert recq_rec_ids  # the learned arm clicked on recq's recommendations
