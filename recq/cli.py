@@ -4,6 +4,7 @@ validates them first and fails with a message naming the bad one."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
 from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
 from schemas.settings import Settings, SettingsError, load_settings
-from schemas.topics import TopicCatalog
+from schemas.topics import TopicCatalog, TopicRole
 
 app = typer.Typer(
     help="recq: a real-time recommender that learns while it serves.",
@@ -294,6 +295,77 @@ def snapshots_rollback(
     tmp.write_bytes(orjson.dumps({"version": version}))
     tmp.replace(pin)
     console.print(f"pinned snapshot {version}: members swap to it within a second")
+
+
+# --- simulator ---------------------------------------------------------------------------
+@app.command("simulate")
+def simulate(
+    shoppers: Annotated[int, typer.Option(help="Shoppers (one session each).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the shop and its shoppers.")] = 1,
+    items: Annotated[int, typer.Option(help="Catalog size.")] = 2000,
+    categories: Annotated[int, typer.Option(help="Item categories.")] = 20,
+    concurrency: Annotated[int, typer.Option(help="Sessions running at once.")] = 16,
+) -> None:
+    """Run simulated shoppers against recq: a third ask `recq serve` (learned), a third
+    see popularity, a third random slates; their events go to the event topics. Prints
+    reward per session, CTR and conversion per arm, and the oracle's reward offline."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from recq.topics import ensure_topics
+    from simulator.session import oracle, run_session
+    from simulator.shop import Catalog
+    from simulator.shop import shoppers as population
+    from simulator.traffic import Answers, Traffic
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    options = client_options(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    shop = Catalog.generate(items, categories, seed)
+
+    async def main() -> dict[str, dict[str, float]]:
+        await ensure_topics(catalog, bootstrap_servers=bootstrap,
+                            replication_factor=settings.replication_factor,
+                            client_options=options)  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **options)
+        consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
+                                    bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                    **options)  # fmt: skip
+        await producer.start()
+        await consumer.start()
+        answers = Answers(consumer)
+        router = asyncio.create_task(answers.run())
+        try:
+            traffic = Traffic(catalog=shop, topics=catalog, producer=producer, answers=answers,
+                              seed=seed)  # fmt: skip
+            with console.status(f"{shoppers} shoppers shopping..."):
+                stats = await traffic.run(shoppers, concurrency)
+        finally:
+            router.cancel()
+            await producer.stop()
+            await consumer.stop()
+        return {arm: s.summary() for arm, s in stats.items()}
+
+    summary = asyncio.run(main())
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    best = [
+        run_session(shop, s, rng, oracle(shop), int(time.time() * 1000)).reward
+        for s in population(shop, shoppers, seed)
+    ]
+    oracle_reward = float(np.mean(best))
+    table = Table(
+        "arm", "sessions", "reward/session", "of oracle", "CTR", "conversion", "unanswered"
+    )
+    for arm, row in sorted(summary.items()):
+        table.add_row(
+            arm, str(int(row["sessions"])), f"{row['reward_per_session']:.3f}",
+            f"{row['reward_per_session'] / oracle_reward:.0%}", f"{row['ctr']:.3f}",
+            f"{row['conversion']:.3f}", str(int(row["unanswered"])),
+        )  # fmt: skip
+    table.add_row("oracle (offline)", str(shoppers), f"{oracle_reward:.3f}", "100%", "", "", "")
+    console.print(table)
 
 
 # --- demo --------------------------------------------------------------------------------
