@@ -368,6 +368,18 @@ def simulate(
     console.print(table)
 
 
+@app.command("loop")
+def loop(
+    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 180.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated shop.")] = 1,
+) -> None:
+    """The closed loop live: broker, worker, learner, serving member and simulated
+    shoppers (learned vs popularity vs random); writes reports/<run>/."""
+    from recq.closed_loop import run_closed_loop
+
+    run_closed_loop(_settings(), duration_s=duration, seed=seed, console=console)
+
+
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(

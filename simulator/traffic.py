@@ -121,9 +121,11 @@ class Traffic:
         shown = [self.index_of[i.item_id] for i in answer.items if i.item_id in self.index_of]
         return (answer.rec_id, shown)
 
-    async def session(self, arm: str, shopper: Shopper, max_steps: int = 20) -> SessionOutcome:
+    async def session(
+        self, arm: str, shopper: Shopper, max_steps: int = 20, step_ms: int = 15_000
+    ) -> SessionOutcome:
         """One session; each step's slate is fetched (from recq for ``learned``) first."""
-        session = ShoppingSession(self.catalog, shopper, self.rng, int(time.time() * 1000))
+        session = ShoppingSession(self.catalog, shopper, self.rng, int(time.time() * 1000), step_ms)
         for _ in range(max_steps):
             if session.ended:
                 break

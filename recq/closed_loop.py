@@ -1,0 +1,388 @@
+"""The closed loop, live: an embedded broker, a streams worker, the learner, a serving
+member and simulated shoppers, for a set duration. Shoppers are split between the
+learned policy (asking recq), popularity and random; the terminal shows the loop's
+vital signs and each arm's reward, CTR and conversion as they happen. At the end,
+``reports/<run>/`` gets ``metrics.json`` and PNG plots, and every process started here
+is stopped (also on Ctrl-C)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from recq.embedded_kafka import EmbeddedKafka, free_port
+from recq.topics import ensure_topics
+from schemas.settings import Settings
+from schemas.topics import TopicCatalog, TopicRole
+from simulator.session import oracle, run_session
+from simulator.shop import Catalog, shoppers
+from simulator.traffic import ARMS, Answers, Traffic
+
+STAGES = ("worker", "learner", "serve")
+
+
+@dataclass
+class Stage:
+    name: str
+    env: dict[str, str]
+    log: Path
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        recq = str(Path(sys.executable).with_name("recq"))
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [recq, self.name, "-l", "info"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def metrics(self) -> dict[str, float]:
+        """Sum of each Prometheus sample name (labels folded), {} while not up."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=0.5
+            ) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+        return out
+
+
+@dataclass
+class Timeline:
+    """Finished sessions (time, arm, reward, shown, clicked, purchased) and samples of
+    the loop's vital signs over time."""
+
+    sessions: list[tuple[float, str, float, int, int, int]] = field(default_factory=list)
+    vitals: list[dict[str, float]] = field(default_factory=list)
+
+    def arm(self, arm: str, since: float = 0.0) -> dict[str, float]:
+        rows = [s for s in self.sessions if s[1] == arm and s[0] >= since]
+        n = len(rows)
+        shown = sum(r[3] for r in rows)
+        return {
+            "sessions": n,
+            "reward_per_session": sum(r[2] for r in rows) / n if n else 0.0,
+            "ctr": sum(r[4] for r in rows) / shown if shown else 0.0,
+            "conversion": sum(r[5] for r in rows) / n if n else 0.0,
+        }
+
+
+def stage_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
+    return {**base, "RECQ_METRICS_PORT": str(port)}
+
+
+def run_closed_loop(
+    settings: Settings,
+    *,
+    duration_s: float,
+    seed: int,
+    console: Console,
+    reports: Path = Path("reports"),
+) -> Path:
+    run = time.strftime("%Y%m%d-%H%M%S")
+    out = reports / run
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="recq-demo-") as tmp:
+        root = Path(tmp)
+        kafka = None
+        bootstrap = settings.bootstrap_servers
+        if bootstrap is None:
+            kafka = EmbeddedKafka(root / "kafka", cache_dir=settings.cache_dir)
+            with console.status("starting the embedded Kafka broker..."):
+                bootstrap = kafka.start().bootstrap_servers
+        prefix = f"demo{run.replace('-', '')}."
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
+        base.update(
+            RECQ_BOOTSTRAP_SERVERS=bootstrap,
+            RECQ_TOPIC_PREFIX=prefix,
+            RECQ_PARTITIONS="2",
+            RECQ_DATA_DIR=str(root / "data"),
+            RECQ_SESSION_TIMEOUT_S="30",
+            RECQ_REORDER_WINDOW_S="0.5",
+            RECQ_WARMUP_TRANSITIONS="300",
+            RECQ_SNAPSHOT_EVERY_S="5",
+            RECQ_SNAPSHOT_EVERY_UPDATES="100000",
+            RECQ_REPLAY_CAPACITY="100000",
+            RECQ_TENSORBOARD="false",
+            RECQ_BATCH_SIZE="128",
+            RECQ_EXPLORATION="epsilon",
+            RECQ_EPSILON="0.1",
+            PYTHONUNBUFFERED="1",
+        )
+        stages = [
+            Stage(n, stage_env(base, n, free_port()), out / "logs" / f"{n}.log", 0) for n in STAGES
+        ]
+        for s in stages:
+            s.metrics_port = int(s.env["RECQ_METRICS_PORT"])
+        catalog = TopicCatalog(prefix=prefix, partitions=2)
+        try:
+            asyncio.run(ensure_topics(catalog, bootstrap_servers=bootstrap))
+            for s in stages:
+                s.start()
+            timeline = asyncio.run(_drive(bootstrap, catalog, stages, duration_s, seed, console))
+        finally:
+            with console.status("stopping worker, learner and serving member..."):
+                for s in reversed(stages):
+                    s.stop()
+                if kafka is not None:
+                    kafka.stop()
+    shop = Catalog.generate(2000, 20, seed)
+    rng = np.random.default_rng(seed + 1)
+    now = int(time.time() * 1000)
+    oracle_reward = float(
+        np.mean(
+            [
+                run_session(shop, s, rng, oracle(shop), now, step_ms=1000).reward
+                for s in shoppers(shop, 300, seed + 1)
+            ]
+        )
+    )
+    _report(out, timeline, stages, oracle_reward, duration_s, seed, console)
+    return out
+
+
+async def _drive(
+    bootstrap: str,
+    catalog: TopicCatalog,
+    stages: list[Stage],
+    duration_s: float,
+    seed: int,
+    console: Console,
+) -> Timeline:
+    shop = Catalog.generate(2000, 20, seed)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        catalog.name(TopicRole.RECOMMENDATIONS),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+    )
+    await producer.start()
+    await consumer.start()
+    answers = Answers(consumer)
+    router = asyncio.create_task(answers.run())
+    traffic = Traffic(
+        catalog=shop,
+        topics=catalog,
+        producer=producer,
+        answers=answers,
+        seed=seed,
+        answer_timeout_s=1.0,
+    )
+    timeline = Timeline()
+    start = time.monotonic()
+    stopping = asyncio.Event()
+
+    async def shopper_loop(worker: int) -> None:
+        chunk = 0
+        while not stopping.is_set():
+            population = shoppers(shop, 60, seed * 1000 + worker * 97 + chunk)
+            chunk += 1
+            for i, shopper in enumerate(population):
+                if stopping.is_set():
+                    return
+                arm = ARMS[(i + worker) % len(ARMS)]
+                o = await traffic.session(arm, shopper, step_ms=1000)
+                timeline.sessions.append(
+                    (time.monotonic() - start, arm, o.reward, o.shown, o.clicked_shown, o.purchases)
+                )
+
+    shoppers_tasks = [asyncio.create_task(shopper_loop(w)) for w in range(9)]
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            last: dict[str, float] = {}
+            while (elapsed := time.monotonic() - start) < duration_s:
+                await asyncio.sleep(1.0)
+                vitals = await asyncio.to_thread(_vitals, stages, elapsed)
+                rate = (vitals["events"] - last.get("events", 0.0)) / max(
+                    1e-9, elapsed - last.get("t", 0.0)
+                )
+                vitals["events_per_s"] = rate
+                last = {"events": vitals["events"], "t": elapsed}
+                timeline.vitals.append(vitals)
+                live.update(_table(timeline, vitals, duration_s))
+    finally:
+        stopping.set()
+        for task in shoppers_tasks:
+            task.cancel()
+        for task in shoppers_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        router.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return timeline
+
+
+def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
+    m = {s.name: s.metrics() for s in stages}
+    return {
+        "t": elapsed,
+        "events": m["worker"].get("recq_streams_events_total", 0.0),
+        "transitions": m["worker"].get("recq_streams_transitions_total", 0.0),
+        "replay": m["learner"].get("recq_learner_replay_size", 0.0),
+        "updates": m["learner"].get("recq_learner_updates_total", 0.0),
+        "loss_td": m["learner"].get("recq_learner_loss", 0.0),
+        "snapshot": m["learner"].get("recq_learner_snapshot_version", 0.0),
+        "serving_snapshot": m["serve"].get("recq_serve_snapshot_version", 0.0),
+        "latency_ms_sum": m["serve"].get("recq_serve_latency_ms_sum", 0.0),
+        "latency_count": m["serve"].get("recq_serve_latency_ms_count", 0.0),
+    }
+
+
+def _table(timeline: Timeline, v: dict[str, float], duration_s: float) -> Table:
+    table = Table(title=f"recq closed loop: {v['t']:.0f} / {duration_s:.0f} s")
+    table.add_column("loop")
+    table.add_column("value", justify="right")
+    latency = v["latency_ms_sum"] / v["latency_count"] if v["latency_count"] else 0.0
+    for name, value in (
+        ("events/s", f"{v['events_per_s']:.0f}"),
+        ("transitions", f"{v['transitions']:.0f}"),
+        ("replay size", f"{v['replay']:.0f}"),
+        ("updates", f"{v['updates']:.0f}"),
+        ("loss (td+ce)", f"{v['loss_td']:.4f}"),
+        ("snapshot (learner / serving)", f"{v['snapshot']:.0f} / {v['serving_snapshot']:.0f}"),
+        ("mean serving latency", f"{latency:.1f} ms"),
+    ):
+        table.add_row(name, value)
+    for arm in ARMS:
+        a = timeline.arm(arm)
+        table.add_row(
+            f"{arm}: reward/session, CTR, conversion",
+            f"{a['reward_per_session']:.3f}  {a['ctr']:.3f}  {a['conversion']:.3f}  "
+            f"({a['sessions']:.0f})",
+        )
+    return table
+
+
+def _report(
+    out: Path,
+    timeline: Timeline,
+    stages: list[Stage],
+    oracle_reward: float,
+    duration_s: float,
+    seed: int,
+    console: Console,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    second_half = duration_s / 2
+    metrics: dict[str, Any] = {
+        "duration_s": duration_s,
+        "seed": seed,
+        "oracle_reward_per_session": oracle_reward,
+        "policies": {},
+    }
+    for arm in ARMS:
+        overall, late = timeline.arm(arm), timeline.arm(arm, since=second_half)
+        metrics["policies"][arm] = {
+            **overall,
+            "second_half": late,
+            "fraction_of_oracle": overall["reward_per_session"] / oracle_reward,
+        }
+    last = timeline.vitals[-1] if timeline.vitals else {}
+    metrics["snapshots"] = last.get("snapshot", 0.0)
+    metrics["updates"] = last.get("updates", 0.0)
+    metrics["transitions"] = last.get("transitions", 0.0)
+    count = last.get("latency_count", 0.0)
+    metrics["serving_latency_mean_ms"] = last.get("latency_ms_sum", 0.0) / count if count else None
+    (out / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+
+    window = max(10.0, duration_s / 12)
+    edges = np.arange(0.0, duration_s + window, window)
+    fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in ARMS:
+        rows = [s for s in timeline.sessions if s[1] == arm]
+        rewards, ctrs = [], []
+        for lo, hi in pairwise(edges):
+            chunk = [r for r in rows if lo <= r[0] < hi]
+            shown = sum(r[3] for r in chunk)
+            rewards.append(np.mean([r[2] for r in chunk]) if chunk else np.nan)
+            ctrs.append(sum(r[4] for r in chunk) / shown if shown else np.nan)
+        ax_r.plot(edges[1:], rewards, marker="o", label=arm)
+        ax_c.plot(edges[1:], ctrs, marker="o", label=arm)
+    ax_r.axhline(oracle_reward, color="grey", linestyle="--", label="oracle")
+    ax_r.set(title="reward per session", xlabel="seconds")
+    ax_c.set(title="CTR of shown slates", xlabel="seconds")
+    ax_r.legend()
+    fig.tight_layout()
+    fig.savefig(out / "reward_ctr.png", dpi=110)
+    plt.close(fig)
+    if timeline.vitals:
+        fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+        t = [v["t"] for v in timeline.vitals]
+        ax_l.plot(t, [v["loss_td"] for v in timeline.vitals])
+        ax_l.set(title="learner loss", xlabel="seconds")
+        lat = []
+        prev_sum = prev_count = 0.0
+        for v in timeline.vitals:
+            d = v["latency_count"] - prev_count
+            lat.append((v["latency_ms_sum"] - prev_sum) / d if d > 0 else np.nan)
+            prev_sum, prev_count = v["latency_ms_sum"], v["latency_count"]
+        ax_s.plot(t, lat)
+        ax_s.set(title="serving latency (mean per second, ms)", xlabel="seconds")
+        fig.tight_layout()
+        fig.savefig(out / "loss_latency.png", dpi=110)
+        plt.close(fig)
+
+    table = Table(
+        "policy",
+        "sessions",
+        "reward/session",
+        "of oracle",
+        "CTR",
+        "conversion",
+        title=f"closed loop, {duration_s:.0f} s, seed {seed}: {out}",
+    )
+    for arm in ARMS:
+        p = metrics["policies"][arm]
+        table.add_row(
+            arm,
+            str(p["sessions"]),
+            f"{p['reward_per_session']:.3f}",
+            f"{p['fraction_of_oracle']:.0%}",
+            f"{p['ctr']:.3f}",
+            f"{p['conversion']:.3f}",
+        )
+    table.add_row("oracle (offline)", "300", f"{oracle_reward:.3f}", "100%", "", "")
+    console.print(table)
