@@ -38,6 +38,10 @@ from simulator.shop import Catalog, shoppers
 from simulator.traffic import ARMS, Answers, Traffic
 
 STAGES = ("worker", "learner", "serve")
+# Concurrent simulated sessions: sized so one streams worker keeps up on a 2-core laptop
+# (it shares the cores with the broker, the learner and the serving member).
+SHOPPER_LOOPS = 6
+THINK_S = 0.1  # pause before each step of a simulated shopper
 
 
 @dataclass
@@ -106,7 +110,14 @@ class Timeline:
 
 
 def stage_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
-    return {**base, "RECQ_METRICS_PORT": str(port)}
+    env = {**base, "RECQ_METRICS_PORT": str(port)}
+    # One compute thread each for the learner and the serving member: on a small machine
+    # the streams worker and the broker need the rest to keep the loop's data flowing.
+    if name == "learner":
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if name == "serve":
+        env.update(RECQ_SERVE_THREADS="1")
+    return env
 
 
 def run_closed_loop(
@@ -219,12 +230,12 @@ async def _drive(
                 if stopping.is_set():
                     return
                 arm = ARMS[(i + worker) % len(ARMS)]
-                o = await traffic.session(arm, shopper, step_ms=1000)
+                o = await traffic.session(arm, shopper, step_ms=1000, think_s=THINK_S)
                 timeline.sessions.append(
                     (time.monotonic() - start, arm, o.reward, o.shown, o.clicked_shown, o.purchases)
                 )
 
-    shoppers_tasks = [asyncio.create_task(shopper_loop(w)) for w in range(9)]
+    shoppers_tasks = [asyncio.create_task(shopper_loop(w)) for w in range(SHOPPER_LOOPS)]
     try:
         with Live(console=console, refresh_per_second=2) as live:
             last: dict[str, float] = {}

@@ -122,13 +122,20 @@ class Traffic:
         return (answer.rec_id, shown)
 
     async def session(
-        self, arm: str, shopper: Shopper, max_steps: int = 20, step_ms: int = 15_000
+        self,
+        arm: str,
+        shopper: Shopper,
+        max_steps: int = 20,
+        step_ms: int = 15_000,
+        think_s: float = 0.0,
     ) -> SessionOutcome:
         """One session; each step's slate is fetched (from recq for ``learned``) first."""
         session = ShoppingSession(self.catalog, shopper, self.rng, int(time.time() * 1000), step_ms)
         for _ in range(max_steps):
             if session.ended:
                 break
+            if think_s:
+                await asyncio.sleep(think_s)  # a shopper reads the page before acting
             slate = await self.slate(arm, shopper, list(session.history))
             for event in session.step(slate):
                 topic = self.topics.name(EVENT_ROLES[event.type])
