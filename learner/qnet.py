@@ -171,6 +171,15 @@ class QNetwork(nn.Module):
             mean_item, mean_bias = self.item[:n].mean(0), self.item_bias[:n].mean()
         return user @ mean_item + mean_bias
 
+    def _action_rows(
+        self, actions: torch.Tensor, rows: ItemRows | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and biases of ``actions``, from the gathered rows when given."""
+        if rows is None:
+            return self.item[actions], self.item_bias[actions]
+        at = rows.locate(actions)
+        return rows.vector[at], rows.bias[at]
+
     def q_at(
         self,
         user: torch.Tensor,
@@ -179,11 +188,7 @@ class QNetwork(nn.Module):
         rows: ItemRows | None = None,
     ) -> torch.Tensor:
         """Q(s, a) at one action per row: a gather and a dot product."""
-        if rows is None:
-            vector, bias = self.item[actions], self.item_bias[actions]
-        else:
-            at = rows.locate(actions)
-            vector, bias = rows.vector[at], rows.bias[at]
+        vector, bias = self._action_rows(actions, rows)
         adv = (user * vector).sum(-1) + bias
         return value + adv - self.mean_advantage(user)
 
@@ -195,11 +200,7 @@ class QNetwork(nn.Module):
         rows: ItemRows | None = None,
     ) -> torch.Tensor:
         """Q(s, a) at the same K actions for every row: [B, K]."""
-        if rows is None:
-            vector, bias = self.item[actions], self.item_bias[actions]
-        else:
-            at = rows.locate(actions)
-            vector, bias = rows.vector[at], rows.bias[at]
+        vector, bias = self._action_rows(actions, rows)
         shift = value - self.mean_advantage(user)
         return user @ vector.T + bias + shift.unsqueeze(1)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -182,48 +183,10 @@ def worker(
     create_app(settings, bootstrap=bootstrap).main()
 
 
-# --- learner -----------------------------------------------------------------------------
-@app.command("learner")
-def learner(
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
-) -> None:
-    """Run the learner: consume transitions into the replay store, train the DQN, write
-    and announce ONNX snapshots. Creates missing topics first. Ctrl-C stops it after a
-    final checkpoint."""
+def _run_stage(run: Callable[[Settings, str], Coroutine[Any, Any, None]], loglevel: str) -> None:
+    """Logging, settings, missing topics created, then the stage until it stops."""
     import logging
 
-    from learner.service import run_learner
-    from recq.topics import ensure_topics
-
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = _settings()
-    bootstrap = resolve_bootstrap(settings)
-    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
-
-    async def main() -> None:
-        await ensure_topics(
-            catalog,
-            bootstrap_servers=bootstrap,
-            replication_factor=settings.replication_factor,
-            client_options=client_options(settings),
-        )
-        await run_learner(settings, bootstrap)
-
-    asyncio.run(main())
-
-
-# --- serving -----------------------------------------------------------------------------
-@app.command("serve")
-def serve(
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
-) -> None:
-    """Run a serving member: answer rec-requests with the newest verified snapshot (or
-    popularity before the first), publish to recommendations. Start more to scale out."""
-    import logging
-
-    from inference.service import run_server
     from recq.topics import ensure_topics
 
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
@@ -238,9 +201,36 @@ def serve(
             replication_factor=settings.replication_factor,
             client_options=client_options(settings),
         )
-        await run_server(settings, bootstrap)
+        await run(settings, bootstrap)
 
     asyncio.run(main())
+
+
+# --- learner -----------------------------------------------------------------------------
+@app.command("learner")
+def learner(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
+) -> None:
+    """Run the learner: consume transitions into the replay store, train the DQN, write
+    and announce ONNX snapshots. Creates missing topics first. Ctrl-C stops it after a
+    final checkpoint."""
+
+    from learner.service import run_learner
+
+    _run_stage(run_learner, loglevel)
+
+
+# --- serving -----------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")] = "info",
+) -> None:
+    """Run a serving member: answer rec-requests with the newest verified snapshot (or
+    popularity before the first), publish to recommendations. Start more to scale out."""
+
+    from inference.service import run_server
+
+    _run_stage(run_server, loglevel)
 
 
 @snapshots_app.command("list")
