@@ -31,11 +31,12 @@ from bench.ingest import broker
 from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
 from learner.snapshots import ModelStore
+from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
 from schemas.records import ClickEvent, Recommendation, RecRequest
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
-from tests.streams_harness import WorkerProcess, worker_env
+from tests.streams_harness import worker_env
 
 ITEMS, L, K, USERS = 50_000, 10, 50, 2_000
 
@@ -147,8 +148,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
     await producer.flush()
     env = worker_env(bootstrap, prefix, root, RECQ_MODEL_STORE=str(root / "models"),
                      RECQ_SERVE_GROUP_ID=f"{prefix}serve")  # fmt: skip
-    cmd = [str(Path(sys.executable).with_name("recq")), "serve", "-l", "warning"]
-    server = WorkerProcess(env, root / "serve.log", cmd).start()
+    server = StageProcess(env, root / "serve.log", recq_command("serve", "warning")).start()
     consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
                                 bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                 fetch_max_wait_ms=1)  # fmt: skip

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import orjson
 
 from learner.qnet import EXCLUDED_SCORE
-from learner.snapshots import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE
+from learner.snapshots import MODEL_FILE, VOCABULARY_FILE
 
 INPUTS = ("items", "events", "ages", "exclude")
 OUTPUTS = ("indices", "scores")
@@ -40,10 +40,11 @@ class SnapshotModel:
     index_of: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path, model: bytes, threads: int | None = None) -> SnapshotModel:
-        """Build from a snapshot directory whose model bytes were already read (and
-        verified by the registry)."""
-        manifest = orjson.loads((path / MANIFEST_FILE).read_bytes())
+    def load(
+        cls, path: Path, model: bytes, manifest: dict[str, Any], threads: int | None = None
+    ) -> SnapshotModel:
+        """Build from a snapshot directory whose manifest and model bytes were already
+        read (and the model verified against the manifest by the registry)."""
         item_ids = orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge
 
-from inference.model import INPUTS, OUTPUTS, SnapshotModel, model_path
+from inference.model import INPUTS, OUTPUTS, SnapshotModel, live, model_path
 from learner.snapshots import MANIFEST_FILE, ModelStore
 
 log = logging.getLogger("recq.serve")
@@ -78,7 +78,7 @@ class SnapshotRegistry:
             if claimed is not None and claimed != digest:
                 raise SnapshotRejected("hash_mismatch", f"{relative}: sha256 {digest} != {claimed}")
         try:
-            candidate = SnapshotModel.load(path, model, self.threads)
+            candidate = SnapshotModel.load(path, model, manifest, self.threads)
         except Exception as exc:  # onnxruntime refuses a truncated / corrupt graph
             raise SnapshotRejected("invalid_model", f"{relative}: {exc}") from None
         self._check_io(candidate, relative)
@@ -119,8 +119,7 @@ class SnapshotRegistry:
             raise SnapshotRejected(
                 "wrong_shapes", f"{relative}: outputs {indices.shape} {scores.shape}"
             )
-        real = scores > -1e29
-        if not np.isfinite(scores).all() or (indices[real] >= len(m.item_ids)).any():
+        if not np.isfinite(scores).all() or (indices[live(scores)] >= len(m.item_ids)).any():
             raise SnapshotRejected(
                 "smoke_failed", f"{relative}: non-finite scores or unknown items"
             )

@@ -167,7 +167,10 @@ async def run_server(
     async def answer(batch: list[Pending]) -> None:
         BATCH_SIZE.observe(len(batch))
         model = registry.current  # one model for the whole batch, even across a swap
-        recommendations = recommender.answer(batch, model)
+        # onnxruntime releases the GIL: the model call runs off the event loop so the
+        # Kafka clients (fetches, acks, heartbeats) keep going meanwhile. Nothing else
+        # touches the recommender until this returns (the serve loop awaits it).
+        recommendations = await asyncio.to_thread(recommender.answer, batch, model)
         # Sent without waiting for the acks (they are awaited before the next commit),
         # so the next micro-batch is not held up by this one's broker round trip.
         for pending_request, r in zip(batch, recommendations, strict=True):

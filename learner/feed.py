@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -85,7 +86,6 @@ class TransitionFeed:
                             letters.append(record)
                     else:
                         transitions.append(record)
-                        metrics.TRANSITIONS_IN.labels(record.kind).inc()
                 if messages:
                     self.positions[tp.partition] = messages[-1].offset + 1
             for letter in letters:
@@ -94,6 +94,8 @@ class TransitionFeed:
                 metrics.DEAD_LETTERS.labels(letter.code).inc()
                 log.warning("dead-lettered a transition: %s", letter.reason)
             if transitions:
+                for kind, count in Counter(t.kind for t in transitions).items():
+                    metrics.TRANSITIONS_IN.labels(kind).inc(count)
                 stored = self.replay.add(transitions)
                 self.consumed += len(transitions)
                 metrics.SAMPLES_STORED.inc(stored)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -30,6 +27,7 @@ from rich.live import Live
 from rich.table import Table
 
 from recq.embedded_kafka import EmbeddedKafka, free_port
+from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.settings import Settings
 from schemas.topics import TopicCatalog, TopicRole
@@ -44,41 +42,19 @@ SHOPPER_LOOPS = 6
 THINK_S = 0.1  # pause before each step of a simulated shopper
 
 
-@dataclass
-class Stage:
-    name: str
-    env: dict[str, str]
-    log: Path
-    metrics_port: int
-    proc: subprocess.Popen[bytes] | None = None
+class Stage(StageProcess):
+    """One recq stage of the loop, with its Prometheus port."""
 
-    def start(self) -> None:
-        recq = str(Path(sys.executable).with_name("recq"))
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [recq, self.name, "-l", "info"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+    def __init__(self, name: str, env: dict[str, str], log: Path, metrics_port: int) -> None:
+        super().__init__(env, log, recq_command(name))
+        self.name = name
+        self.metrics_port = metrics_port
 
     def metrics(self) -> dict[str, float]:
         """Sum of each Prometheus sample name (labels folded), {} while not up."""
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=0.5
-            ) as r:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=0.5) as r:
                 text = r.read().decode()
         except OSError:
             return {}
@@ -158,11 +134,11 @@ def run_closed_loop(
             RECQ_EPSILON="0.1",
             PYTHONUNBUFFERED="1",
         )
+        ports = {n: free_port() for n in STAGES}
         stages = [
-            Stage(n, stage_env(base, n, free_port()), out / "logs" / f"{n}.log", 0) for n in STAGES
+            Stage(n, stage_env(base, n, ports[n]), out / "logs" / f"{n}.log", ports[n])
+            for n in STAGES
         ]
-        for s in stages:
-            s.metrics_port = int(s.env["RECQ_METRICS_PORT"])
         catalog = TopicCatalog(prefix=prefix, partitions=2)
         try:
             asyncio.run(ensure_topics(catalog, bootstrap_servers=bootstrap))
@@ -172,7 +148,7 @@ def run_closed_loop(
         finally:
             with console.status("stopping worker, learner and serving member..."):
                 for s in reversed(stages):
-                    s.stop()
+                    s.stop(timeout_s=60)  # the learner writes a final checkpoint
                 if kafka is not None:
                     kafka.stop()
     shop = Catalog.generate(2000, 20, seed)

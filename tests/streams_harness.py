@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from recq.processes import StageProcess, recq_command
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
@@ -197,39 +195,11 @@ async def actual_multiset(
         return Counter(canonical(t, vocabulary.item_id) for t in transitions)
 
 
-class WorkerProcess:
+class WorkerProcess(StageProcess):
     """`recq worker` in a subprocess, its log kept for failure reports."""
 
     def __init__(self, env: dict[str, str], log_path: Path, cmd: list[str] | None = None) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.cmd = cmd or [str(Path(sys.executable).with_name("recq")), "worker", "-l", "info"]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.cmd,
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        super().__init__(env, log_path, cmd or recq_command("worker"))
 
 
 def worker_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -5,7 +5,9 @@ failed or missing response."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +24,39 @@ from schemas.records import (
     RecRequest,
     SnapshotAnnouncement,
 )
-from schemas.settings import load_settings
+from schemas.settings import Settings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.snapshot_fixture import ITEMS, WriteSnapshot
 
 pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, bootstrap: str
+) -> AsyncIterator[tuple[TopicCatalog, AIOKafkaProducer, AIOKafkaConsumer]]:
+    """Topics, a running serving member (ready), a producer and a consumer of
+    recommendations; all stopped afterwards."""
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    recommendations = AIOKafkaConsumer(
+        catalog.name(TopicRole.RECOMMENDATIONS),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await producer.start()
+    await recommendations.start()
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(run_server(settings, bootstrap, stopping, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        yield catalog, producer, recommendations
+    finally:
+        stopping.set()
+        await asyncio.wait_for(server, 60)
+        await producer.stop()
+        await recommendations.stop()
 
 
 async def collect(
@@ -50,22 +80,17 @@ async def test_requests_answered_filters_and_50_hot_swaps(
     store = tmp_path / "models"
     first = snapshot_writer(store)
     settings = load_settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=2,
-        data_dir=tmp_path, model_store=store, serve_group_id=f"serve-{unique}",
-        serve_blocklist="sku-7", exploration="epsilon", epsilon=0.2,
-    )  # fmt: skip
-    catalog = TopicCatalog(prefix=prefix, partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    recommendations = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
-                                       bootstrap_servers=kafka_bootstrap,
-                                       auto_offset_reset="earliest")  # fmt: skip
-    await producer.start()
-    await recommendations.start()
-    stopping, ready = asyncio.Event(), asyncio.Event()
-    server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=prefix,
+        partitions=2,
+        data_dir=tmp_path,
+        model_store=store,
+        serve_group_id=f"serve-{unique}",
+        serve_blocklist="sku-7",
+        exploration="epsilon",
+        epsilon=0.2,
+    )
+    async with serving(settings, kafka_bootstrap) as (catalog, producer, recommendations):
         now = int(time.time() * 1000)
         clicks, purchases = (
             catalog.name(EVENT_ROLES["click"]),
@@ -74,19 +99,26 @@ async def test_requests_answered_filters_and_50_hot_swaps(
         for u in range(10):
             user = f"user-{u}"
             for j in range(3):
-                click = ClickEvent(event_id=f"{user}-c{j}", user_id=user, ts_ms=now,
-                                   item_id=ITEMS[(u + j) % 20])  # fmt: skip
+                click = ClickEvent(
+                    event_id=f"{user}-c{j}", user_id=user, ts_ms=now, item_id=ITEMS[(u + j) % 20]
+                )
                 await producer.send(clicks, encode(click), key=user.encode())
             line = LineItem(item_id=ITEMS[u + 20], quantity=1, unit_price=9.5)
-            buy = PurchaseEvent(event_id=f"{user}-p", user_id=user, ts_ms=now, order_id=f"o{u}",
-                                items=[line])  # fmt: skip
+            buy = PurchaseEvent(
+                event_id=f"{user}-p", user_id=user, ts_ms=now, order_id=f"o{u}", items=[line]
+            )
             await producer.send(purchases, encode(buy), key=user.encode())
         requests_topic = catalog.name(TopicRole.REC_REQUESTS)
         sent: dict[str, RecRequest] = {}
         for u in range(14):  # users 10..13 have no history
             user = f"user-{u}"
-            r = RecRequest(request_id=f"req-{u}", user_id=user, k=5, ts_ms=now + 1,
-                           exclude_item_ids=[ITEMS[u % 20]])  # fmt: skip
+            r = RecRequest(
+                request_id=f"req-{u}",
+                user_id=user,
+                k=5,
+                ts_ms=now + 1,
+                exclude_item_ids=[ITEMS[u % 20]],
+            )
             sent[r.request_id] = r
             await producer.send(requests_topic, encode(r), key=user.encode())
         await producer.flush()
@@ -114,8 +146,9 @@ async def test_requests_answered_filters_and_50_hot_swaps(
             n = 0
             while not swaps_done.is_set():
                 user = f"user-{n % 14}"
-                r = RecRequest(request_id=f"load-{n}", user_id=user, k=3,
-                               ts_ms=int(time.time() * 1000))  # fmt: skip
+                r = RecRequest(
+                    request_id=f"load-{n}", user_id=user, k=3, ts_ms=int(time.time() * 1000)
+                )
                 load_ids.add(r.request_id)
                 await producer.send(requests_topic, encode(r), key=user.encode())
                 n += 1
@@ -130,16 +163,22 @@ async def test_requests_answered_filters_and_50_hot_swaps(
                 model_file = bad.path / "model.onnx"
                 model_file.write_bytes(model_file.read_bytes()[:5000])
                 corrupted = bad.version
-                a = SnapshotAnnouncement(version=bad.version, path=bad.path.name,
-                                         sha256=bad.manifest["sha256"],
-                                         created_ts_ms=bad.manifest["created_ts_ms"],
-                                         step=bad.manifest["step"])  # fmt: skip
+                a = SnapshotAnnouncement(
+                    version=bad.version,
+                    path=bad.path.name,
+                    sha256=bad.manifest["sha256"],
+                    created_ts_ms=bad.manifest["created_ts_ms"],
+                    step=bad.manifest["step"],
+                )
                 await producer.send_and_wait(snapshots_topic, encode(a), key=b"snapshot")
             written = await asyncio.to_thread(snapshot_writer, store)
-            a = SnapshotAnnouncement(version=written.version, path=written.path.name,
-                                     sha256=written.manifest["sha256"],
-                                     created_ts_ms=written.manifest["created_ts_ms"],
-                                     step=written.manifest["step"])  # fmt: skip
+            a = SnapshotAnnouncement(
+                version=written.version,
+                path=written.path.name,
+                sha256=written.manifest["sha256"],
+                created_ts_ms=written.manifest["created_ts_ms"],
+                step=written.manifest["step"],
+            )
             await producer.send_and_wait(snapshots_topic, encode(a), key=b"snapshot")
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
@@ -153,11 +192,6 @@ async def test_requests_answered_filters_and_50_hot_swaps(
         assert max(versions) == first.version + 51  # the last swap is serving
         assert len(set(versions)) > 10  # requests were answered across many swaps
         assert corrupted is not None and corrupted not in versions  # rejected, never served
-    finally:
-        stopping.set()
-        await asyncio.wait_for(server, 60)
-        await producer.stop()
-        await recommendations.stop()
 
 
 async def test_events_trigger_recommendations_when_configured(
@@ -167,32 +201,22 @@ async def test_events_trigger_recommendations_when_configured(
     store = tmp_path / "models"
     written = snapshot_writer(store)
     settings = load_settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=2,
-        data_dir=tmp_path, model_store=store, serve_group_id=f"serve-{unique}",
-        serve_on_events=True, serve_event_k=4, exploration="greedy",
-    )  # fmt: skip
-    catalog = TopicCatalog(prefix=prefix, partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    recommendations = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
-                                       bootstrap_servers=kafka_bootstrap,
-                                       auto_offset_reset="earliest")  # fmt: skip
-    await producer.start()
-    await recommendations.start()
-    stopping, ready = asyncio.Event(), asyncio.Event()
-    server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
-        click = ClickEvent(event_id="evt-1", user_id="zoe", ts_ms=int(time.time() * 1000),
-                           item_id=ITEMS[3])  # fmt: skip
-        await producer.send_and_wait(catalog.name(EVENT_ROLES["click"]), encode(click),
-                                     key=b"zoe")  # fmt: skip
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=prefix,
+        partitions=2,
+        data_dir=tmp_path,
+        model_store=store,
+        serve_group_id=f"serve-{unique}",
+        serve_on_events=True,
+        serve_event_k=4,
+        exploration="greedy",
+    )
+    async with serving(settings, kafka_bootstrap) as (catalog, producer, recommendations):
+        click = ClickEvent(
+            event_id="evt-1", user_id="zoe", ts_ms=int(time.time() * 1000), item_id=ITEMS[3]
+        )
+        await producer.send_and_wait(catalog.name(EVENT_ROLES["click"]), encode(click), key=b"zoe")
         (got,) = await collect(recommendations, {"event:evt-1"}, 60)
         assert got.user_id == "zoe" and len(got.items) == 4
         assert got.model_version == str(written.version)  # the click is already history
         assert got.policy == "greedy" and all(i.propensity == 1.0 for i in got.items)
-    finally:
-        stopping.set()
-        await asyncio.wait_for(server, 60)
-        await producer.stop()
-        await recommendations.stop()
