@@ -67,6 +67,7 @@ def trainer_config(settings: Settings) -> TrainerConfig:
         beta_updates=settings.per_beta_updates,
         snapshot_every_updates=settings.snapshot_every_updates,
         snapshot_every_s=settings.snapshot_every_s,
+        snapshot_min_updates=settings.snapshot_min_updates,
         snapshots_keep=settings.snapshots_keep,
         checkpoint_every_s=settings.checkpoint_every_s,
     )

@@ -35,8 +35,17 @@ class TrainerConfig:
     beta_updates: int = 100_000
     snapshot_every_updates: int = 500
     snapshot_every_s: float = 5.0
+    snapshot_min_updates: int = 500
     snapshots_keep: int = 5
     checkpoint_every_s: float = 30.0
+
+
+def snapshot_due(cfg: TrainerConfig, *, updates: int, since_last: int, seconds: float) -> bool:
+    """Every N updates or T seconds, but never before ``snapshot_min_updates``: a barely
+    trained network serves worse than the serving members' popularity fallback."""
+    if updates < cfg.snapshot_min_updates:
+        return False
+    return since_last >= cfg.snapshot_every_updates or seconds >= cfg.snapshot_every_s
 
 
 class Trainer(threading.Thread):
@@ -112,10 +121,10 @@ class Trainer(threading.Thread):
                     "replay/size": float(len(self.replay)),
                 })  # fmt: skip
                 window_start, window_updates = now, 0
-            if (
-                self._since_snapshot >= cfg.snapshot_every_updates
-                or now - self._snapshot_at >= cfg.snapshot_every_s
-            ):
+            if snapshot_due(
+                cfg, updates=self.dqn.updates, since_last=self._since_snapshot,
+                seconds=now - self._snapshot_at,
+            ):  # fmt: skip
                 self.snapshot()
             if now - self._checkpoint_at >= cfg.checkpoint_every_s:
                 self.checkpoint()

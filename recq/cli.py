@@ -295,10 +295,25 @@ def simulate(
     items: Annotated[int, typer.Option(help="Catalog size.")] = 2000,
     categories: Annotated[int, typer.Option(help="Item categories.")] = 20,
     concurrency: Annotated[int, typer.Option(help="Sessions running at once.")] = 16,
+    log: Annotated[
+        Path | None,
+        typer.Option(help="Write an offline JSONL log here instead (no Kafka, no recq)."),
+    ] = None,
+    sessions_each: Annotated[int, typer.Option(help="With --log: sessions per shopper.")] = 5,
 ) -> None:
     """Run simulated shoppers against recq: a third ask `recq serve` (learned), a third
     see popularity, a third random slates; their events go to the event topics. Prints
-    reward per session, CTR and conversion per arm, and the oracle's reward offline."""
+    reward per session, CTR and conversion per arm, and the oracle's reward offline.
+    With --log, write returning shoppers' organic sessions to a JSONL log instead (for
+    `recq evaluate` and `recq replay`)."""
+    if log is not None:
+        from simulator.offline import write_log
+
+        with console.status(f"simulating {shoppers} shoppers..."):
+            n = write_log(log, n_shoppers=shoppers, sessions_each=sessions_each, items=items,
+                          categories=categories, seed=seed)  # fmt: skip
+        console.print(f"wrote {n} events to {log}")
+        return
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from recq.topics import ensure_topics
@@ -358,27 +373,89 @@ def simulate(
     console.print(table)
 
 
-@app.command("loop")
-def loop(
-    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 180.0,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated shop.")] = 1,
+# --- offline evaluation and replay ------------------------------------------------------
+@app.command("evaluate")
+def evaluate(
+    log: Annotated[Path, typer.Argument(help="RetailRocket events.csv or recq JSONL.")],
+    updates: Annotated[int, typer.Option(help="Training updates of each neural model.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the random split and the models.")] = 0,
+    split: Annotated[
+        list[str] | None, typer.Option(help="random and/or time (default: both).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
 ) -> None:
-    """The closed loop live: broker, worker, learner, serving member and simulated
-    shoppers (learned vs popularity vs random); writes reports/<run>/."""
-    from recq.closed_loop import run_closed_loop
+    """Offline evaluation (the RL next-item protocol): HR and NDCG at 5/10/20 of
+    popularity, item-to-item co-occurrence, a supervised sequence model, DQN and DQN+SQN,
+    for click and purchase targets, on a random and a time-based split."""
+    from recq.evaluation.run import run_evaluation
 
-    run_closed_loop(_settings(), duration_s=duration, seed=seed, console=console)
+    splits = split or ["random", "time"]
+    if unknown := set(splits) - {"random", "time"}:
+        raise typer.BadParameter(f"unknown split {sorted(unknown)}; use random or time")
+    target = out or Path("reports") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        run_evaluation(log, updates=updates, seed=seed, splits=splits, out=target,
+                       console=console)  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        raise RecqError(str(exc)) from None
+
+
+@app.command("replay")
+def replay(
+    log: Annotated[Path, typer.Argument(help="RetailRocket events.csv or recq JSONL.")],
+    speed: Annotated[
+        float, typer.Option(help="1 = real time, 60 = an hour a minute, 0 = flat out.")
+    ] = 1.0,
+    limit: Annotated[int | None, typer.Option(help="Replay only the first N events.")] = None,
+) -> None:
+    """Produce a log to the event topics (keyed by user_id) at its own pace x speed."""
+    from recq.replay import replay as run_replay
+    from recq.topics import ensure_topics
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    options = client_options(settings)
+    catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+
+    async def main() -> None:
+        await ensure_topics(catalog, bootstrap_servers=bootstrap,
+                            replication_factor=settings.replication_factor,
+                            client_options=options)  # fmt: skip
+        sent = await run_replay(log, bootstrap=bootstrap, catalog=catalog,
+                                client_options=options, speed=speed, limit=limit,
+                                console=console)  # fmt: skip
+        console.print("replayed " + ", ".join(f"{n} {t}" for t, n in sorted(sent.items())))
+
+    try:
+        asyncio.run(main())
+    except (FileNotFoundError, ValueError) as exc:
+        raise RecqError(str(exc)) from None
 
 
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
+    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 240.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated shop and shoppers.")] = 1,
+    reports: Annotated[Path, typer.Option(help="Where <run>/ is written.")] = Path("reports"),
+) -> None:
+    """The closed loop live (what `make demo` runs): broker, worker, learner, serving
+    member and simulated shoppers (learned vs popularity vs random); writes
+    reports/<run>/ with metrics.json and plots, and stops everything it started."""
+    from recq.closed_loop import run_closed_loop
+
+    run_closed_loop(_settings(), duration_s=duration, seed=seed, console=console, reports=reports)
+
+
+@app.command("roundtrip")
+def roundtrip(
     events: Annotated[int, typer.Option(help="Shoppers whose journeys are produced.")] = 5,
 ) -> None:
-    """Start Kafka, create topics, round-trip sample (and some invalid) events, stop."""
-    from recq.demo import run_demo
+    """Check a broker: create topics, round-trip sample (and some invalid) events through
+    the event contract and the dead-letter topic, stop."""
+    from recq.roundtrip import run_roundtrip
 
-    run_demo(_settings(), shoppers=events, console=console)
+    run_roundtrip(_settings(), shoppers=events, console=console)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from inference.recommender import POPULARITY
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
@@ -40,6 +41,7 @@ STAGES = ("worker", "learner", "serve")
 # (it shares the cores with the broker, the learner and the serving member).
 SHOPPER_LOOPS = 6
 THINK_S = 0.1  # pause before each step of a simulated shopper
+POPULATION = 240  # returning shoppers: each comes back about once a minute
 
 
 class Stage(StageProcess):
@@ -72,6 +74,9 @@ class Timeline:
 
     sessions: list[tuple[float, str, float, int, int, int]] = field(default_factory=list)
     vitals: list[dict[str, float]] = field(default_factory=list)
+    #: How the learned arm's requests were answered: by a model snapshot, by the serving
+    #: member's popularity fallback (before the first snapshot, or no history), or not.
+    learned_answers: dict[str, int] = field(default_factory=dict)
 
     def arm(self, arm: str, since: float = 0.0) -> dict[str, float]:
         rows = [s for s in self.sessions if s[1] == arm and s[0] >= since]
@@ -122,11 +127,13 @@ def run_closed_loop(
             RECQ_TOPIC_PREFIX=prefix,
             RECQ_PARTITIONS="2",
             RECQ_DATA_DIR=str(root / "data"),
-            RECQ_SESSION_TIMEOUT_S="30",
+            # Sessions of the simulated shoppers last seconds; 10 s idle ends one.
+            RECQ_SESSION_TIMEOUT_S="10",
             RECQ_REORDER_WINDOW_S="0.5",
             RECQ_WARMUP_TRANSITIONS="300",
             RECQ_SNAPSHOT_EVERY_S="5",
             RECQ_SNAPSHOT_EVERY_UPDATES="100000",
+            RECQ_SNAPSHOT_MIN_UPDATES="300",
             RECQ_REPLAY_CAPACITY="100000",
             RECQ_TENSORBOARD="false",
             RECQ_BATCH_SIZE="128",
@@ -197,16 +204,18 @@ async def _drive(
     start = time.monotonic()
     stopping = asyncio.Event()
 
+    # Returning shoppers, each always in the same arm (a split by user, as in an A/B
+    # test): their history carries across sessions, as it does in a real shop.
+    population = shoppers(shop, POPULATION, seed * 1000 + 1)
+
     async def shopper_loop(worker: int) -> None:
-        chunk = 0
+        mine = list(range(worker, len(population), SHOPPER_LOOPS))
         while not stopping.is_set():
-            population = shoppers(shop, 60, seed * 1000 + worker * 97 + chunk)
-            chunk += 1
-            for i, shopper in enumerate(population):
+            for i in mine:
                 if stopping.is_set():
                     return
-                arm = ARMS[(i + worker) % len(ARMS)]
-                o = await traffic.session(arm, shopper, step_ms=1000, think_s=THINK_S)
+                arm = ARMS[i % len(ARMS)]
+                o = await traffic.session(arm, population[i], think_s=THINK_S, live=True)
                 timeline.sessions.append(
                     (time.monotonic() - start, arm, o.reward, o.shown, o.clicked_shown, o.purchases)
                 )
@@ -227,6 +236,13 @@ async def _drive(
                 live.update(_table(timeline, vitals, duration_s))
     finally:
         stopping.set()
+        learned = traffic.stats["learned"]
+        by_popularity = learned.versions.get(POPULARITY, 0)
+        timeline.learned_answers = {
+            "model": sum(learned.versions.values()) - by_popularity,
+            "popularity": by_popularity,
+            "unanswered": learned.unanswered,
+        }
         for task in shoppers_tasks:
             task.cancel()
         for task in shoppers_tasks:
@@ -312,6 +328,7 @@ def _report(
     metrics["updates"] = last.get("updates", 0.0)
     metrics["transitions"] = last.get("transitions", 0.0)
     count = last.get("latency_count", 0.0)
+    metrics["learned_answers"] = timeline.learned_answers
     metrics["serving_latency_mean_ms"] = last.get("latency_ms_sum", 0.0) / count if count else None
     (out / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
 

@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     )
     snapshot_every_updates: int = Field(default=500, ge=1)
     snapshot_every_s: float = Field(default=5.0, gt=0.0)
+    snapshot_min_updates: int = Field(
+        default=500, ge=0, description="No snapshot before this many updates (then popularity)."
+    )
     snapshots_keep: int = Field(default=5, ge=1, le=1000)
     snapshot_top_k: int = Field(
         default=50, ge=1, le=10_000, description="K of the top-K inside the ONNX graph."

@@ -5,10 +5,13 @@ slot order, plus the recommendation's id). They examine slots with a position bi
 click a shown item with probability sigmoid(utility - 2); otherwise they browse on their
 own with probability 0.45 (a complement of the last item, or something to their taste)
 and leave with 0.55, so what is shown decides how long a session lasts. A clicked item is
-put in the cart with probability sigmoid(utility - 3) (if affordable), and a session
-with a cart checks out with probability 0.3 per step (a purchase of the cart, which ends
-the session). Sessions also end by leaving (probability 0.12 per step) or after
-``max_steps``. Events responding to a slate carry its ``rec_id`` and the ``position``.
+put in the cart with probability sigmoid(utility - 3) (if affordable, not owned and not
+already in the cart), and a session with a cart checks out with probability 0.3 per step
+(a purchase of the cart, which ends the session; the items are then owned). A returning
+shopper's cart and owned items carry over between sessions when the caller keeps them
+(``Traffic`` does), as in a real shop. Sessions also end by leaving (probability 0.12
+per step) or after ``max_steps``. Events responding to a slate carry its ``rec_id``
+and the ``position``.
 
 Rewards follow recq's defaults (click 0.2, cart 0.5, purchase 1.0 per line), so a
 session's reward is what the learner optimizes.
@@ -55,13 +58,20 @@ class ShoppingSession:
 
     def __init__(
         self, catalog: Catalog, shopper: Shopper, rng: np.random.Generator, start_ms: int,
-        step_ms: int = 15_000,
+        step_ms: int = 15_000, clock: Callable[[], int] | None = None,
+        cart: list[int] | None = None, owned: set[int] | None = None,
     ) -> None:  # fmt: skip
         self.catalog, self.shopper, self.rng = catalog, shopper, rng
         self.step_ms = step_ms
+        #: Live sessions stamp events with this clock (ms) instead of simulated steps, so
+        #: event time never runs ahead of the wall clock a live pipeline measures.
+        self.clock = clock
         self.ts = start_ms
         self.history: list[int] = []
-        self.cart: list[int] = []
+        #: A returning shopper's cart and what they bought before (the caller keeps them
+        #: across sessions): nobody carts what they own or already have in the cart.
+        self.cart: list[int] = cart if cart is not None else []
+        self.owned: set[int] = owned if owned is not None else set()
         self.outcome = SessionOutcome()
         self.ended = False
 
@@ -77,7 +87,8 @@ class ShoppingSession:
         if self.ended:
             return []
         catalog, shopper, rng, out = self.catalog, self.shopper, self.rng, self.outcome
-        self.ts += int(rng.integers(self.step_ms // 2, self.step_ms * 2))
+        gap = int(rng.integers(self.step_ms // 2, self.step_ms * 2))
+        self.ts = max(self.ts + 1, self.clock()) if self.clock else self.ts + gap
         clicked, rec_id, position = None, None, None
         if slate is not None and slate[1]:
             out.shown += 1
@@ -107,8 +118,13 @@ class ShoppingSession:
         ]  # fmt: skip
         out.reward += REWARD["click"]
         self.history.append(clicked)
-        if catalog.price[clicked] <= shopper.budget and self._likes(clicked, CART_BAR):
-            self.ts += 1_000
+        if (
+            catalog.price[clicked] <= shopper.budget
+            and clicked not in self.owned
+            and clicked not in self.cart
+            and self._likes(clicked, CART_BAR)
+        ):
+            self.ts += 1 if self.clock else 1_000
             events.append(
                 CartEvent(
                     event_id=self._event_id(), user_id=shopper.user_id, ts_ms=self.ts,
@@ -119,7 +135,7 @@ class ShoppingSession:
             out.reward += REWARD["cart"]
             self.cart.append(clicked)
         if self.cart and rng.random() < 0.3:
-            self.ts += 2_000
+            self.ts += 1 if self.clock else 2_000
             lines = [
                 LineItem(
                     item_id=catalog.item_ids[i], quantity=1, unit_price=float(catalog.price[i])
@@ -134,6 +150,8 @@ class ShoppingSession:
             )  # fmt: skip
             out.reward += REWARD["purchase"] * len(lines)
             out.purchases += 1
+            self.owned.update(self.cart)
+            self.cart.clear()
             self.ended = True
         elif rng.random() < 0.12:
             self.ended = True

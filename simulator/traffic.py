@@ -96,6 +96,9 @@ class Traffic:
         self.stats: dict[str, ArmStats] = defaultdict(ArmStats)
         self.sessions_log: list[SessionOutcome] = []
         self.popularity: Counter[int] = Counter()
+        # Returning shoppers keep their cart and what they own between sessions.
+        self.carts: dict[str, list[int]] = defaultdict(list)
+        self.owned: dict[str, set[int]] = defaultdict(set)
         self.index_of = {item: i for i, item in enumerate(catalog.item_ids)}
 
     async def slate(self, arm: str, shopper: Shopper, history: list[int]) -> Slate | None:
@@ -128,9 +131,15 @@ class Traffic:
         max_steps: int = 20,
         step_ms: int = 15_000,
         think_s: float = 0.0,
+        live: bool = False,
     ) -> SessionOutcome:
-        """One session; each step's slate is fetched (from recq for ``learned``) first."""
-        session = ShoppingSession(self.catalog, shopper, self.rng, int(time.time() * 1000), step_ms)
+        """One session; each step's slate is fetched (from recq for ``learned``) first.
+        ``live``: events carry the wall-clock time they are produced at."""
+        clock = (lambda: int(time.time() * 1000)) if live else None
+        session = ShoppingSession(
+            self.catalog, shopper, self.rng, int(time.time() * 1000), step_ms, clock,
+            cart=self.carts[shopper.user_id], owned=self.owned[shopper.user_id],
+        )  # fmt: skip
         for _ in range(max_steps):
             if session.ended:
                 break

@@ -32,6 +32,7 @@ def learner_settings(bootstrap: str, prefix: str, data_dir: Path) -> Settings:
         bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2, data_dir=data_dir,
         history_length=4, embedding_dim=16, batch_size=16, replay_capacity=1000,
         warmup_transitions=32, snapshot_every_updates=25, snapshot_every_s=3600,
+        snapshot_min_updates=0,
         checkpoint_every_s=3600, tensorboard=False, learner_group_id=f"learner-{prefix}",
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""`recq demo` against the session's broker: sample events round-trip, invalid ones land
+"""`recq roundtrip` against the session's broker: sample events round-trip, invalid ones land
 on the dead-letter topic with their original bytes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_round_trip(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+def test_roundtrip(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
     env.update(
         RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap,
@@ -22,7 +22,7 @@ def test_demo_round_trip(kafka_bootstrap: str, unique: str, tmp_path: Path) -> N
         COLUMNS="200",
     )
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("recq")), "demo", "--events", "3"],
+        [str(Path(sys.executable).with_name("recq")), "roundtrip", "--events", "3"],
         env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

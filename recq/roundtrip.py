@@ -1,7 +1,8 @@
-"""``make demo`` for now: the foundation end to end. Starts the embedded broker (unless
-RECQ_BOOTSTRAP_SERVERS names a cluster), creates the topics, produces sample shopper
-journeys plus a few invalid messages, consumes and decodes them, dead-letters the bad
-ones with their original bytes, reads the dead letters back, and stops what it started."""
+"""``recq roundtrip``: the foundation end to end, a quick check of a broker. Starts the
+embedded broker (unless RECQ_BOOTSTRAP_SERVERS names a cluster), creates the topics,
+produces sample shopper journeys plus a few invalid messages, consumes and decodes them,
+dead-letters the bad ones with their original bytes, reads the dead letters back, and
+stops what it started."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _broker(settings: Settings, console: Console) -> Iterator[str]:
             console.print("Kafka stopped")
 
 
-def run_demo(settings: Settings, *, shoppers: int, console: Console) -> None:
+def run_roundtrip(settings: Settings, *, shoppers: int, console: Console) -> None:
     # Right after topic creation aiokafka logs transient leader/coordinator retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with _broker(settings, console) as bootstrap:

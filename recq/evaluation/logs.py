@@ -1,0 +1,157 @@
+"""Event logs on disk, for offline evaluation and for replaying into Kafka.
+
+Two formats, told apart by the file's first line:
+
+- RetailRocket ``events.csv``: ``timestamp,visitorid,event,itemid,transactionid`` with
+  ``view`` = click, ``addtocart`` = cart, ``transaction`` = purchase (one line item per
+  row; rows of one transaction share ``transactionid``);
+- recq's own JSONL: one event per line, exactly as produced to the event topics (the
+  contract in schemas/records.py), so a log captured from Kafka can be read back.
+
+A row that cannot be read is counted by reason with its line number, never dropped
+silently: readers return what they skipped alongside what they read.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.codec import Limits, decode
+from schemas.records import CartEvent, ClickEvent, DeadLetter, Event, LineItem, PurchaseEvent
+
+RETAILROCKET_HEADER = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
+RETAILROCKET_EVENTS = {"view": "click", "addtocart": "cart", "transaction": "purchase"}
+#: Historic logs: their timestamps are years old, which is fine offline.
+OFFLINE_LIMITS = Limits(max_clock_skew_ms=10**15)
+
+ShopEvent = ClickEvent | CartEvent | PurchaseEvent
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedInteraction:
+    """One item touched by one event (a purchase yields one per line item)."""
+
+    user: str
+    ts_ms: int
+    item: str
+    event: str  # click | cart | purchase
+    line: int  # 1-based line in the file
+
+
+@dataclass
+class Skipped:
+    """Rows not read, by reason, with the first few line numbers of each."""
+
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, reason: str, line: int) -> None:
+        self.reasons[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(line)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{n} {reason} (lines {', '.join(map(str, self.examples[reason]))}"
+            f"{', ...' if n > len(self.examples[reason]) else ''})"
+            for reason, n in self.reasons.most_common()
+        )
+
+
+def log_format(path: Path) -> str:
+    """``retailrocket`` or ``jsonl``, from the first line; a clear error otherwise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such log file")
+    with path.open("rb") as f:
+        first = f.readline().strip()
+    if first.replace(b" ", b"").split(b",") == [h.encode() for h in RETAILROCKET_HEADER]:
+        return "retailrocket"
+    if first.startswith(b"{"):
+        return "jsonl"
+    raise ValueError(
+        f"{path}: not a RetailRocket events.csv (header {','.join(RETAILROCKET_HEADER)}) "
+        "nor recq JSONL (one event object per line)"
+    )
+
+
+def read_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    """(line, event) in file order, as recq events (RetailRocket rows converted)."""
+    if log_format(path) == "jsonl":
+        yield from _jsonl_events(path, skipped)
+    else:
+        yield from _retailrocket_events(path, skipped)
+
+
+def read_interactions(path: Path, skipped: Skipped) -> list[LoggedInteraction]:
+    out = []
+    for line, event in read_events(path, skipped):
+        items = (
+            [i.item_id for i in event.items]
+            if isinstance(event, PurchaseEvent)
+            else [event.item_id]
+        )
+        if isinstance(event, CartEvent) and event.action == "remove":
+            continue  # a removal is not an interaction with the item
+        out += [LoggedInteraction(event.user_id, event.ts_ms, i, event.type, line) for i in items]
+    return out
+
+
+def _jsonl_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.strip()
+            if not raw:
+                continue
+            event = decode(raw, Event, limits=OFFLINE_LIMITS)
+            if isinstance(event, DeadLetter):
+                skipped.add(event.code, n)
+            else:
+                yield n, event
+
+
+def _retailrocket_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f)
+        next(rows)  # header, checked by log_format
+        for n, row in enumerate(rows, 2):
+            if len(row) != len(RETAILROCKET_HEADER):
+                skipped.add("wrong_column_count", n)
+                continue
+            ts, visitor, kind, item, transaction = (c.strip() for c in row)
+            event_type = RETAILROCKET_EVENTS.get(kind)
+            if event_type is None:
+                skipped.add("unknown_event", n)
+                continue
+            if not ts.isdigit() or not visitor or not item:
+                skipped.add("missing_field", n)
+                continue
+            eid, at = f"rr-{n}", int(ts)
+            try:
+                if event_type == "click":
+                    event: ShopEvent = ClickEvent(
+                        event_id=eid, user_id=visitor, ts_ms=at, item_id=item
+                    )
+                elif event_type == "cart":
+                    event = CartEvent(
+                        event_id=eid, user_id=visitor, ts_ms=at, item_id=item, action="add"
+                    )
+                else:
+                    # RetailRocket has no prices; 0 keeps the line valid and says "unknown".
+                    line = LineItem(item_id=item, quantity=1, unit_price=0.0)
+                    event = PurchaseEvent(
+                        event_id=eid, user_id=visitor, ts_ms=at,
+                        order_id=transaction or eid, items=[line],
+                    )  # fmt: skip
+            except ValueError:
+                skipped.add("invalid_field", n)
+                continue
+            yield n, event
