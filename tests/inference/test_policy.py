@@ -63,3 +63,17 @@ def test_popularity_prefers_recent_interactions_and_honours_exclusions() -> None
     ids, scores = pop.top(5, exclude=set())
     assert ids == ["new", "old"] and scores[0] > scores[1]
     assert pop.top(5, exclude={"new"})[0] == ["old"]
+
+
+def test_large_popularity_ranking_is_refreshed_at_most_every_refresh_s() -> None:
+    pop = Popularity(refresh_s=3600)
+    for i in range(1_500):
+        pop.add(f"sku-{i}", amount=float(i))
+    assert pop.top(2, exclude=set())[0] == ["sku-1499", "sku-1498"]
+    pop.add("sku-0", amount=1e9)  # within refresh_s: the cached ranking answers
+    assert pop.top(1, exclude=set())[0] == ["sku-1499"]
+    fresh = Popularity(refresh_s=0)
+    for i in range(1_500):
+        fresh.add(f"sku-{i}", amount=float(i))
+    fresh.add("sku-0", amount=1e9)
+    assert fresh.top(1, exclude=set())[0] == ["sku-0"]
