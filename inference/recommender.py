@@ -33,21 +33,26 @@ class Recommender:
         popularity: Popularity,
         policy: Policy,
         blocklist: frozenset[str] = frozenset(),
+        exclude_seen: bool = False,
         seed: int | None = None,
     ) -> None:
         self.states = states
         self.popularity = popularity
         self.policy = policy
         self.blocklist = blocklist
+        self.exclude_seen = exclude_seen
         self.rng = np.random.default_rng(seed)
 
     def excluded(self, request: RecRequest) -> set[str]:
         """Item ids never shown for this request: bought, in the cart (known or sent with
-        the request), excluded by the request, blocklisted."""
+        the request), excluded by the request, blocklisted; with ``exclude_seen``, also
+        the shopper's last L interactions."""
         shopper = self.states.get(request.user_id)
         out = set(request.exclude_item_ids) | set(request.context.cart_item_ids) | self.blocklist
         if shopper is not None:
             out |= shopper.purchased | shopper.cart
+            if self.exclude_seen:
+                out.update(item for item, _, _ in shopper.history)
         return out
 
     def answer(self, batch: list[Pending], model: SnapshotModel | None) -> list[Recommendation]:

@@ -66,6 +66,7 @@ async def run_server(
         popularity=Popularity(),
         policy=policy,
         blocklist=blocklist,
+        exclude_seen=settings.serve_exclude_seen,
     )
     requests_topic = catalog.name(TopicRole.REC_REQUESTS)
     event_topics = {catalog.name(role) for role in EVENT_ROLES.values()}

@@ -38,10 +38,10 @@ from simulator.traffic import ARMS, Answers, Traffic
 
 STAGES = ("worker", "learner", "serve")
 # Concurrent simulated sessions: sized so one streams worker keeps up on a 2-core laptop
-# (it shares the cores with the broker, the learner and the serving member).
-SHOPPER_LOOPS = 6
+# (it shares the cores with the broker, the learner and the serving member): ~100 events/s.
+SHOPPER_LOOPS = 12
 THINK_S = 0.1  # pause before each step of a simulated shopper
-POPULATION = 240  # returning shoppers: each comes back about once a minute
+POPULATION = 240  # returning shoppers: each comes back about every 30 s
 
 
 class Stage(StageProcess):
@@ -137,8 +137,9 @@ def run_closed_loop(
             RECQ_REPLAY_CAPACITY="100000",
             RECQ_TENSORBOARD="false",
             RECQ_BATCH_SIZE="128",
-            RECQ_EXPLORATION="epsilon",
-            RECQ_EPSILON="0.1",
+            # The popularity and random arms already explore for the learner (every arm's
+            # events reach it), so the learned arm shows its greedy slates.
+            RECQ_EXPLORATION="greedy",
             PYTHONUNBUFFERED="1",
         )
         ports = {n: free_port() for n in STAGES}

@@ -231,6 +231,11 @@ class Settings(BaseSettings):
     serve_blocklist: str = Field(
         default="", max_length=1_000_000, description="Comma-separated item ids never shown."
     )
+    serve_exclude_seen: bool = Field(
+        default=False,
+        description="Never show items among the shopper's last L interactions (a next-item "
+        "model ranks the item just viewed or carted first; the shopper has seen it).",
+    )
     serve_on_events: bool = Field(
         default=False,
         description="Also publish a recommendation after each click/cart/purchase event "

@@ -99,3 +99,20 @@ def test_without_a_snapshot_everyone_gets_popularity() -> None:
     (answer,) = rec.answer([request("dave", k=3)], None)
     assert answer.model_version == POPULARITY
     assert [i.item_id for i in answer.items] == ["sku-0", "sku-1", "sku-2"]
+
+
+def test_exclude_seen_hides_the_shoppers_recent_items(
+    tmp_path: Path, snapshot_writer: WriteSnapshot
+) -> None:
+    snapshot_writer(tmp_path)
+    model = SnapshotRegistry(tmp_path).scan()
+    assert model is not None
+    rec = recommender(Policy("greedy"))
+    rec.exclude_seen = True
+    shop(rec, "erin")  # clicked sku-3: seen, neither bought nor in the cart
+    for answer in (rec.answer([request("erin", k=30)], model)[0],
+                   rec.answer([request("erin", k=30)], None)[0]):  # fmt: skip
+        assert not {"sku-3", "sku-4", "sku-5", "sku-6", "sku-7"} & {i.item_id for i in answer.items}
+    rec.exclude_seen = False
+    (answer,) = rec.answer([request("erin", k=40)], None)
+    assert "sku-3" in {i.item_id for i in answer.items}

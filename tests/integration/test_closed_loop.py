@@ -2,9 +2,8 @@
 member as processes, simulated shoppers split by user between the learned policy,
 popularity and random. The learned arm must be answered by model snapshots once the
 learner has trained (the first ~40 s go to popularity: RECQ_SNAPSHOT_MIN_UPDATES), and
-beat random: more reward per session, and a CTR of its slates at least 1.1x random's in
-the second half (CTR is the direct, low-variance measure of the slates; reward per
-session is dominated by the shoppers' own browsing). The report must be complete."""
+beat random: at least 1.1x its reward per session in the second half, with a higher CTR
+(in the runs measured so far: 1.25-1.30x and 1.2-1.3x). The report must be complete."""
 
 from __future__ import annotations
 
@@ -41,9 +40,9 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     # A good part of the learned arm's slates come from snapshots, not the fallback.
     assert answers["model"] >= 0.35 * sum(answers.values()), summary
     late_learned, late_random = learned["second_half"], random["second_half"]
-    assert late_learned["sessions"] >= 150 and late_random["sessions"] >= 150, summary
-    assert late_learned["ctr"] >= 1.1 * late_random["ctr"], summary
-    assert learned["reward_per_session"] > random["reward_per_session"], summary
+    assert late_learned["sessions"] >= 400 and late_random["sessions"] >= 400, summary
+    assert late_learned["reward_per_session"] >= 1.1 * late_random["reward_per_session"], summary
+    assert late_learned["ctr"] > late_random["ctr"], summary
     assert 0 < learned["fraction_of_oracle"] < 1, summary
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
