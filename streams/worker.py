@@ -130,6 +130,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         consumer_max_fetch_size=64 * 1024,
     )
     runtime = StreamsRuntime(settings, bootstrap, catalog)
+    app.recq_runtime = runtime  # type: ignore[attr-defined]  # for inspection and tests
     assembler = runtime.assembler
     lock = eos.processing_lock(app)
 

@@ -73,5 +73,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     lost, duplicated = expected - actual, actual - expected
     assert not lost and not duplicated, (
         f"killed after {seen} committed; {sum(lost.values())} lost, "
-        f"{sum(duplicated.values())} duplicated of {want}\n{second.log_tail()}"
+        f"{sum(duplicated.values())} duplicated of {want}\n"
+        f"lost, first 5: {list(lost)[:5]}\nduplicated, first 5: {list(duplicated)[:5]}\n"
+        f"{second.log_tail()}"
     )

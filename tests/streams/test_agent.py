@@ -1,0 +1,95 @@
+"""The Faust agent itself, with ``test_context()`` and the memory store: messages on the
+event topics go through the agent, its Table and the assembler, and out come exactly the
+transitions and dead letters the rules say (no broker: the vocabulary is in memory and
+outputs are captured where the agent sends them)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import orjson
+import pytest
+from faust.types import Message
+
+from schemas.codec import encode
+from schemas.records import ClickEvent
+from schemas.settings import load_settings
+from schemas.topics import TopicCatalog, TopicRole
+from streams import worker
+from streams.session import CAUGHT_UP, UserSession
+from tests.streams.test_assembler import ListVocabulary
+
+T0 = 1_790_000_000_000
+PREFIX = "agent."
+
+
+@pytest.fixture
+def app_and_outputs(monkeypatch: pytest.MonkeyPatch) -> tuple[faust.App, list[tuple[str, Any]]]:
+    outputs: list[tuple[str, Any]] = []
+
+    async def started(self: worker.StreamsRuntime) -> None:
+        self._started = True
+
+    async def capture(
+        app: faust.App, topic: str, key: bytes | None, value: bytes, source: Any
+    ) -> None:
+        outputs.append((topic, key, value))
+
+    monkeypatch.setattr(worker, "ItemVocabulary", lambda **_: ListVocabulary())
+    monkeypatch.setattr(worker.StreamsRuntime, "ensure_started", started)
+    monkeypatch.setattr(worker.eos, "send_in_transaction", capture)
+    settings = load_settings(
+        bootstrap_servers="localhost:9", topic_prefix=PREFIX, partitions=2,
+        processing_guarantee="at_least_once", streams_store="memory://",
+        reorder_window_s=0, metrics_port=0, streams_app_id="recq-agent-test",
+    )  # fmt: skip
+    app = worker.create_app(settings, bootstrap="localhost:9")
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    app.recq_runtime.synced = {0: CAUGHT_UP, 1: CAUGHT_UP}  # every input read to its end
+    return app, outputs
+
+
+async def _deliver(agent: Any, topic: str, offset: int, key: bytes, value: bytes) -> None:
+    """Put a message as the consumer would (AgentTestWrapper.put names no topic for a
+    multi-topic agent), then wait until the agent has acked it."""
+    channel = agent.stream().channel
+    message = Message(
+        topic=topic, partition=0, offset=offset, timestamp=T0 / 1000 + offset,
+        timestamp_type=0, headers=None, key=key, value=value, checksum=b"",
+        serialized_key_size=len(key), serialized_value_size=len(value),
+        generation_id=agent.app.consumer_generation_id,  # else dropped as stale
+    )  # fmt: skip
+    event = await channel.decode(message)
+    await channel.put(event)
+    async with asyncio.timeout(10):
+        while not message.acked:  # noqa: ASYNC110 (faust exposes no ack event)
+            await asyncio.sleep(0.005)
+
+
+async def test_agent_turns_clicks_into_transitions_and_dead_letters_bad_input(
+    app_and_outputs: tuple[faust.App, list[tuple[str, Any]]],
+) -> None:
+    app, outputs = app_and_outputs
+    catalog = TopicCatalog(prefix=PREFIX, partitions=2)
+    clicks = catalog.name(TopicRole.CLICKS)
+    (agent,) = app.agents.values()
+    async with agent.test_context() as ctx:
+        for n, item in enumerate(["sku-a", "sku-b", "sku-c"]):
+            click = ClickEvent(event_id=f"e{n}", user_id="u1", ts_ms=T0 + n * 1000, item_id=item)
+            await _deliver(ctx, clicks, n, b"u1", encode(click))
+        await _deliver(ctx, clicks, 3, b"u1", b'{"type": "click", "user_id": 7')
+        session = UserSession.from_bytes(app.tables["sessions"][b"u1"])
+        assert [h[0] for h in session.history] == [0, 1, 2]  # the Table holds the state
+    transitions = [
+        orjson.loads(v) for t, _, v in outputs if t == catalog.name(TopicRole.TRANSITIONS)
+    ]
+    letters = [orjson.loads(v) for t, _, v in outputs if t == catalog.name(TopicRole.DEAD_LETTER)]
+    assert [(x["action"], x["reward"], x["done"], x["state"]["items"]) for x in transitions] == [
+        (0, 0.2, False, []),
+        (1, 0.2, False, [0]),
+    ]
+    assert len(letters) == 1 and letters[0]["code"] == "malformed_json"
