@@ -366,6 +366,7 @@ def _report(
             prev_sum, prev_count = v["latency_ms_sum"], v["latency_count"]
         ax_s.plot(t, lat)
         ax_s.set(title="serving latency (mean per second, ms)", xlabel="seconds")
+        ax_s.set_yscale("log")  # the first answers wait for the model to load
         fig.tight_layout()
         fig.savefig(out / "loss_latency.png", dpi=110)
         plt.close(fig)
