@@ -175,6 +175,18 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                 event.ack()
 
     # --- timers ------------------------------------------------------------------------------
+    waiting_since: list[float] = []  # when idle ticks began to wait (empty: not waiting)
+
+    def _note_waiting(why: str) -> None:
+        """A warning every 30 s while idle sessions cannot be closed (operators should know:
+        the last transition of each idle session is held back meanwhile)."""
+        now = time.monotonic()
+        if not waiting_since:
+            waiting_since.append(now)
+        elif now - waiting_since[0] >= 30:
+            log.warning("idle sessions not closed for 30 s: %s", why)
+            waiting_since[0] = now
+
     @app.timer(settings.session_tick_s)  # type: ignore[untyped-decorator]
     async def nudge_idle_sessions() -> None:
         """Ask the owner of each session with something due (events that waited the
@@ -185,16 +197,24 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
             # Reading a backlog: a user's next events may still be in it, so wall-clock
             # idleness means nothing yet. Their own messages still release what is due.
             log.debug("idle ticks wait: lag %s", runtime.lag)
+            _note_waiting(f"lag {runtime.lag}")
             return
         await runtime.ensure_started()
         sessionizer = assembler.sessionizer
         now = int(time.time() * 1000)
         synced = min(runtime.synced.values(), default=0)  # a user's partition is unknown here
+        if synced < CAUGHT_UP:
+            _note_waiting(f"inputs read to {runtime.synced}")
+        else:
+            waiting_since.clear()
         for n, (user, raw) in enumerate(list(sessions.items()), 1):
             if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms, synced):
                 await runtime.send_tick(ticks_topic, user)
             elif n % 1000 == 0:
                 await asyncio.sleep(0)  # a large table must not stall the agent
+
+    unknown_since: dict[Any, float] = {}  # source partitions without a highwater yet
+    warned: set[Any] = set()
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
@@ -214,7 +234,14 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                     lag = max(highwater - position, 0)
             if lag is None:
                 synced[tp.partition] = 0
+                unknown_since.setdefault(tp, time.monotonic())
+                if time.monotonic() - unknown_since[tp] >= 10 and tp not in warned:
+                    warned.add(tp)
+                    log.warning("no highwater for %s after 10 s: releases and idle ticks of "
+                                "partition %d wait for it", tp, tp.partition)  # fmt: skip
                 continue
+            unknown_since.pop(tp, None)
+            warned.discard(tp)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
             total += lag
             if tp.topic != ticks_topic:  # ticks carry no shopper events
