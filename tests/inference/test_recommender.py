@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.model import SnapshotModel
 from inference.policy import Policy, Popularity
 from inference.recommender import POPULARITY, Pending, Recommender
 from inference.registry import SnapshotRegistry
@@ -47,12 +48,17 @@ def request(user: str, k: int = 8, **extra: object) -> Pending:
     return Pending(r, NOW + 1, NOW)
 
 
-def test_filters_hold_on_the_model_and_the_popularity_paths(
-    tmp_path: Path, snapshot_writer: WriteSnapshot
-) -> None:
+def snapshot_model(tmp_path: Path, snapshot_writer: WriteSnapshot) -> SnapshotModel:
     snapshot_writer(tmp_path)
     model = SnapshotRegistry(tmp_path).scan()
     assert model is not None
+    return model
+
+
+def test_filters_hold_on_the_model_and_the_popularity_paths(
+    tmp_path: Path, snapshot_writer: WriteSnapshot
+) -> None:
+    model = snapshot_model(tmp_path, snapshot_writer)
     for policy in (Policy("greedy"), Policy("epsilon", epsilon=0.5), Policy("softmax")):
         rec = recommender(policy)
         shop(rec, "alice")
@@ -79,9 +85,7 @@ def test_filters_hold_on_the_model_and_the_popularity_paths(
 def test_greedy_model_answer_is_the_snapshot_ranking(
     tmp_path: Path, snapshot_writer: WriteSnapshot
 ) -> None:
-    snapshot_writer(tmp_path)
-    model = SnapshotRegistry(tmp_path).scan()
-    assert model is not None
+    model = snapshot_model(tmp_path, snapshot_writer)
     rec = recommender(Policy("greedy"))
     shop(rec, "carol")
     (answer,) = rec.answer([request("carol", k=5)], model)
@@ -104,9 +108,7 @@ def test_without_a_snapshot_everyone_gets_popularity() -> None:
 def test_exclude_seen_hides_the_shoppers_recent_items(
     tmp_path: Path, snapshot_writer: WriteSnapshot
 ) -> None:
-    snapshot_writer(tmp_path)
-    model = SnapshotRegistry(tmp_path).scan()
-    assert model is not None
+    model = snapshot_model(tmp_path, snapshot_writer)
     rec = recommender(Policy("greedy"))
     rec.exclude_seen = True
     shop(rec, "erin")  # clicked sku-3: seen, neither bought nor in the cart
