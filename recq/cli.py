@@ -179,7 +179,9 @@ def worker(
             client_options=client_options(settings),
         )
     )
-    sys.argv = ["recq-worker", "worker", "--loglevel", loglevel]
+    # Faust's worker command starts its web server on port 6066 unless told not to
+    # (web_enabled=False is not enough): a second worker on the same host would fail.
+    sys.argv = ["recq-worker", "worker", "--loglevel", loglevel, "--without-web"]
     create_app(settings, bootstrap=bootstrap).main()
 
 
