@@ -71,6 +71,8 @@ class StreamsRuntime:
         self.lag: int | None = None
         #: Newest Kafka timestamp read per input (topic, partition), by the agent.
         self.read_until: dict[tuple[str, int], int] = {}
+        #: When the agent last received a message (monotonic; for the starvation warning).
+        self.last_message_at = time.monotonic()
         #: Per partition number: every input partition of that group has been read past
         #: this Kafka timestamp (CAUGHT_UP: to its end). Updated by the lag timer; until
         #: then 0, which holds releases back (safe, never wrong).
@@ -154,6 +156,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         await runtime.ensure_started()
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
+            runtime.last_message_at = time.monotonic()
             if not assembler.resumed_ms:
                 assembler.resumed_ms = int(time.time() * 1000)
             produced_ms = int(message.timestamp * 1000)
@@ -251,6 +254,13 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                 synced[tp.partition] = min(synced.get(tp.partition, CAUGHT_UP), read)
         runtime.lag = total
         runtime.synced = synced
+        quiet = time.monotonic() - runtime.last_message_at
+        if total > 0 and quiet >= 30 and quiet % 30 < 1:
+            # Seen after a kill -9 and restart (tests/reliability): recovery completes,
+            # yet nothing reaches the agent. Say so, with what the consumer holds paused.
+            paused = sorted(map(str, getattr(consumer, "_paused_partitions", set())))
+            log.warning("inputs lag %d messages but the agent has received nothing for "
+                        "%.0f s; paused partitions: %s", total, quiet, paused)  # fmt: skip
 
     async def close_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()

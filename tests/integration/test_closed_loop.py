@@ -2,8 +2,9 @@
 member as processes, simulated shoppers split by user between the learned policy,
 popularity and random. The learned arm must be answered by model snapshots once the
 learner has trained (the first ~40 s go to popularity: RECQ_SNAPSHOT_MIN_UPDATES), and
-beat random: at least 1.1x its reward per session in the second half, with a higher CTR
-(in the runs measured so far: 1.25-1.30x and 1.2-1.3x). The report must be complete."""
+beat random: at least 1.2x its reward per session in the second half, with a higher CTR
+(240 s runs measured so far: 1.52x and 1.67x; 150 s runs were too close to call, 1.19-1.30x).
+The report must be complete."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-DURATION_S = 150
+DURATION_S = 240  # the default demo: the learned arm is clearly ahead by its second half
 
 
 def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     env.update(RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap, COLUMNS="160")
     result = subprocess.run(
         [str(Path(sys.executable).with_name("recq")), "demo", "--duration", str(DURATION_S),
-         "--seed", "2", "--reports", str(tmp_path)],
+         "--seed", "1", "--reports", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=DURATION_S + 240, check=False,
     )  # fmt: skip
     output = result.stdout + result.stderr
@@ -38,10 +39,10 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     summary = f"{policies}\n{answers}\n{output[-3000:]}"
     assert metrics["snapshots"] >= 3, summary
     # A good part of the learned arm's slates come from snapshots, not the fallback.
-    assert answers["model"] >= 0.35 * sum(answers.values()), summary
+    assert answers["model"] >= 0.5 * sum(answers.values()), summary
     late_learned, late_random = learned["second_half"], random["second_half"]
-    assert late_learned["sessions"] >= 400 and late_random["sessions"] >= 400, summary
-    assert late_learned["reward_per_session"] >= 1.1 * late_random["reward_per_session"], summary
+    assert late_learned["sessions"] >= 800 and late_random["sessions"] >= 800, summary
+    assert late_learned["reward_per_session"] >= 1.2 * late_random["reward_per_session"], summary
     assert late_learned["ctr"] > late_random["ctr"], summary
     assert 0 < learned["fraction_of_oracle"] < 1, summary
     for png in ("reward_ctr.png", "loss_latency.png"):
