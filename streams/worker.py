@@ -158,6 +158,8 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
             message = event.message
             runtime.last_message_at = time.monotonic()
             if not assembler.resumed_ms:
+                log.info("first message since start: %s[%d]@%d",
+                         message.topic, message.partition, message.offset)  # fmt: skip
                 assembler.resumed_ms = int(time.time() * 1000)
             produced_ms = int(message.timestamp * 1000)
             read_key = (message.topic, message.partition)
@@ -255,6 +257,12 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         runtime.lag = total
         runtime.synced = synced
         quiet = time.monotonic() - runtime.last_message_at
+        if not assembler.resumed_ms and 60 <= quiet < 61:
+            positions: dict[str, int | None] = {}
+            for tp in consumer.assignment():
+                with contextlib.suppress(Exception):
+                    positions[f"{tp.topic}[{tp.partition}]"] = await consumer.position(tp)
+            log.info("no message in the first 60 s; lag %d; positions %s", total, positions)
         if total > 0 and quiet >= 30 and quiet % 30 < 1:
             # Seen after a kill -9 and restart (tests/reliability): recovery completes,
             # yet nothing reaches the agent. Say so, with what the consumer holds paused.
