@@ -256,19 +256,36 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
                 synced[tp.partition] = min(synced.get(tp.partition, CAUGHT_UP), read)
         runtime.lag = total
         runtime.synced = synced
+
+    @app.timer(15.0)  # type: ignore[untyped-decorator]
+    async def watch_consumer() -> None:
+        """Diagnostics for a worker whose agent hears nothing for a minute: whether the
+        consumer thread still answers, the lag and the paused partitions. (Seen after a
+        kill -9 and restart in tests/reliability: recovery completes, then nothing
+        reaches the agent; see the README, "Exactly once".)"""
         quiet = time.monotonic() - runtime.last_message_at
-        if not assembler.resumed_ms and 60 <= quiet < 61:
-            positions: dict[str, int | None] = {}
-            for tp in consumer.assignment():
-                with contextlib.suppress(Exception):
-                    positions[f"{tp.topic}[{tp.partition}]"] = await consumer.position(tp)
-            log.info("no message in the first 60 s; lag %d; positions %s", total, positions)
-        if total > 0 and quiet >= 30 and quiet % 30 < 1:
-            # Seen after a kill -9 and restart (tests/reliability): recovery completes,
-            # yet nothing reaches the agent. Say so, with what the consumer holds paused.
-            paused = sorted(map(str, getattr(consumer, "_paused_partitions", set())))
-            log.warning("inputs lag %d messages but the agent has received nothing for "
-                        "%.0f s; paused partitions: %s", total, quiet, paused)  # fmt: skip
+        if quiet < 60:
+            return
+        consumer = app.consumer
+        sources = [tp for tp in consumer.assignment() if tp.topic in assembler.source_topics]
+        positions: dict[str, int | None] = {}
+        try:
+            for tp in sources:
+                positions[f"{tp.topic}[{tp.partition}]"] = await asyncio.wait_for(
+                    consumer.position(tp), 5.0
+                )
+        except TimeoutError:
+            log.warning("the agent has received nothing for %.0f s and the consumer thread "
+                        "does not answer position() within 5 s", quiet)  # fmt: skip
+            return
+        paused = sorted(map(str, getattr(consumer, "_paused_partitions", set())))
+        # Caught up and idle is normal (no traffic); lag or paused inputs are not. A worker
+        # that has not received one message since it started says so at info level.
+        level = logging.WARNING if runtime.lag != 0 or paused else logging.DEBUG
+        if level == logging.DEBUG and not assembler.resumed_ms:
+            level = logging.INFO
+        log.log(level, "the agent has received nothing for %.0f s; lag %s; positions %s; "
+                "paused %s", quiet, runtime.lag, positions, paused)  # fmt: skip
 
     async def close_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()
