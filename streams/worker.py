@@ -197,7 +197,13 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         """Ask the owner of each session with something due (events that waited the
         reorder window, or idle past the timeout) to act; the agent decides, in order."""
         if not assembler.resumed_ms:
-            return  # not processing yet (recovering): nothing can be due
+            if app.rebalancing or not getattr(app.tables, "actives_ready", False):
+                return  # not processing yet (recovering): nothing can be due
+            # Recovered, and no message has come since: a restart after the inputs were
+            # all consumed. Processing begins now; waiting for a first message would
+            # leave every open session unclosed (and its last transition unwritten).
+            assembler.resumed_ms = int(time.time() * 1000)
+            log.info("recovered with no input to read: idle sessions close from now")
         if runtime.lag is None or runtime.lag > TICK_MAX_LAG:
             # Reading a backlog: a user's next events may still be in it, so wall-clock
             # idleness means nothing yet. Their own messages still release what is due.

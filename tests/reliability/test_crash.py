@@ -77,3 +77,44 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
         f"lost, first 5: {list(lost)[:5]}\nduplicated, first 5: {list(duplicated)[:5]}\n"
         f"{second.log_tail()}"
     )
+
+
+async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """kill -9 after every event is processed but before idle sessions are closed: the
+    restarted worker has nothing to read, and must still close them (it used to wait for
+    a first message that never came, and every session's last transition was lost)."""
+    catalog = TopicCatalog(prefix=f"q{unique}.", partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    log = scripted_log(users=60, events_per_user=10, seed=12)
+    expected = expected_transitions(log)
+    want = sum(expected.values())
+    users = len({e.user_id for e in log})
+    await produce(kafka_bootstrap, catalog, log)
+    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
+    topic = catalog.name(TopicRole.TRANSITIONS)
+
+    first = WorkerProcess(env, tmp_path / "w1.log").start()
+    deadline = time.monotonic() + 120
+    seen = 0
+    try:
+        # Every user's last session waits for the idle timeout: everything else is out.
+        while time.monotonic() < deadline and seen < want - users:
+            seen = await last_stable_offsets(kafka_bootstrap, topic, catalog.partitions)
+            await asyncio.sleep(0.1)
+    finally:
+        first.kill()
+    assert seen >= want - users, f"worker 1 stalled at {seen} of {want}\n{first.log_tail()}"
+
+    second = WorkerProcess(env, tmp_path / "w2.log").start()
+    try:
+        got = await read_committed(kafka_bootstrap, catalog, want=want, timeout_s=120, settle_s=3)
+    finally:
+        second.stop()
+    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
+    lost, duplicated = expected - actual, actual - expected
+    assert not lost and not duplicated, (
+        f"{sum(lost.values())} lost, {sum(duplicated.values())} duplicated of {want}\n"
+        f"{second.log_tail()}"
+    )
