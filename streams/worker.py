@@ -199,8 +199,10 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         if not assembler.resumed_ms:
             if app.rebalancing or not getattr(app.tables, "actives_ready", False):
                 return  # not processing yet (recovering): nothing can be due
-            # Recovered, and no message has come since: a restart after the inputs were
-            # all consumed. Processing begins now; waiting for a first message would
+            if runtime.lag != 0:
+                return  # a backlog: its first message starts processing (the agent)
+            # Recovered, nothing to read, and no message has come: a restart after every
+            # input was consumed. Processing begins now; waiting for a first message would
             # leave every open session unclosed (and its last transition unwritten).
             assembler.resumed_ms = int(time.time() * 1000)
             log.info("recovered with no input to read: idle sessions close from now")
