@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,32 @@ async def last_stable_offsets(bootstrap: str, topic: str, partitions: int) -> in
         await consumer.stop()
 
 
+async def restart_and_compare(
+    bootstrap: str,
+    catalog: TopicCatalog,
+    env: dict[str, str],
+    tmp_path: Path,
+    expected: Counter[bytes],
+    seen: int,
+    timeout_s: float,
+) -> None:
+    """Start the second worker, read what is committed, and compare multisets exactly."""
+    want = sum(expected.values())
+    second = WorkerProcess(env, tmp_path / "w2.log").start()
+    try:
+        got = await read_committed(bootstrap, catalog, want=want, timeout_s=timeout_s, settle_s=5)
+    finally:
+        second.stop()
+    actual = await actual_multiset(bootstrap, catalog, got.transitions)
+    lost, duplicated = expected - actual, actual - expected
+    assert not lost and not duplicated, (
+        f"killed after {seen} committed; {sum(lost.values())} lost, "
+        f"{sum(duplicated.values())} duplicated of {want}\n"
+        f"lost, first 5: {list(lost)[:5]}\nduplicated, first 5: {list(duplicated)[:5]}\n"
+        f"{second.log_tail()}"
+    )
+
+
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -64,19 +91,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
         first.kill()  # SIGKILL: no flush, no commit, no leave-group
     assert 0 < seen < want, f"the crash was not mid-stream ({seen} of {want})\n{first.log_tail()}"
 
-    second = WorkerProcess(env, tmp_path / "w2.log").start()
-    try:
-        got = await read_committed(kafka_bootstrap, catalog, want=want, timeout_s=240, settle_s=5)
-    finally:
-        second.stop()
-    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
-    lost, duplicated = expected - actual, actual - expected
-    assert not lost and not duplicated, (
-        f"killed after {seen} committed; {sum(lost.values())} lost, "
-        f"{sum(duplicated.values())} duplicated of {want}\n"
-        f"lost, first 5: {list(lost)[:5]}\nduplicated, first 5: {list(duplicated)[:5]}\n"
-        f"{second.log_tail()}"
-    )
+    await restart_and_compare(kafka_bootstrap, catalog, env, tmp_path, expected, seen, 240)
 
 
 async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
@@ -107,14 +122,4 @@ async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
         first.kill()
     assert seen >= want - users, f"worker 1 stalled at {seen} of {want}\n{first.log_tail()}"
 
-    second = WorkerProcess(env, tmp_path / "w2.log").start()
-    try:
-        got = await read_committed(kafka_bootstrap, catalog, want=want, timeout_s=120, settle_s=3)
-    finally:
-        second.stop()
-    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
-    lost, duplicated = expected - actual, actual - expected
-    assert not lost and not duplicated, (
-        f"{sum(lost.values())} lost, {sum(duplicated.values())} duplicated of {want}\n"
-        f"{second.log_tail()}"
-    )
+    await restart_and_compare(kafka_bootstrap, catalog, env, tmp_path, expected, seen, 120)
