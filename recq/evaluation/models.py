@@ -65,6 +65,11 @@ def _state(history: list[Step], now_ms: int) -> InteractionSequence:
     return InteractionSequence(items=state["items"], events=state["events"], ages=state["ages"])
 
 
+def item_counts(sessions: list[list[Step]], n_items: int) -> np.ndarray:
+    """Interactions per item in ``sessions``."""
+    return np.bincount([s.item for xs in sessions for s in xs], minlength=n_items)
+
+
 class Recommender(Protocol):
     name: str
 
@@ -79,8 +84,7 @@ class Popularity:
     name = "popularity"
 
     def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
-        counts = np.bincount([s.item for xs in sessions for s in xs], minlength=n_items)
-        self.counts = torch.tensor(counts, dtype=torch.float32)
+        self.counts = torch.tensor(item_counts(sessions, n_items), dtype=torch.float32)
         progress(1)
 
     def fit_steps(self) -> int:
@@ -108,7 +112,7 @@ class CoOccurrence:
         self.pairs = torch.sparse_coo_tensor(
             index, torch.ones(index.shape[1]), (n_items, n_items), check_invariants=True
         ).coalesce()
-        counts = np.bincount([s.item for xs in sessions for s in xs], minlength=n_items)
+        counts = item_counts(sessions, n_items)
         # Scaled below any single co-occurrence: popularity only orders the rest.
         self.popularity = torch.tensor(counts / (counts.max() + 1.0), dtype=torch.float32)
         progress(1)
