@@ -178,17 +178,9 @@ async def worker_rate(
     return await transitions_rate(bootstrap, catalog.name(TopicRole.TRANSITIONS), n, expect, worker)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--users", type=int, default=3_000)
-    parser.add_argument("--items", type=int, default=5_000)
-    parser.add_argument(
-        "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
-    )
-    args = parser.parse_args()
+async def run(args: argparse.Namespace, bootstrap: str) -> None:
     events, interactions = make_events(args.events, args.users, args.items)
-    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         catalog = TopicCatalog(prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=PARTITIONS)
         await ensure_topics(catalog, bootstrap_servers=bootstrap)
         await produce(bootstrap, catalog, events)
@@ -214,5 +206,19 @@ async def main() -> None:
         print(orjson.dumps(line).decode())
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--users", type=int, default=3_000)
+    parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument(
+        "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
+    )
+    args = parser.parse_args()
+    # The embedded broker starts outside the event loop (its readiness probe runs its own).
+    with broker() as bootstrap:
+        asyncio.run(run(args, bootstrap))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
