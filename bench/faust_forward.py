@@ -17,6 +17,7 @@ app = faust.App(
     store="memory://",
     processing_guarantee=os.environ.get("BENCH_GUARANTEE", "exactly_once"),
     web_enabled=False,
+    datadir=os.environ.get("BENCH_DATADIR", "/tmp/recq-bench-faust-forward"),
     key_serializer="raw",
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",

@@ -156,7 +156,8 @@ async def faust_forward_rate(
         await admin.close()
     env = dict(
         os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=catalog.prefix,
-        BENCH_GUARANTEE=guarantee, PYTHONUNBUFFERED="1",
+        BENCH_GUARANTEE=guarantee, BENCH_DATADIR=str(workdir / "forward-data"),
+        PYTHONUNBUFFERED="1",
     )  # fmt: skip
     script = Path(__file__).with_name("faust_forward.py")
     proc = WorkerProcess(env, workdir / "forward.log", [sys.executable, str(script), "worker"])

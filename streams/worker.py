@@ -124,6 +124,8 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
+        # Local table state under RECQ_DATA_DIR, not "<app id>-data" in the working directory.
+        datadir=settings.data_dir / "streams" / settings.streams_app_id,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=max(settings.broker_session_timeout_s / 5, 0.5),
         consumer_auto_offset_reset="earliest",

@@ -6,6 +6,7 @@ outputs are captured where the agent sends them)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,7 +27,9 @@ PREFIX = "agent."
 
 
 @pytest.fixture
-def app_and_outputs(monkeypatch: pytest.MonkeyPatch) -> tuple[faust.App, list[tuple[str, Any]]]:
+def app_and_outputs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[faust.App, list[tuple[str, Any]]]:
     outputs: list[tuple[str, Any]] = []
 
     async def started(self: worker.StreamsRuntime) -> None:
@@ -44,6 +47,7 @@ def app_and_outputs(monkeypatch: pytest.MonkeyPatch) -> tuple[faust.App, list[tu
         bootstrap_servers="localhost:9", topic_prefix=PREFIX, partitions=2,
         processing_guarantee="at_least_once", streams_store="memory://",
         reorder_window_s=0, metrics_port=0, streams_app_id="recq-agent-test",
+        data_dir=tmp_path,
     )  # fmt: skip
     app = worker.create_app(settings, bootstrap="localhost:9")
     app.finalize()
