@@ -113,6 +113,10 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
     eos.install()
     bootstrap = bootstrap or resolve_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    # Local table state lives under RECQ_DATA_DIR (Faust's default is "<app id>-data" in
+    # the working directory); Faust creates only the last level of it.
+    datadir = settings.data_dir / "streams" / settings.streams_app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.streams_app_id,
         broker=[f"kafka://{hostport}" for hostport in bootstrap.split(",")],
@@ -124,8 +128,7 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
-        # Local table state under RECQ_DATA_DIR, not "<app id>-data" in the working directory.
-        datadir=settings.data_dir / "streams" / settings.streams_app_id,
+        datadir=datadir,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=max(settings.broker_session_timeout_s / 5, 0.5),
         consumer_auto_offset_reset="earliest",
