@@ -84,6 +84,10 @@ async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds
                        producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:  # fmt: skip
     sent: dict[str, float] = {}
     latencies: list[float] = []
+    # Where the time goes, from the recommendation's own stamps (ms, one machine's clock):
+    # request produced -> consumed by the server, server (batching, model, policy), and
+    # recommendation produced -> consumed here.
+    stages: dict[str, list[int]] = {"to_server": [], "in_server": [], "to_client": []}
     topic = catalog.name(TopicRole.REC_REQUESTS)
     tag = uuid.uuid4().hex[:6]
     done = asyncio.Event()
@@ -92,10 +96,14 @@ async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds
         while not (done.is_set() and not sent):  # answered requests leave ``sent``
             for messages in (await consumer.getmany(timeout_ms=50)).values():
                 now = time.perf_counter()
+                now_ms = int(time.time() * 1000)
                 for m in messages:
                     r = decode(m.value, Recommendation)
                     if isinstance(r, Recommendation) and r.request_id in sent:
                         latencies.append((now - sent.pop(r.request_id)) * 1000)
+                        stages["to_server"].append(r.received_ts_ms - r.requested_ts_ms)
+                        stages["in_server"].append(r.served_ts_ms - r.received_ts_ms)
+                        stages["to_client"].append(now_ms - r.served_ts_ms)
 
     receiver = asyncio.create_task(receive())
     start = time.perf_counter()
@@ -116,8 +124,13 @@ async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds
         receiver.cancel()
     achieved = n / (time.perf_counter() - start)
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
-    extra = {"offered": rate, "answered": len(latencies), "requests": n,
-             "achieved_rate": round(achieved, 1)}  # fmt: skip
+    extra: dict[str, object] = {"offered": rate, "answered": len(latencies), "requests": n,
+                                "achieved_rate": round(achieved, 1)}  # fmt: skip
+    for stage, values in stages.items():
+        if values:
+            extra[f"{stage}_p50_ms"], extra[f"{stage}_p99_ms"] = (
+                float(v) for v in np.percentile(values, [50, 99])
+            )
     line(f"e2e_p50_ms_at_{rate}", float(p50), "ms", **extra)
     line(f"e2e_p99_ms_at_{rate}", float(p99), "ms", **extra)
 

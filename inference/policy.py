@@ -44,25 +44,28 @@ class Policy:
 
     def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> Choice:
         """Pick ``min(k, len(scores))`` candidates (scores sorted or not)."""
-        remaining = list(range(len(scores)))
+        # Candidates in rank order once (ties: lower position first, as argmax would), so
+        # the best remaining is always the head of the list: no per-slot scan.
+        remaining: list[int] = np.argsort(-scores, kind="stable").tolist()
+        slots = min(k, len(remaining))
+        if self.exploration == "greedy":
+            return Choice(remaining[:slots], [1.0] * slots)
         positions: list[int] = []
         propensities: list[float] = []
-        for _ in range(min(k, len(scores))):
-            values = scores[remaining]
-            best = int(np.argmax(values))
-            if self.exploration == "greedy":
-                pick, p = best, 1.0
-            elif self.exploration == "epsilon":
-                n = len(remaining)
-                pick = best if rng.random() >= self.epsilon else int(rng.integers(n))
-                p = (1 - self.epsilon) * (pick == best) + self.epsilon / n
+        for _ in range(slots):
+            n = len(remaining)
+            if self.exploration == "epsilon":
+                pick = 0 if rng.random() >= self.epsilon else int(rng.integers(n))
+                p = (1 - self.epsilon) * (pick == 0) + self.epsilon / n
             else:
-                z = (values - values.max()) / self.temperature
-                probs = np.exp(z) / np.exp(z).sum()
-                pick = int(rng.choice(len(remaining), p=probs))
+                values = scores[remaining]
+                z = np.exp((values - values[0]) / self.temperature)  # values[0] is the max
+                probs = z / z.sum()
+                # Inverse CDF (rng.choice with p= costs more than the rest of the slot).
+                pick = min(int(np.searchsorted(np.cumsum(probs), rng.random(), "right")), n - 1)
                 p = float(probs[pick])
             positions.append(remaining.pop(pick))
-            propensities.append(float(min(1.0, max(p, 1e-12))))
+            propensities.append(min(1.0, max(p, 1e-12)))
         return Choice(positions, propensities)
 
 
