@@ -12,7 +12,7 @@ demo: $(STAMP) kafka
 	$(BIN)/recq demo
 
 test: $(STAMP) kafka lint
-	$(BIN)/pytest -m "not reliability"
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -23,9 +23,9 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 integration: $(STAMP) kafka
-	$(BIN)/pytest -m "integration and not reliability"
+	$(BIN)/pytest -m integration
 
-# Crash / restart scenarios (minutes; see README "Exactly once" for their status).
+# Only the crash / restart scenarios (also part of `make test`; ~2 minutes).
 reliability: $(STAMP) kafka
 	$(BIN)/pytest -m reliability
 
