@@ -160,11 +160,11 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
             await producer.send(clicks, encode(e), key=e.user_id.encode())
     await producer.flush()
     env = worker_env(bootstrap, prefix, root, RECQ_MODEL_STORE=str(root / "models"),
-                     RECQ_SERVE_GROUP_ID=f"{prefix}serve")  # fmt: skip
+                     RECQ_SERVE_GROUP_ID=f"{prefix}serve", **dict(args.serve_env))  # fmt: skip
     server = StageProcess(env, root / "serve.log", recq_command("serve", "warning")).start()
     consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
                                 bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                fetch_max_wait_ms=1)  # fmt: skip
+                                fetch_max_wait_ms=100)  # fmt: skip
     await consumer.start()
     try:
         await offered_load(bootstrap, catalog, 50, 4, producer, consumer)  # warm-up
@@ -181,6 +181,9 @@ def main() -> None:
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
                         default=[200, 500, 1000])  # fmt: skip
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--serve-env", action="append", default=[], metavar="RECQ_X=VALUE",
+                        type=lambda s: tuple(s.split("=", 1)),
+                        help="a serving setting for the measured `recq serve` (repeatable)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recq-serve-bench-") as tmp, broker() as bootstrap:
         asyncio.run(main_async(args, bootstrap, Path(tmp)))
