@@ -1,7 +1,10 @@
 """Serving latency: end-to-end (request produced -> recommendation consumed) p50/p99 at
 fixed offered rates through one `recq serve` process with a 50,000-item snapshot, and in
 the same run the model-only latency of onnxruntime vs torch `inference_mode` on the same
-policy at batch 1 and 64. Prints JSON lines (see DESIGN.md). Run after `make test`:
+policy at batch 1 and 64. Each rate is also offered, in the same run, to a bare
+transport member (bench/kafka_echo.py: answers at once, no state or model), the floor
+that Kafka and the Python clients set here; the e2e lines give it as the baseline. Prints
+JSON lines (see DESIGN.md). Run after `make test`:
 
     .venv/bin/python bench/serve.py [--rates 200,500,1000] [--seconds 10]
 
@@ -17,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +84,25 @@ def model_only(model: bytes, net: QNetwork) -> None:
              onnxruntime_ms=round(times["onnxruntime"], 3))  # fmt: skip
 
 
-async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds: float,
-                       producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:  # fmt: skip
+@dataclass
+class Load:
+    """One member under test: its topics and the client reading its answers."""
+
+    catalog: TopicCatalog
+    consumer: AIOKafkaConsumer
+
+
+async def offered_load(load: Load, rate: int, seconds: float, producer: AIOKafkaProducer
+                       ) -> tuple[float, float, dict[str, object]]:  # fmt: skip
+    """Offer ``rate`` requests/s for ``seconds``: (p50, p99, details) of end to end ms."""
+    consumer = load.consumer
     sent: dict[str, float] = {}
     latencies: list[float] = []
     # Where the time goes, from the recommendation's own stamps (ms, one machine's clock):
     # request produced -> consumed by the server, server (batching, model, policy), and
     # recommendation produced -> consumed here.
     stages: dict[str, list[int]] = {"to_server": [], "in_server": [], "to_client": []}
-    topic = catalog.name(TopicRole.REC_REQUESTS)
+    topic = load.catalog.name(TopicRole.REC_REQUESTS)
     tag = uuid.uuid4().hex[:6]
     done = asyncio.Event()
 
@@ -131,8 +145,7 @@ async def offered_load(bootstrap: str, catalog: TopicCatalog, rate: int, seconds
             extra[f"{stage}_p50_ms"], extra[f"{stage}_p99_ms"] = (
                 float(v) for v in np.percentile(values, [50, 99])
             )
-    line(f"e2e_p50_ms_at_{rate}", float(p50), "ms", **extra)
-    line(f"e2e_p99_ms_at_{rate}", float(p99), "ms", **extra)
+    return float(p50), float(p99), extra
 
 
 async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> None:
@@ -147,7 +160,9 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
     )  # fmt: skip
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     catalog = TopicCatalog(prefix=prefix, partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    echo_catalog = TopicCatalog(prefix=f"{prefix}echo.", partitions=4)
+    for c in (catalog, echo_catalog):
+        await ensure_topics(c, bootstrap_servers=bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     now = int(time.time() * 1000)
@@ -162,17 +177,33 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
     env = worker_env(bootstrap, prefix, root, RECQ_MODEL_STORE=str(root / "models"),
                      RECQ_SERVE_GROUP_ID=f"{prefix}serve", **dict(args.serve_env))  # fmt: skip
     server = StageProcess(env, root / "serve.log", recq_command("serve", "warning")).start()
-    consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
-                                bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                fetch_max_wait_ms=100)  # fmt: skip
-    await consumer.start()
+    echo_script = str(Path(__file__).with_name("kafka_echo.py"))
+    echo_cmd = [sys.executable, echo_script, bootstrap, echo_catalog.prefix]
+    echo = StageProcess(env, root / "echo.log", echo_cmd).start()
+    loads = {}
+    for name, c in (("recq", catalog), ("echo", echo_catalog)):
+        consumer = AIOKafkaConsumer(c.name(TopicRole.RECOMMENDATIONS),
+                                    bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                    fetch_max_wait_ms=100)  # fmt: skip
+        await consumer.start()
+        loads[name] = Load(c, consumer)
     try:
-        await offered_load(bootstrap, catalog, 50, 4, producer, consumer)  # warm-up
+        for load in loads.values():
+            await offered_load(load, 50, 4, producer)  # warm-up (and the members' assignment)
+        # Side by side per rate: recq serve, then the bare transport (bench/kafka_echo.py).
         for rate in args.rates:
-            await offered_load(bootstrap, catalog, rate, args.seconds, producer, consumer)
+            p50, p99, extra = await offered_load(loads["recq"], rate, args.seconds, producer)
+            e50, e99, echo_extra = await offered_load(loads["echo"], rate, args.seconds, producer)
+            extra["echo_achieved_rate"] = echo_extra["achieved_rate"]
+            for metric, value, floor in (("p50", p50, e50), ("p99", p99, e99)):
+                line(f"e2e_{metric}_ms_at_{rate}", value, "ms", baseline="kafka_echo",
+                     baseline_value=round(floor, 3), ratio=round(value / floor, 2),
+                     **extra)  # fmt: skip
     finally:
         server.stop()
-        await consumer.stop()
+        echo.stop()
+        for load in loads.values():
+            await load.consumer.stop()
         await producer.stop()
 
 
@@ -183,7 +214,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--serve-env", action="append", default=[], metavar="RECQ_X=VALUE",
                         type=lambda s: tuple(s.split("=", 1)),
-                        help="a serving setting for the measured `recq serve` (repeatable)")  # fmt: skip
+                        help="a setting for the measured `recq serve` (repeatable)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recq-serve-bench-") as tmp, broker() as bootstrap:
         asyncio.run(main_async(args, bootstrap, Path(tmp)))
