@@ -1,13 +1,15 @@
 """``recq serve``: a consumer-group member on rec-requests and the event topics that
 answers requests in micro-batches and publishes recommendations.
 
-Each poll applies the events first (shopper state, popularity) and then answers the
-requests that came with them; when requests are waiting, it keeps polling for up to
-``RECQ_SERVE_MAX_WAIT_MS`` (or ``RECQ_SERVE_MAX_BATCH`` requests) so concurrent requests
-share one model call. Snapshots arrive through the registry (announcements on
-``snapshots``, a pin check every second); a swap never interrupts a batch. Offsets are
-committed after the batch's recommendations are acknowledged: a crash answers a request
-twice rather than never."""
+A receiving task reads ahead into an ``Inbox`` while the answering task works, so the
+next fetch is already on its way while a batch is in the model. The answering task takes
+what arrived in order, applies the events (shopper state, popularity) and then answers
+the requests that came with them; a waiting request is held for at most
+``RECQ_SERVE_MAX_WAIT_MS`` (or until ``RECQ_SERVE_MAX_BATCH`` are waiting) so concurrent
+requests share one model call. Snapshots arrive through the registry (announcements on
+``snapshots``, a pin check every second); a swap never interrupts a batch. Offsets of
+what was handled are committed after the batch's recommendations are acknowledged: a
+crash answers a request twice rather than never."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import logging
 import signal
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import start_http_server
 
 from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
@@ -109,65 +112,91 @@ async def run_server(
             await asyncio.to_thread(registry.follow_pin)
 
     inflight: list[asyncio.Future[object]] = []
+    inbox = Inbox(limit=4 * settings.serve_max_batch)
+
+    async def receive() -> None:
+        """Reads ahead while a batch is being answered: the fetcher sends its next fetch
+        only once the last one is consumed, so reading in the answering loop cost every
+        request that arrived meanwhile an extra broker round trip."""
+        while True:
+            await inbox.room()
+            batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
+            if batches:
+                inbox.put(batches, int(time.time() * 1000))
 
     async def serve() -> None:
         pending: list[Pending] = []
+        absorbed: dict[TopicPartition, int] = {}  # next offset: all before it handled
         committed_at = time.monotonic()
         while not stopping.is_set():
-            deadline = time.monotonic() + settings.serve_max_wait_ms / 1000
-            batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
-            while True:
-                letters = absorb(batches, pending)
-                for letter in letters:
-                    await producer.send_and_wait(dead_letter_topic, encode(letter))
-                    DEAD_LETTERS.labels(letter.code).inc()
-                left = deadline - time.monotonic()
-                if not pending or len(pending) >= settings.serve_max_batch or left <= 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(inbox.arrived.wait(), 0.1)
+            await absorb(inbox.take(), pending, absorbed)
+            # Micro-batch: answer when the oldest waiting request has waited max_wait_ms
+            # (from its arrival at this member) or max_batch requests are waiting.
+            while pending and len(pending) < settings.serve_max_batch:
+                left = pending[0].received_ms + settings.serve_max_wait_ms - time.time() * 1000
+                if left <= 0:
                     break
-                batches = await consumer.getmany(timeout_ms=max(0, int(left * 1000)),
-                                                 max_records=settings.serve_max_batch)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(inbox.arrived.wait(), left / 1000)
+                await absorb(inbox.take(), pending, absorbed)
             if pending:
                 await answer(pending)
                 pending = []
-            # Positions are committed after the answers are acknowledged, about once a
+            # Offsets are committed after the answers are acknowledged, about once a
             # second (a broker round trip per micro-batch would cap the request rate).
             if time.monotonic() - committed_at >= 1.0:
-                await commit()
+                await commit(absorbed)
                 committed_at = time.monotonic()
-        await commit()
+        await commit(absorbed)
 
-    async def commit() -> None:
-        if inflight:  # the answers to what is committed must be acknowledged first
+    async def commit(absorbed: dict[TopicPartition, int]) -> None:
+        """Commits what was handled (events applied, requests answered), not what was
+        read ahead; the answers must be acknowledged first."""
+        if inflight:
             await asyncio.gather(*inflight)
             inflight.clear()
-        await consumer.commit()
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in absorbed.items() if tp in assigned}
+        absorbed.clear()
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance took partitions away: their new owner resumes from the last
+                # commit, so some requests are answered twice, none never.
+                log.warning("commit skipped during a rebalance: %s", exc)
 
-    def absorb(batches: dict, pending: list[Pending]) -> list[DeadLetter]:  # type: ignore[type-arg]
-        received = int(time.time() * 1000)
-        letters: list[DeadLetter] = []
-        for tp, messages in batches.items():
-            for m in messages:
-                source = Source(tp.topic, tp.partition, m.offset)
-                if tp.topic in event_topics:
-                    event = decode(m.value, Event, limits=limits, source=source)
-                    if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
-                        recommender.states.apply(event)
-                        for item in _items(event):
-                            recommender.popularity.add(item)
-                        fresh = received - m.timestamp <= max_age_ms  # not replayed history
-                        if settings.serve_on_events and fresh:
-                            request = _triggered(event, settings.serve_event_k)
-                            pending.append(Pending(request, received, m.timestamp))
-                    # Invalid events are the streams workers' to dead-letter: not twice.
-                    continue
-                request = decode(m.value, RecRequest, limits=limits, source=source)
-                if isinstance(request, DeadLetter):
-                    letters.append(request)
-                elif received - m.timestamp > max_age_ms:
-                    EXPIRED.inc()
-                else:
-                    pending.append(Pending(request, received, m.timestamp))
-        return letters
+    async def absorb(
+        received: list[Received], pending: list[Pending], absorbed: dict[TopicPartition, int]
+    ) -> None:
+        letters = []
+        for tp, m, received_ms in received:
+            absorbed[tp] = m.offset + 1
+            source = Source(tp.topic, tp.partition, m.offset)
+            if tp.topic in event_topics:
+                event = decode(m.value, Event, limits=limits, source=source)
+                if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
+                    recommender.states.apply(event)
+                    for item in _items(event):
+                        recommender.popularity.add(item)
+                    fresh = received_ms - m.timestamp <= max_age_ms  # not replayed history
+                    if settings.serve_on_events and fresh:
+                        request = _triggered(event, settings.serve_event_k)
+                        pending.append(Pending(request, received_ms, m.timestamp))
+                # Invalid events are the streams workers' to dead-letter: not twice.
+                continue
+            request = decode(m.value, RecRequest, limits=limits, source=source)
+            if isinstance(request, DeadLetter):
+                letters.append(request)
+            elif received_ms - m.timestamp > max_age_ms:
+                EXPIRED.inc()
+            else:
+                pending.append(Pending(request, received_ms, m.timestamp))
+        for letter in letters:
+            await producer.send_and_wait(dead_letter_topic, encode(letter))
+            DEAD_LETTERS.labels(letter.code).inc()
 
     async def answer(batch: list[Pending]) -> None:
         BATCH_SIZE.observe(len(batch))
@@ -187,7 +216,7 @@ async def run_server(
             )
             inflight.append(sent)
 
-    tasks = [asyncio.create_task(follow_snapshots()), asyncio.create_task(follow_pin())]
+    tasks = [asyncio.create_task(t()) for t in (follow_snapshots, follow_pin, receive)]
     served = asyncio.create_task(serve())
     if ready is not None:
         ready.set()
@@ -208,6 +237,39 @@ async def run_server(
         await consumer.stop()
         await announcements.stop()
         await producer.stop()
+
+
+Received = tuple[TopicPartition, ConsumerRecord[bytes, bytes], int]  # (tp, message, ms)
+
+
+class Inbox:
+    """Messages read ahead by the receiving task, in the order read, until the answering
+    task takes them. Bounded: a member that falls behind stops fetching (the broker keeps
+    the backlog) instead of buffering without limit."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: list[Received] = []
+        self._limit = limit
+        self.arrived = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+
+    def put(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+            received_ms: int) -> None:  # fmt: skip
+        for tp, messages in batches.items():
+            self._items.extend((tp, m, received_ms) for m in messages)
+        self.arrived.set()
+        if len(self._items) >= self._limit:
+            self._has_room.clear()
+
+    async def room(self) -> None:
+        await self._has_room.wait()
+
+    def take(self) -> list[Received]:
+        items, self._items = self._items, []
+        self.arrived.clear()
+        self._has_room.set()
+        return items
 
 
 def _triggered(event: ClickEvent | CartEvent | PurchaseEvent, k: int) -> RecRequest:
