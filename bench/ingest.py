@@ -166,14 +166,15 @@ async def faust_forward_rate(
 
 
 async def worker_rate(
-    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str
-) -> float:
+    bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str,
+    worker_settings: list[tuple[str, str]],
+) -> float:  # fmt: skip
     """events/s through one worker: first to last transition produced (their Kafka
     timestamps), counting only committed transitions."""
     env = worker_env(
         bootstrap, catalog.prefix, workdir,
         RECQ_SESSION_TICK_S="1", RECQ_PROCESSING_GUARANTEE=guarantee,
-        RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}",
+        RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}", **dict(worker_settings),
     )  # fmt: skip
     worker = WorkerProcess(env, workdir / "worker.log").start()
     return await transitions_rate(bootstrap, catalog.name(TopicRole.TRANSITIONS), n, expect, worker)
@@ -187,8 +188,9 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         await produce(bootstrap, catalog, events)
         baseline = await raw_loop(bootstrap, catalog, len(events))
         rate = await worker_rate(
-            bootstrap, catalog, len(events), interactions, Path(tmp), args.guarantee
-        )
+            bootstrap, catalog, len(events), interactions, Path(tmp), args.guarantee,
+            args.worker_env,
+        )  # fmt: skip
         forward = await faust_forward_rate(
             bootstrap, catalog, len(events), Path(tmp), args.guarantee
         )
@@ -212,6 +214,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument("--worker-env", action="append", default=[], metavar="RECQ_X=VALUE",
+                        type=lambda s: tuple(s.split("=", 1)),
+                        help="a setting for the measured worker (repeatable)")  # fmt: skip
     parser.add_argument(
         "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
     )

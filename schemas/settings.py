@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         default="exactly_once", description="Kafka transactions (exactly_once) or not."
     )
+    streams_producer_linger_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a worker's producers gather outputs into one request.",
+    )
     history_length: int = Field(
         default=10, ge=1, le=200, description="L: interactions in a transition's state."
     )
@@ -251,7 +257,8 @@ class Settings(BaseSettings):
     # --- Paths ------------------------------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),
-        description="Runtime state: embedded broker (data_dir/kafka), tables, checkpoints.",
+        description="Runtime state: embedded broker (data_dir/kafka), table state "
+        "(data_dir/streams), learner checkpoints (data_dir/learner).",
     )
     model_store: Path | None = Field(
         default=None, description="Where snapshots are written and read; default data_dir/models."

@@ -135,11 +135,10 @@ def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App
         # Small fetches keep the inputs' read positions close while a backlog is read, so
         # the cross-topic synchronisation (see streams.session) holds back less.
         consumer_max_fetch_size=64 * 1024,
-        # Up to 5 ms of batching per produce request: with Faust's default (0) nearly
+        # Batching per produce request (default 5 ms): with Faust's default (0) nearly
         # every output and changelog write was a request of its own, and socket writes
-        # were the largest cost in the worker's profile (bench/ingest.py: ~420-725 -> 832
-        # events/s). Transitions reach the learner at most 5 ms later.
-        producer_linger=0.005,
+        # were the largest cost in the worker's profile. Outputs wait at most that long.
+        producer_linger=settings.streams_producer_linger_ms / 1000,
     )
     runtime = StreamsRuntime(settings, bootstrap, catalog)
     app.recq_runtime = runtime  # type: ignore[attr-defined]  # for inspection and tests
