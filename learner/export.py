@@ -22,44 +22,62 @@ from torch import nn
 from learner.qnet import EXCLUDED_SCORE, QNetwork
 
 
+def score_width(active: int, k: int, capacity: int) -> int:
+    """Rows a snapshot scores: the active catalog rounded up to a step of capacity / 8
+    (and at least K), so the graph is re-traced at most ~8 times between two growths of
+    the network while scoring at most an eighth of the capacity in spare rows. (Scoring
+    every row of a 1.5x-headroom table streamed 50% more memory per call than the catalog
+    needs; at small batches the top-K is bound by exactly that.)"""
+    step = max(1, -(-capacity // 8))
+    return min(capacity, max(-(-max(active, k) // step) * step, 1))
+
+
 class TopKPolicy(nn.Module):
     """Export view of a QNetwork: top-K over the active catalog rows, in-graph.
 
     What depends only on the weights is computed here, once per snapshot, and stored as
-    buffers (initializers of the graph): the dueling mean over the active catalog and
-    the item biases with inactive rows set to ``EXCLUDED_SCORE``. The number of active
-    rows is a tensor too, so one traced graph serves every catalog size up to the row
-    capacity and later snapshots only replace initializers (see ``SnapshotExporter``)."""
+    buffers (initializers of the graph): the rows scored (the active catalog plus spare
+    rows up to ``score_width``), their biases with inactive rows set to
+    ``EXCLUDED_SCORE``, and the dueling mean over the active catalog. The number of
+    active rows is a tensor too, so one traced graph serves every catalog size up to its
+    width and later snapshots only replace initializers (see ``SnapshotExporter``)."""
 
     active: torch.Tensor
     mean_item: torch.Tensor
     mean_bias: torch.Tensor
-    live_bias: torch.Tensor
+    score_item: torch.Tensor
+    score_bias: torch.Tensor
 
     def __init__(self, net: QNetwork, k: int, n_active: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.k = min(k, net.capacity)
         active = net.n_items if n_active is None else min(n_active, net.n_items)
+        self.width = score_width(active, self.k, net.capacity)
         with torch.no_grad():
             item, bias = net.item.detach(), net.item_bias.detach()
-            live = torch.arange(net.capacity, device=item.device) < active
+            live = torch.arange(self.width, device=item.device) < active
             self.register_buffer("active", torch.tensor(active, dtype=torch.int64))
             self.register_buffer("mean_item", item[:active].mean(0))
             self.register_buffer("mean_bias", bias[:active].mean())
+            self.register_buffer("score_item", item[: self.width].clone())
             self.register_buffer(
-                "live_bias", torch.where(live, bias, torch.full_like(bias, EXCLUDED_SCORE))
-            )
+                "score_bias",
+                torch.where(live, bias[: self.width], torch.full_like(live, EXCLUDED_SCORE,
+                                                                      dtype=bias.dtype)),
+            )  # fmt: skip
 
     def forward(
         self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor, exclude: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
-        _, user, value = net.encode(items, events, ages)
+        # States name active items only, so the scored rows serve as the embedding table
+        # too (the graph carries no second, full-capacity copy of it).
+        _, user, value = net.encode(items, events, ages, table=self.score_item)
         shift = value - (user @ self.mean_item + self.mean_bias)
-        q = user @ net.item.T + self.live_bias + shift.unsqueeze(-1)
+        q = user @ self.score_item.T + self.score_bias + shift.unsqueeze(-1)
         # Padding (-1) and items outside the catalog go to a spare column, then dropped.
-        rows = net.item.shape[0]
+        rows = self.score_item.shape[0]
         spare = torch.full_like(exclude, rows)
         target = torch.where((exclude >= 0) & (exclude < self.active), exclude, spare)
         q = torch.cat([q, torch.zeros_like(q[:, :1])], 1)
@@ -133,8 +151,8 @@ class SnapshotExporter:
 
     def export(self, net: QNetwork, n_active: int | None = None) -> tuple[bytes, TopKPolicy]:
         policy = TopKPolicy(net, self.k, n_active).eval()
-        signature = (net.capacity, policy.k, net.encoder_kind, net.dim, net.history_length,
-                     net.supervised)  # fmt: skip
+        signature = (net.capacity, policy.width, policy.k, net.encoder_kind, net.dim,
+                     net.history_length, net.supervised)  # fmt: skip
         if self._template is None or signature != self._signature:
             self._template = export_onnx(policy)
             self._signature = signature

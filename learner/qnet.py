@@ -145,10 +145,16 @@ class QNetwork(nn.Module):
         events: torch.Tensor,
         ages: torch.Tensor,
         rows: ItemRows | None = None,
+        table: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hidden state, user vector and state value of a batch of left-padded states."""
+        """Hidden state, user vector and state value of a batch of left-padded states.
+        ``rows`` (the learner's gathered rows) or ``table`` (a prefix of the item table,
+        for export) replace the full item table as the source of item vectors."""
         real = (events > 0).unsqueeze(-1).to(self.item.dtype)
-        vectors = F.embedding(items, self.item) if rows is None else rows.vector[rows.locate(items)]
+        if rows is not None:
+            vectors = rows.vector[rows.locate(items)]
+        else:
+            vectors = F.embedding(items, self.item if table is None else table)
         x = (
             vectors * real  # padding rows carry no item
             + self.event(events)

@@ -4,6 +4,7 @@ outside the active catalog, weight swaps into the cached graph, re-trace on grow
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -82,6 +83,7 @@ def test_weights_are_swapped_into_the_cached_graph_and_growth_retraces(
     exported: tuple[SnapshotExporter, QNetwork],
 ) -> None:
     exporter, net = exported
+    exporter.export(net, 280)  # scores 300 rows: the catalog rounded up to capacity / 8
     traces = exporter.traces
     with torch.no_grad():
         for p in net.parameters():
@@ -89,6 +91,14 @@ def test_weights_are_swapped_into_the_cached_graph_and_growth_retraces(
     model, policy = exporter.export(net, 300)
     assert exporter.traces == traces  # same shapes: only the weights were replaced
     assert check_parity(model, policy).topk_equal == 1.0
+    # Only the scored rows are in the graph, not the network's 400-row table.
+    shapes = {i.name: list(i.dims) for i in onnx.load_from_string(model).graph.initializer}
+    assert shapes["score_item"] == [300, 16] and "net.item" not in shapes
+    net.ensure_items(320)  # within the 400 rows: the network is not reallocated
+    model, policy = exporter.export(net, 301)  # but the catalog outgrew the scored rows
+    assert exporter.traces == traces + 1 and policy.width == 350
+    assert check_parity(model, policy).topk_equal == 1.0
+    traces = exporter.traces
     net.ensure_items(450)  # beyond the 400 rows: a new graph
     model, policy = exporter.export(net, 450)
     assert exporter.traces == traces + 1
