@@ -216,22 +216,27 @@ async def run_server(
             )
             inflight.append(sent)
 
-    tasks = [asyncio.create_task(t()) for t in (follow_snapshots, follow_pin, receive)]
+    tasks = [asyncio.create_task(t()) for t in (follow_snapshots, follow_pin)]
+    received = asyncio.create_task(receive())
     served = asyncio.create_task(serve())
+    tasks += [received, served]
     if ready is not None:
         ready.set()
     log.info("serving %s (snapshot %s)", requests_topic,
              registry.current.version if registry.current else "none: popularity")  # fmt: skip
     try:
-        await asyncio.wait([served, asyncio.create_task(stopping.wait())],
+        await asyncio.wait([served, received, asyncio.create_task(stopping.wait())],
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if served.done():
-            served.result()  # surface a failure
+        for task in (served, received):
+            if task.done():
+                task.result()  # surface a failure (the member must not go on answering nothing)
     finally:
         stopping.set()
-        for task in [*tasks, served]:
+        if not served.done():  # let it answer what it holds and make its last commit
+            await asyncio.wait([served], timeout=5.0)
+        for task in tasks:
             task.cancel()
-        for task in [*tasks, served]:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await consumer.stop()
