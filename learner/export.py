@@ -61,11 +61,8 @@ class TopKPolicy(nn.Module):
             self.register_buffer("mean_item", item[:active].mean(0))
             self.register_buffer("mean_bias", bias[:active].mean())
             self.register_buffer("score_item", item[: self.width].clone())
-            self.register_buffer(
-                "score_bias",
-                torch.where(live, bias[: self.width], torch.full_like(live, EXCLUDED_SCORE,
-                                                                      dtype=bias.dtype)),
-            )  # fmt: skip
+            scored_bias = bias[: self.width].masked_fill(~live, EXCLUDED_SCORE)
+            self.register_buffer("score_bias", scored_bias)
 
     def forward(
         self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor, exclude: torch.Tensor
