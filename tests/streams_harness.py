@@ -195,6 +195,18 @@ async def actual_multiset(
         return Counter(canonical(t, vocabulary.item_id) for t in transitions)
 
 
+def assert_same_transitions(
+    expected: Counter[bytes], actual: Counter[bytes], context: str, log_tail: str
+) -> None:
+    """Multiset equality, with what was lost and duplicated in the failure message."""
+    lost, duplicated = expected - actual, actual - expected
+    assert not lost and not duplicated, (
+        f"{context}{sum(lost.values())} lost, {sum(duplicated.values())} duplicated of "
+        f"{sum(expected.values())}\nlost, first 5: {list(lost)[:5]}\n"
+        f"duplicated, first 5: {list(duplicated)[:5]}\n{log_tail}"
+    )
+
+
 class WorkerProcess(StageProcess):
     """`recq worker` in a subprocess, its log kept for failure reports."""
 

@@ -14,6 +14,7 @@ from schemas.topics import TopicCatalog, TopicRole
 from tests.streams_harness import (
     WorkerProcess,
     actual_multiset,
+    assert_same_transitions,
     expected_transitions,
     produce,
     read_committed,
@@ -50,11 +51,7 @@ async def test_scripted_log_gives_exactly_the_expected_transitions(
     finally:
         worker.stop()
     actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
-    missing, extra = expected - actual, actual - expected
-    assert not missing and not extra, (
-        f"{sum(missing.values())} missing, {sum(extra.values())} unexpected\n"
-        f"missing e.g. {list(missing)[:2]}\nextra e.g. {list(extra)[:2]}\n{worker.log_tail()}"
-    )
+    assert_same_transitions(expected, actual, "", worker.log_tail())
     assert sorted(d["code"] for d in got.dead_letters) == [
         "invalid_value",
         "malformed_json",

@@ -16,6 +16,7 @@ from schemas.topics import TopicCatalog, TopicRole
 from tests.streams_harness import (
     WorkerProcess,
     actual_multiset,
+    assert_same_transitions,
     expected_transitions,
     produce,
     read_committed,
@@ -40,6 +41,18 @@ async def last_stable_offsets(bootstrap: str, topic: str, partitions: int) -> in
         await consumer.stop()
 
 
+async def scenario(
+    bootstrap: str, prefix: str, tmp_path: Path, *, users: int, events_per_user: int, seed: int
+) -> tuple[TopicCatalog, Counter[bytes], dict[str, str]]:
+    """Topics, a scripted log produced ahead, its expected transitions, the worker's env."""
+    catalog = TopicCatalog(prefix=prefix, partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    log = scripted_log(users=users, events_per_user=events_per_user, seed=seed)
+    assert len({e.user_id for e in log}) == users
+    await produce(bootstrap, catalog, log)
+    return catalog, expected_transitions(log), worker_env(bootstrap, catalog.prefix, tmp_path)
+
+
 async def restart_and_compare(
     bootstrap: str,
     catalog: TopicCatalog,
@@ -57,25 +70,17 @@ async def restart_and_compare(
     finally:
         second.stop()
     actual = await actual_multiset(bootstrap, catalog, got.transitions)
-    lost, duplicated = expected - actual, actual - expected
-    assert not lost and not duplicated, (
-        f"killed after {seen} committed; {sum(lost.values())} lost, "
-        f"{sum(duplicated.values())} duplicated of {want}\n"
-        f"lost, first 5: {list(lost)[:5]}\nduplicated, first 5: {list(duplicated)[:5]}\n"
-        f"{second.log_tail()}"
-    )
+    assert_same_transitions(expected, actual, f"killed after {seen} committed; ",
+                            second.log_tail())  # fmt: skip
 
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
-    catalog = TopicCatalog(prefix=f"k{unique}.", partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
-    log = scripted_log(users=300, events_per_user=25, seed=11)
-    expected = expected_transitions(log)
+    catalog, expected, env = await scenario(
+        kafka_bootstrap, f"k{unique}.", tmp_path, users=300, events_per_user=25, seed=11
+    )
     want = sum(expected.values())
-    await produce(kafka_bootstrap, catalog, log)
-    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
     topic = catalog.name(TopicRole.TRANSITIONS)
 
     first = WorkerProcess(env, tmp_path / "w1.log").start()
@@ -100,14 +105,11 @@ async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
     """kill -9 after every event is processed but before idle sessions are closed: the
     restarted worker has nothing to read, and must still close them (it used to wait for
     a first message that never came, and every session's last transition was lost)."""
-    catalog = TopicCatalog(prefix=f"q{unique}.", partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
-    log = scripted_log(users=60, events_per_user=10, seed=12)
-    expected = expected_transitions(log)
+    users = 60
+    catalog, expected, env = await scenario(
+        kafka_bootstrap, f"q{unique}.", tmp_path, users=users, events_per_user=10, seed=12
+    )
     want = sum(expected.values())
-    users = len({e.user_id for e in log})
-    await produce(kafka_bootstrap, catalog, log)
-    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
     topic = catalog.name(TopicRole.TRANSITIONS)
 
     first = WorkerProcess(env, tmp_path / "w1.log").start()
