@@ -51,20 +51,30 @@ class Stage(StageProcess):
         super().__init__(env, log, recq_command(name))
         self.name = name
         self.metrics_port = metrics_port
+        self.scrape_failures = 0
+        self._last_scrape: dict[str, float] = {}
 
-    def metrics(self) -> dict[str, float]:
-        """Sum of each Prometheus sample name (labels folded), {} while not up."""
+    def metrics(self, timeout_s: float = 2.0) -> dict[str, float]:
+        """Sum of each Prometheus sample name (labels folded): {} until the stage's first
+        answer, then the last values it answered. A busy stage on a small machine can miss
+        a scrape; a missed scrape is missing data, not a learner back at zero."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=0.5) as r:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
                 text = r.read().decode()
         except OSError:
-            return {}
+            self.scrape_failures += 1
+            return dict(self._last_scrape)
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
-        return out
+        self._last_scrape = out
+        return dict(out)
+
+    def exit_code(self) -> int | None:
+        """None while the stage runs."""
+        return self.proc.poll() if self.proc is not None else None
 
 
 @dataclass
@@ -77,6 +87,9 @@ class Timeline:
     #: How the learned arm's requests were answered: by a model snapshot, by the serving
     #: member's popularity fallback (before the first snapshot, or no history), or not.
     learned_answers: dict[str, int] = field(default_factory=dict)
+    #: Each stage at the end of the run, before it is stopped: its exit code (None: it
+    #: was still running, as it should be) and how many metric scrapes it missed.
+    stages: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     def arm(self, arm: str, since: float = 0.0) -> dict[str, float]:
         rows = [s for s in self.sessions if s[1] == arm and s[0] >= since]
@@ -227,7 +240,7 @@ async def _drive(
             last: dict[str, float] = {}
             while (elapsed := time.monotonic() - start) < duration_s:
                 await asyncio.sleep(1.0)
-                vitals = await asyncio.to_thread(_vitals, stages, elapsed)
+                vitals = await _vitals(stages, elapsed)
                 rate = (vitals["events"] - last.get("events", 0.0)) / max(
                     1e-9, elapsed - last.get("t", 0.0)
                 )
@@ -237,6 +250,10 @@ async def _drive(
                 live.update(_table(timeline, vitals, duration_s))
     finally:
         stopping.set()
+        timeline.stages = {
+            s.name: {"exit_code": s.exit_code(), "scrape_failures": s.scrape_failures}
+            for s in stages
+        }
         learned = traffic.stats["learned"]
         by_popularity = learned.versions.get(POPULARITY, 0)
         timeline.learned_answers = {
@@ -255,8 +272,10 @@ async def _drive(
     return timeline
 
 
-def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
-    m = {s.name: s.metrics() for s in stages}
+async def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
+    # Scraped side by side: one slow stage must not delay the others' samples.
+    scrapes = await asyncio.gather(*(asyncio.to_thread(s.metrics) for s in stages))
+    m = {s.name: scrape for s, scrape in zip(stages, scrapes, strict=True)}
     return {
         "t": elapsed,
         "events": m["worker"].get("recq_streams_events_total", 0.0),
@@ -330,6 +349,7 @@ def _report(
     metrics["transitions"] = last.get("transitions", 0.0)
     count = last.get("latency_count", 0.0)
     metrics["learned_answers"] = timeline.learned_answers
+    metrics["stages"] = timeline.stages
     metrics["serving_latency_mean_ms"] = last.get("latency_ms_sum", 0.0) / count if count else None
     (out / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
 
@@ -392,3 +412,10 @@ def _report(
         )
     table.add_row("oracle (offline)", "300", f"{oracle_reward:.3f}", "100%", "", "")
     console.print(table)
+    for name, status in timeline.stages.items():
+        if status["exit_code"] is not None:
+            console.print(
+                f"[red]the {name} stopped before the end of the run (exit code "
+                f"{status['exit_code']}); its figures above stop there. "
+                f"See {out / 'logs' / f'{name}.log'}.[/red]"
+            )

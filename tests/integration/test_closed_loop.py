@@ -36,7 +36,10 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     policies = metrics["policies"]
     learned, random = policies["learned"], policies["random"]
     answers = metrics["learned_answers"]
-    summary = f"{policies}\n{answers}\n{output[-3000:]}"
+    summary = f"{policies}\n{answers}\n{metrics['stages']}\n{output[-3000:]}"
+    for stage, status in metrics["stages"].items():  # every stage ran to the end
+        log = (run / "logs" / f"{stage}.log").read_text(errors="replace")
+        assert status["exit_code"] is None, f"{stage}: {status}\n{log[-4000:]}"
     assert metrics["snapshots"] >= 3, summary
     # A good part of the learned arm's slates come from snapshots, not the fallback.
     assert answers["model"] >= 0.5 * sum(answers.values()), summary

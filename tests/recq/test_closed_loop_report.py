@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from rich.console import Console
 
-from recq.closed_loop import Timeline, _report
+from recq.closed_loop import Stage, Timeline, _report
+from recq.embedded_kafka import free_port
 
 
 def test_report_metrics_and_plots(tmp_path: Path) -> None:
@@ -24,6 +26,8 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
                                 "updates": float(i), "loss_td": 0.1, "snapshot": 2.0,
                                 "serving_snapshot": 2.0, "latency_ms_sum": 12.0 * i,
                                 "latency_count": 2.0 * i})  # fmt: skip
+    timeline.stages = {"learner": {"exit_code": None, "scrape_failures": 3},
+                       "serve": {"exit_code": 1, "scrape_failures": 0}}  # fmt: skip
     _report(tmp_path, timeline, [], oracle_reward=2.0, duration_s=60.0, seed=3,
             console=Console(quiet=True))  # fmt: skip
     metrics = orjson.loads((tmp_path / "metrics.json").read_bytes())
@@ -34,5 +38,23 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     assert metrics["policies"]["random"]["ctr"] == 0.0
     assert metrics["policies"]["popularity"]["second_half"]["sessions"] == 30
     assert metrics["serving_latency_mean_ms"] == 6.0 and metrics["snapshots"] == 2.0
+    assert metrics["stages"]["serve"] == {"exit_code": 1, "scrape_failures": 0}
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_missed_scrape_keeps_the_stages_last_values(tmp_path: Path) -> None:
+    """A stage too busy to answer one scrape (the learner on 2 cores) must not read as a
+    learner back at snapshot 0: CI once failed on exactly that."""
+    registry = CollectorRegistry()
+    Gauge("recq_learner_snapshot_version", "v", registry=registry).set(7)
+    port = free_port()
+    stage = Stage("learner", {}, tmp_path / "learner.log", port)
+    assert stage.metrics(timeout_s=0.5) == {} and stage.scrape_failures == 1  # not up yet
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    assert stage.metrics()["recq_learner_snapshot_version"] == 7.0
+    server.shutdown()
+    server.server_close()
+    thread.join()
+    assert stage.metrics(timeout_s=0.5)["recq_learner_snapshot_version"] == 7.0
+    assert stage.scrape_failures == 2
