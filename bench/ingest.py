@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -143,8 +144,9 @@ async def transitions_rate(
 
 
 async def faust_forward_rate(
-    bootstrap: str, catalog: TopicCatalog, n: int, workdir: Path, guarantee: str
-) -> float:
+    bootstrap: str, catalog: TopicCatalog, n: int, workdir: Path, guarantee: str,
+    forward_settings: list[tuple[str, str]],
+) -> float:  # fmt: skip
     """Baseline: the smallest Faust pipeline (consume, forward) on the same events."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -157,7 +159,7 @@ async def faust_forward_rate(
     env = dict(
         os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=catalog.prefix,
         BENCH_GUARANTEE=guarantee, BENCH_DATADIR=str(workdir / "forward-data"),
-        PYTHONUNBUFFERED="1",
+        PYTHONUNBUFFERED="1", **dict(forward_settings),
     )  # fmt: skip
     script = Path(__file__).with_name("faust_forward.py")
     proc = WorkerProcess(env, workdir / "forward.log", [sys.executable, str(script), "worker"])
@@ -192,9 +194,11 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
             args.worker_env,
         )  # fmt: skip
         forward = await faust_forward_rate(
-            bootstrap, catalog, len(events), Path(tmp), args.guarantee
+            bootstrap, catalog, len(events), Path(tmp), args.guarantee, args.forward_env
         )
-    common = {"events": len(events), "partitions": PARTITIONS, "guarantee": args.guarantee}
+    common = {"events": len(events), "partitions": PARTITIONS, "guarantee": args.guarantee,
+              "worker_settings": dict(args.worker_env),
+              "forward_settings": dict(args.forward_env)}  # fmt: skip
     for name, value in (("raw_aiokafka", baseline), ("faust_forward", forward)):
         line = {
             "bench": "ingest",
@@ -217,10 +221,17 @@ def main() -> None:
     parser.add_argument("--worker-env", action="append", default=[], metavar="RECQ_X=VALUE",
                         type=lambda s: tuple(s.split("=", 1)),
                         help="a setting for the measured worker (repeatable)")  # fmt: skip
+    parser.add_argument("--forward-env", action="append", default=[], metavar="BENCH_X=VALUE",
+                        type=lambda s: tuple(s.split("=", 1)),
+                        help="a setting for the faust_forward baseline, e.g. BENCH_TAKE=500 "
+                        "(see bench/faust_forward.py)")  # fmt: skip
     parser.add_argument(
         "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
     )
     args = parser.parse_args()
+    # SIGTERM (`timeout`, Ctrl-C in some runners) unwinds like an exception, so the worker
+    # subprocesses started here are stopped by their `finally` and not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The embedded broker starts outside the event loop (its readiness probe runs its own).
     with broker() as bootstrap:
         asyncio.run(run(args, bootstrap))
