@@ -38,7 +38,8 @@ sink = app.topic(f"{PREFIX}forwarded", key_type=bytes, value_type=bytes)
 @app.agent(source)
 async def forward(stream: Any) -> None:
     if TAKE:
-        # As recq's agent would batch: each event acked by hand after its send.
+        # Each event acked by hand after its send, as a batched agent under recq's
+        # exactly-once lock (streams/eos.py) would have to.
         async for batch in stream.noack_take(TAKE, within=0.01):
             for event in batch:
                 await sink.send(key=event.key, value=event.value)

@@ -213,16 +213,24 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         print(orjson.dumps(line).decode())
 
 
+def setting(text: str) -> tuple[str, str]:
+    """NAME=VALUE from the command line."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--worker-env", action="append", default=[], metavar="RECQ_X=VALUE",
-                        type=lambda s: tuple(s.split("=", 1)),
+                        type=setting,
                         help="a setting for the measured worker (repeatable)")  # fmt: skip
     parser.add_argument("--forward-env", action="append", default=[], metavar="BENCH_X=VALUE",
-                        type=lambda s: tuple(s.split("=", 1)),
+                        type=setting,
                         help="a setting for the faust_forward baseline, e.g. BENCH_TAKE=500 "
                         "(see bench/faust_forward.py)")  # fmt: skip
     parser.add_argument(

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import broker
+from bench.ingest import broker, setting
 from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
 from learner.snapshots import ModelStore
@@ -213,7 +213,7 @@ def main() -> None:
                         default=[200, 500, 1000])  # fmt: skip
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--serve-env", action="append", default=[], metavar="RECQ_X=VALUE",
-                        type=lambda s: tuple(s.split("=", 1)),
+                        type=setting,
                         help="a setting for the measured `recq serve` (repeatable)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recq-serve-bench-") as tmp, broker() as bootstrap:
