@@ -31,7 +31,7 @@ from recq.embedded_kafka import EmbeddedKafka
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
 from schemas.records import EVENT_CLASSES, CartEvent, ClickEvent, LineItem, PurchaseEvent
-from schemas.settings import Settings
+from schemas.settings import StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.streams_harness import WorkerProcess, worker_env
 
@@ -45,7 +45,7 @@ def broker() -> Iterator[str]:
         yield external
         return
     with tempfile.TemporaryDirectory(prefix="recq-bench-") as tmp:
-        kafka = EmbeddedKafka(Path(tmp), cache_dir=Settings().cache_dir)
+        kafka = EmbeddedKafka(Path(tmp), cache_dir=StageSettings().cache_dir)
         try:
             yield kafka.start().bootstrap_servers
         finally:

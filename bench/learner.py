@@ -24,10 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learner.device import pick_device
-from learner.dqn import DQN, DQNConfig, UpdateStats, full_catalog_step, select_dtype_for
+from learner.dqn import DQN, UpdateStats, full_catalog_step, select_dtype_for
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.storage import Batch, Samples
+from schemas.settings import LearnerSettings
 
 HISTORY = 10
 
@@ -87,9 +88,8 @@ def main() -> None:
     replay.sampler.on_write(torch.arange(args.replay, device=device))
     for supervised in (False, True):
         net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=supervised)
-        config = DQNConfig(select_dtype=select_dtype_for(device),
-                           mixed_precision=device.type == "cuda")  # fmt: skip
-        dqn = DQN(net.to(device), config)
+        dqn = DQN(net.to(device), LearnerSettings(), select_dtype=select_dtype_for(device),
+                  mixed_precision=device.type == "cuda")  # fmt: skip
         baseline = rate(partial(full_catalog_step, dqn), replay, args.batch, args.seconds)
         ours = rate(dqn.update, replay, args.batch, args.seconds)
         print(orjson.dumps({
@@ -97,7 +97,7 @@ def main() -> None:
             "value": round(ours, 1), "unit": "1/s", "baseline": "full_catalog_step",
             "baseline_value": round(baseline, 1), "ratio": round(ours / baseline, 2),
             "items": args.items, "batch": args.batch, "device": device.type,
-            "select_dtype": str(config.select_dtype).removeprefix("torch."),
+            "select_dtype": str(dqn.select_dtype).removeprefix("torch."),
         }).decode(), flush=True)  # fmt: skip
 
 

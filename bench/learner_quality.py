@@ -26,13 +26,17 @@ from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner.dqn import DQN, DQNConfig
+from learner.dqn import DQN
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
+from schemas.features import EVENT_CODES
 from schemas.records import InteractionSequence, Transition
+from schemas.reward import Reward
+from schemas.settings import LearnerSettings
 
 HISTORY = 10
-REWARD = {1: 0.2, 2: 0.5, 3: 1.0}
+REWARD = Reward()  # the default weights (schemas.reward)
+CLICK, CART, PURCHASE = (EVENT_CODES[k] for k in ("click", "cart", "purchase"))
 
 
 def sessions(n: int, items: int, seed: int) -> list[list[tuple[int, int]]]:
@@ -49,9 +53,9 @@ def sessions(n: int, items: int, seed: int) -> list[list[tuple[int, int]]]:
         steps = []
         for _ in range(rng.integers(5, 16)):
             liked = category[item] == taste
-            code = 1
+            code = CLICK
             if rng.random() < (0.35 if liked else 0.05):
-                code = 3 if rng.random() < 0.4 else 2
+                code = PURCHASE if rng.random() < 0.4 else CART
             steps.append((item, code))
             u = rng.random()
             if u < 0.6:
@@ -76,7 +80,7 @@ def transitions(log: list[list[tuple[int, int]]]) -> list[Transition]:
         for t, (item, code) in enumerate(steps):
             out.append(Transition(
                 user_id=f"u{u}", seq=t, kind="organic", state=state(steps[:t]), action=item,
-                reward=REWARD[code], next_state=state(steps[: t + 1]),
+                reward=REWARD.of(code), next_state=state(steps[: t + 1]),
                 done=t == len(steps) - 1, ts_ms=1_700_000_000_000,
             ))  # fmt: skip
     return out
@@ -106,7 +110,7 @@ def evaluate(
             where = (top[r] == target).nonzero()
             hit = float(len(where) > 0)
             gain = 1.0 / math.log2(int(where[0]) + 2) if hit else 0.0
-            for key in ("all", "purchase") if code >= 2 else ("all",):
+            for key in ("all", "purchase") if code == PURCHASE else ("all",):
                 hits[key].append(hit)
                 ndcg[key].append(gain)
     return {
@@ -137,8 +141,8 @@ def main() -> None:
         replay.add(data)
         net = QNetwork(n_items=args.items, history_length=HISTORY, encoder=encoder,
                        supervised_head=supervised)  # fmt: skip
-        config = DQNConfig(negatives=256, learning_rate=args.lr,
-                           negative_actions=256 if negatives else 0)  # fmt: skip
+        config = LearnerSettings(supervised_negatives=256, learning_rate=args.lr,
+                                 negative_actions=256 if negatives else 0)  # fmt: skip
         dqn = DQN(net, config)
         start = time.perf_counter()
         for step in track(range(args.updates), description=name, transient=True):

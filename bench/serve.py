@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.ingest import broker, setting
 from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
-from learner.snapshots import ModelStore
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
+from schemas.model_store import ModelStore
 from schemas.records import ClickEvent, Recommendation, RecRequest
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.streams_harness import worker_env

@@ -9,17 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import orjson
 
-from learner.qnet import EXCLUDED_SCORE
-from learner.snapshots import MODEL_FILE, VOCABULARY_FILE
-
-INPUTS = ("items", "events", "ages", "exclude")
-OUTPUTS = ("indices", "scores")
+from schemas.manifest import EXCLUDED_SCORE, OUTPUT_NAMES, SnapshotManifest
 
 
 def providers() -> list[str]:
@@ -32,7 +26,7 @@ def providers() -> list[str]:
 class SnapshotModel:
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: SnapshotManifest
     item_ids: list[str]
     session: ort.InferenceSession
     k: int
@@ -41,11 +35,15 @@ class SnapshotModel:
 
     @classmethod
     def load(
-        cls, path: Path, model: bytes, manifest: dict[str, Any], threads: int | None = None
+        cls,
+        path: Path,
+        model: bytes,
+        manifest: SnapshotManifest,
+        item_ids: list[str],
+        threads: int | None = None,
     ) -> SnapshotModel:
-        """Build from a snapshot directory whose manifest and model bytes were already
-        read (and the model verified against the manifest by the registry)."""
-        item_ids = orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"]
+        """Build from a snapshot whose files were already read and verified against the
+        manifest by the registry (the bytes given here are the ones verified)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3
@@ -54,13 +52,13 @@ class SnapshotModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model, options, providers=providers())
         return cls(
-            version=int(manifest["version"]),
+            version=manifest.version,
             path=path,
             manifest=manifest,
             item_ids=item_ids,
             session=session,
-            k=int(manifest["k"]),
-            history_length=int(manifest["history_length"]),
+            k=manifest.k,
+            history_length=manifest.history_length,
             index_of={item: i for i, item in enumerate(item_ids)},
         )
 
@@ -69,7 +67,7 @@ class SnapshotModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-K indices and scores per row; excluded entries have score <= EXCLUDED/2."""
         indices, scores = self.session.run(
-            list(OUTPUTS),
+            list(OUTPUT_NAMES),
             {"items": items, "events": events, "ages": ages, "exclude": exclude},
         )
         return indices, scores
@@ -78,7 +76,3 @@ class SnapshotModel:
 def live(scores: np.ndarray) -> np.ndarray:
     """Mask of top-K entries that are real candidates (not excluded, inside the catalog)."""
     return scores > EXCLUDED_SCORE / 2
-
-
-def model_path(path: Path) -> Path:
-    return path / MODEL_FILE

@@ -52,7 +52,7 @@ class Recommender:
         if shopper is not None:
             out |= shopper.purchased | shopper.cart
             if self.exclude_seen:
-                out.update(item for item, _, _ in shopper.history)
+                out.update(h[0] for h in shopper.history)
         return out
 
     def answer(self, batch: list[Pending], model: SnapshotModel | None) -> list[Recommendation]:
@@ -60,6 +60,7 @@ class Recommender:
         rows: list[int] = []
         if model is not None:
             length = model.history_length
+            self.states.keep_at_least(length)  # the snapshot's L, not a setting of ours
             # Ages as of the request (the decision time the shop stamped on it).
             arrays = [
                 self.states.arrays(p.request.user_id, p.request.ts_ms, model.index_of, length)

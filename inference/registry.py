@@ -2,10 +2,12 @@
 
 A candidate (found in the model store at start, announced on ``snapshots``, or named by
 a rollback) is verified off the serving path: its directory must be inside the model
-store, its model.onnx must hash to the manifest's (and the announcement's) sha256, its
-inputs and outputs must match the contract, and a smoke inference must return [2, K]
-finite scores and indices inside its catalog. Only then does ``current`` point at it; a
-request already running keeps the model object it started with. A bad snapshot is
+store, its manifest must be a valid ``SnapshotManifest`` with a feature version this
+build encodes states for, every file the manifest lists must have the listed size and
+sha256 (model.onnx also the announcement's), the vocabulary must name ``n_items`` items,
+the model's inputs and outputs must match the contract, and a smoke inference must
+return [2, K] finite scores and indices inside its catalog. Only then does ``current``
+point at it; a request already running keeps the model object it started with. A bad snapshot is
 rejected with a logged reason and ``recq_serve_snapshot_rejections_total{reason}``, and
 the current one keeps serving.
 
@@ -24,8 +26,18 @@ import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge
 
-from inference.model import INPUTS, OUTPUTS, SnapshotModel, live, model_path
-from learner.snapshots import MANIFEST_FILE, ModelStore
+from inference.model import SnapshotModel, live
+from schemas.features import FEATURE_VERSION
+from schemas.manifest import (
+    INPUT_NAMES,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    OUTPUT_NAMES,
+    VOCABULARY_FILE,
+    ManifestError,
+    SnapshotManifest,
+)
+from schemas.model_store import ModelStore
 
 log = logging.getLogger("recq.serve")
 
@@ -69,16 +81,44 @@ class SnapshotRegistry:
         if not path.is_relative_to(root) or path == root:
             raise SnapshotRejected("outside_store", f"{relative} is not inside {root}")
         try:
-            manifest = orjson.loads((path / MANIFEST_FILE).read_bytes())
-            model = model_path(path).read_bytes()
-        except (OSError, orjson.JSONDecodeError) as exc:
+            manifest = SnapshotManifest.parse((path / MANIFEST_FILE).read_bytes())
+            files = {name: (path / name).read_bytes() for name in manifest.files}
+        except ManifestError as exc:
+            raise SnapshotRejected("invalid_manifest", f"{relative}: {exc}") from None
+        except OSError as exc:
             raise SnapshotRejected("unreadable", f"{relative}: {exc}") from None
-        digest = hashlib.sha256(model).hexdigest()
-        for claimed in (manifest.get("sha256"), expected_sha256):
-            if claimed is not None and claimed != digest:
-                raise SnapshotRejected("hash_mismatch", f"{relative}: sha256 {digest} != {claimed}")
+        if manifest.feature_version != FEATURE_VERSION:
+            raise SnapshotRejected(
+                "feature_version",
+                f"{relative}: trained on feature version {manifest.feature_version}; this "
+                f"build encodes states with version {FEATURE_VERSION} (schemas/features.py)",
+            )
+        for name, data in files.items():
+            listed = manifest.files[name]
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != listed.sha256 or len(data) != listed.bytes:
+                raise SnapshotRejected(
+                    "hash_mismatch",
+                    f"{relative}/{name}: sha256 {digest} ({len(data)} bytes), "
+                    f"manifest says {listed.sha256} ({listed.bytes} bytes)",
+                )
+        if expected_sha256 is not None and expected_sha256 != manifest.model_sha256:
+            raise SnapshotRejected(
+                "hash_mismatch",
+                f"{relative}: announced sha256 {expected_sha256} != {manifest.model_sha256}",
+            )
         try:
-            candidate = SnapshotModel.load(path, model, manifest, self.threads)
+            item_ids = orjson.loads(files[VOCABULARY_FILE])["items"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SnapshotRejected("unreadable", f"{relative}/{VOCABULARY_FILE}: {exc}") from None
+        if not isinstance(item_ids, list) or len(item_ids) != manifest.n_items:
+            raise SnapshotRejected(
+                "wrong_shapes", f"{relative}: vocabulary does not name n_items={manifest.n_items}"
+            )
+        try:
+            candidate = SnapshotModel.load(
+                path, files[MODEL_FILE], manifest, item_ids, self.threads
+            )
         except Exception as exc:  # onnxruntime refuses a truncated / corrupt graph
             raise SnapshotRejected("invalid_model", f"{relative}: {exc}") from None
         self._check_io(candidate, relative)
@@ -89,7 +129,7 @@ class SnapshotRegistry:
         inputs = {i.name: (i.type, i.shape) for i in m.session.get_inputs()}
         outputs = {o.name: (o.type, o.shape) for o in m.session.get_outputs()}
         problems = []
-        if set(inputs) != set(INPUTS) or set(outputs) != set(OUTPUTS):
+        if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
             problems.append(f"inputs {sorted(inputs)} outputs {sorted(outputs)}")
         else:
             for name in ("items", "events", "ages"):

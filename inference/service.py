@@ -41,14 +41,14 @@ from schemas.records import (
     RecRequest,
     SnapshotAnnouncement,
 )
-from schemas.settings import Settings
+from schemas.settings import ServingSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 
 log = logging.getLogger("recq.serve")
 
 
 async def run_server(
-    settings: Settings, bootstrap: str, stopping: asyncio.Event | None = None,
+    settings: ServingSettings, bootstrap: str, stopping: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:  # fmt: skip
     stopping = stopping or asyncio.Event()
@@ -65,7 +65,7 @@ async def run_server(
     policy = Policy(settings.exploration, settings.epsilon, settings.softmax_temperature)
     blocklist = frozenset(i.strip() for i in settings.serve_blocklist.split(",") if i.strip())
     recommender = Recommender(
-        states=ShopperStates(settings.history_length),
+        states=ShopperStates(),
         popularity=Popularity(),
         policy=policy,
         blocklist=blocklist,
@@ -178,7 +178,8 @@ async def run_server(
             if tp.topic in event_topics:
                 event = decode(m.value, Event, limits=limits, source=source)
                 if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
-                    recommender.states.apply(event)
+                    if not recommender.states.apply(event):
+                        continue  # a repeat: counted once, as the streams worker does
                     for item in _items(event):
                         recommender.popularity.add(item)
                     fresh = received_ms - m.timestamp <= max_age_ms  # not replayed history

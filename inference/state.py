@@ -4,30 +4,44 @@ user's requests also reads that user's events; a range assignment keeps partitio
 every topic on one member). A request is answered after the events polled with it, so
 the state reflects the user's newest events that reached the broker first.
 
-Per user: the last L interactions (item index, event code, time), items bought and the
-cart (filters). Items are indexed by the read-only item vocabulary; an event for an item
-the vocabulary does not know yet is kept by id and indexed once it is."""
+Per user: the last interactions, built by the rules of ``schemas.features`` exactly as
+the streams worker builds training states (event-time order, repeats ignored, cart
+removals kept with their own code), items bought and the cart (filters). Items are kept
+by id and indexed with the serving snapshot's vocabulary when a state is encoded, so an
+item the snapshot does not know yet is left out of the state until one does."""
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas import features
+from schemas.features import EVENT_CODES, HistoryEntry, RecentEvents
 from schemas.records import CartEvent, ClickEvent, PurchaseEvent
-from streams.session import EVENT_CODES, age_bucket
+
+ShopEvent = ClickEvent | CartEvent | PurchaseEvent
 
 
 @dataclass
 class Shopper:
-    history: deque[tuple[str, int, int]]  # (item id, event code, ts_ms), oldest first
+    history: list[HistoryEntry] = field(default_factory=list)  # [item id, code, ts, event id, line]
+    recent_ids: list[int] = field(default_factory=list)
     purchased: set[str] = field(default_factory=set)
-    cart: set[str] = field(default_factory=set)
+    #: item id -> (order key of the latest add / remove / purchase, in the cart after it)
+    cart_log: dict[str, tuple[tuple[int, str], bool]] = field(default_factory=dict)
+
+    @property
+    def cart(self) -> set[str]:
+        return {item for item, (_, inside) in self.cart_log.items() if inside}
 
 
 class ShopperStates:
-    def __init__(self, history_length: int, max_users: int = 1_000_000) -> None:
+    def __init__(
+        self, history_length: int = features.DEFAULT_HISTORY_LENGTH, max_users: int = 1_000_000
+    ) -> None:
+        #: Interactions kept per shopper; grows to the longest history a served model reads.
         self.history_length = history_length
         self.max_users = max_users
         self._users: OrderedDict[str, Shopper] = OrderedDict()
@@ -38,38 +52,43 @@ class ShopperStates:
     def get(self, user_id: str) -> Shopper | None:
         return self._users.get(user_id)
 
-    def apply(self, event: ClickEvent | CartEvent | PurchaseEvent) -> None:
-        shopper = self._users.pop(event.user_id, None) or Shopper(deque(maxlen=self.history_length))
+    def keep_at_least(self, history_length: int) -> None:
+        self.history_length = max(self.history_length, history_length)
+
+    def apply(self, event: ShopEvent) -> bool:
+        """Apply one event; False when it is a repeat (ignored)."""
+        shopper = self._users.pop(event.user_id, None) or Shopper()
         self._users[event.user_id] = shopper  # most recently active last
         if len(self._users) > self.max_users:
             self._users.popitem(last=False)
-        if isinstance(event, PurchaseEvent):
-            for line in event.items:
-                shopper.history.append((line.item_id, EVENT_CODES["purchase"], event.ts_ms))
-                shopper.purchased.add(line.item_id)
-                shopper.cart.discard(line.item_id)
-        elif isinstance(event, CartEvent):
-            if event.action == "add":
-                shopper.history.append((event.item_id, EVENT_CODES["cart"], event.ts_ms))
-                shopper.cart.add(event.item_id)
-            else:
-                shopper.cart.discard(event.item_id)
-        else:
-            shopper.history.append((event.item_id, EVENT_CODES["click"], event.ts_ms))
+        if RecentEvents.seen(shopper.recent_ids, event.event_id):
+            return False
+        key = (event.ts_ms, event.event_id)
+        for x in features.interactions_of(event):
+            entry = [x.item_id, x.code, event.ts_ms, event.event_id, x.line]
+            shopper.history = features.insert(shopper.history, entry, self.history_length)
+            if x.code == EVENT_CODES["purchase"]:
+                shopper.purchased.add(x.item_id)
+            if x.code != EVENT_CODES["click"]:
+                # The cart follows event time too: a late add does not undo a removal.
+                seen = shopper.cart_log.get(x.item_id)
+                if seen is None or seen[0] <= key:
+                    shopper.cart_log[x.item_id] = (key, x.code == EVENT_CODES["cart"])
+        return True
 
     def arrays(
         self, user_id: str, now_ms: int, index_of: dict[str, int], length: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Left-padded (items, events, ages) rows for the model; unknown items skipped."""
+        """Left-padded (items, events, ages) rows for the model; unknown items left out."""
         items = np.zeros(length, np.int64)
         events = np.zeros(length, np.int64)
         ages = np.zeros(length, np.int64)
         shopper = self._users.get(user_id)
         if shopper is not None:
-            known = [(index_of[i], c, t) for i, c, t in shopper.history if i in index_of]
-            known = known[-length:]
-            start = length - len(known)
-            for j, (index, code, ts) in enumerate(known):
-                items[start + j], events[start + j] = index, code
-                ages[start + j] = age_bucket(now_ms - ts)
+            known = [[index_of[h[0]], *h[1:]] for h in shopper.history if h[0] in index_of]
+            state = features.encode_state(known[-length:], now_ms)
+            start = length - len(known[-length:])
+            items[start:] = state["items"]
+            events[start:] = state["events"]
+            ages[start:] = state["ages"]
         return items, events, ages

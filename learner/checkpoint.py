@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from learner.dqn import DQN
+from schemas.features import FEATURE_VERSION
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -30,6 +31,7 @@ def save(path: Path, dqn: DQN, offsets: dict[int, int]) -> None:
     torch.save(
         {
             "format": 1,
+            "feature_version": FEATURE_VERSION,
             "updates": dqn.updates,
             "offsets": {int(p): int(o) for p, o in offsets.items()},
             "n_items": dqn.online.n_items,
@@ -57,6 +59,12 @@ def restore(path: Path, dqn: DQN) -> Checkpoint | None:
     data = _load(path)
     if data is None:
         return None
+    if data.get("feature_version", 1) != FEATURE_VERSION:
+        raise RuntimeError(
+            f"checkpoint {path} was trained on feature version {data.get('feature_version', 1)}"
+            f", this build encodes states with version {FEATURE_VERSION} (schemas/features.py)"
+            ": delete it (and the model store) to start fresh"
+        )
     dqn.ensure_items(data["n_items"])
     if dqn.online.capacity != data["capacity"]:
         raise RuntimeError(

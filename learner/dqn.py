@@ -23,25 +23,16 @@ from torch.nn import functional as F
 from learner.optim import RowAdamW
 from learner.qnet import ItemRows, QNetwork
 from learner.replay.storage import Batch
+from schemas.settings import LearnerSettings
 
-
-@dataclass(frozen=True)
-class DQNConfig:
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-5
-    target_tau: float = 0.01
-    grad_clip: float = 10.0
-    huber_delta: float = 1.0
-    supervised_weight: float = 1.0
-    negatives: int = 1024  # 0: full softmax
-    # Sampled actions the logged shopper did not take, whose Q is regressed to zero
-    # (negative sampling for Q-learning, SNQN: Xin et al. 2022). Off-policy data only
-    # ever shows taken actions; without this, Q of every other item is unconstrained
-    # and the double-DQN argmax chases the most over-estimated one.
-    negative_actions: int = 256
-    negative_weight: float = 1.0
-    select_dtype: torch.dtype = torch.float32  # bfloat16 where AMX / tensor cores exist
-    mixed_precision: bool = False  # bf16 autocast (CUDA)
+#: Fixed parts of the objective (not settings: nothing measured asked to change them).
+HUBER_DELTA = 1.0
+SUPERVISED_WEIGHT = 1.0
+#: Weight of the negative-action term: sampled actions the logged shopper did not take,
+#: whose Q is regressed to zero (negative sampling for Q-learning, SNQN: Xin et al.
+#: 2022). Off-policy data only ever shows taken actions; without this, Q of every other
+#: item is unconstrained and the double-DQN argmax chases the most over-estimated one.
+NEGATIVE_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,10 +47,22 @@ class UpdateStats:
 class DQN:
     """Online and target networks, the optimizer, and the update."""
 
-    def __init__(self, online: QNetwork, config: DQNConfig) -> None:
+    def __init__(
+        self,
+        online: QNetwork,
+        config: LearnerSettings,
+        *,
+        select_dtype: torch.dtype = torch.float32,
+        mixed_precision: bool = False,
+    ) -> None:
+        """``config``: the learner's settings (learning rate, weight decay, target tau,
+        gradient clip, negatives). ``select_dtype``: bfloat16 where AMX / tensor cores
+        exist (``select_dtype_for``); ``mixed_precision``: bf16 autocast on CUDA."""
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
         self.config = config
+        self.select_dtype = select_dtype
+        self.mixed_precision = mixed_precision
         per_item = set(online.per_item_parameters())
         self.optimizer = torch.optim.AdamW(
             [p for name, p in online.named_parameters() if name not in per_item],
@@ -76,7 +79,7 @@ class DQN:
         # The online catalog in the selection dtype, kept current row by row as the row
         # optimizer writes (re-casting all of it on every update costs more than the
         # bf16 products save).
-        self._selection = online.selection_table(config.select_dtype)
+        self._selection = online.selection_table(select_dtype)
 
     @property
     def device(self) -> torch.device:
@@ -95,16 +98,16 @@ class DQN:
         for name, (_, new) in grown.items():
             self.row_optimizer.follow(name, new)
         if grown:
-            self._selection = self.online.selection_table(self.config.select_dtype)
+            self._selection = self.online.selection_table(self.select_dtype)
         return bool(grown)
 
     def refresh_selection(self) -> None:
         """Re-derive the selection table (after weights were loaded from elsewhere)."""
-        self._selection = self.online.selection_table(self.config.select_dtype)
+        self._selection = self.online.selection_table(self.select_dtype)
 
     # --- update ---------------------------------------------------------------------------
     def _autocast(self) -> AbstractContextManager[object]:
-        if self.config.mixed_precision and self.device.type == "cuda":
+        if self.mixed_precision and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
@@ -112,15 +115,15 @@ class DQN:
     def td_target(self, batch: Batch) -> torch.Tensor:
         online, target = self.online, self.target
         _, user_next, _ = online.encode(batch.next_items, batch.next_events, batch.next_ages)
-        best = online.best_items(user_next.float(), self.config.select_dtype, self._selection)
+        best = online.best_items(user_next.float(), self.select_dtype, self._selection)
         _, user_t, value_t = target.encode(batch.next_items, batch.next_events, batch.next_ages)
         q_next = target.q_at(user_t.float(), value_t.float(), best)
         return batch.ret + batch.discount * q_next
 
     def update(self, batch: Batch) -> UpdateStats:
         cfg, net = self.config, self.online
-        sampled = net.supervised and 0 < cfg.negatives < net.n_items
-        count = max(cfg.negatives if sampled else 0, cfg.negative_actions)
+        sampled = net.supervised and 0 < cfg.supervised_negatives < net.n_items
+        count = max(cfg.supervised_negatives if sampled else 0, cfg.negative_actions)
         negatives = torch.randint(net.n_items, (count,), device=self.device)
         with self._autocast():
             y = self.td_target(batch)
@@ -138,14 +141,12 @@ class DQN:
                 else None
             )
         td = y - q
-        loss_td = (
-            batch.weight * F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)
-        ).mean()
+        loss_td = (batch.weight * F.huber_loss(q, y, reduction="none", delta=HUBER_DELTA)).mean()
         loss = loss_td
         if loss_ce is not None:
-            loss = loss + cfg.supervised_weight * loss_ce
+            loss = loss + SUPERVISED_WEIGHT * loss_ce
         if loss_neg is not None:
-            loss = loss + cfg.negative_weight * loss_neg
+            loss = loss + NEGATIVE_WEIGHT * loss_neg
         return self._step(loss, td, loss_td, loss_ce, q, rows)
 
     def _negative_loss(
@@ -159,7 +160,7 @@ class DQN:
         negatives = negatives[: self.config.negative_actions]
         q = self.online.q_many(user, value, negatives, rows)  # [B, K]
         untaken = (negatives.unsqueeze(0) != action.unsqueeze(1)).to(q.dtype)
-        loss = F.huber_loss(q, torch.zeros_like(q), reduction="none", delta=self.config.huber_delta)
+        loss = F.huber_loss(q, torch.zeros_like(q), reduction="none", delta=HUBER_DELTA)
         return (loss * untaken).sum() / untaken.sum().clamp(min=1.0)
 
     def _supervised_loss(
@@ -176,7 +177,7 @@ class DQN:
             return F.cross_entropy(net.supervised_logits(hidden, None).float(), action)
         # Sampled softmax with uniform negatives: the log-Q correction is a constant and
         # cancels; a negative that is the row's own positive is masked out.
-        negatives = negatives[: self.config.negatives]
+        negatives = negatives[: self.config.supervised_negatives]
         pos = net.supervised_logits(hidden, action.unsqueeze(1), rows).float()
         neg = net.supervised_logits(hidden, negatives, rows).float()
         neg = neg.masked_fill(negatives.unsqueeze(0) == action.unsqueeze(1), -math.inf)
@@ -203,7 +204,7 @@ class DQN:
         torch._foreach_mul_(grads, scale)
         self.optimizer.step()
         self.row_optimizer.step(index, row_grads)
-        self._selection[index] = self.online.selection_table(self.config.select_dtype, index)
+        self._selection[index] = self.online.selection_table(self.select_dtype, index)
         self.soft_update()
         self.updates += 1
         return UpdateStats(
@@ -261,20 +262,20 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
     hidden, user, value = net.encode(batch.items, batch.events, batch.ages)
     q_all = net.q_all(user, value)
     q = q_all.gather(1, batch.action[:, None])[:, 0]
-    loss_td = (batch.weight * F.huber_loss(q, y, reduction="none", delta=cfg.huber_delta)).mean()
+    loss_td = (batch.weight * F.huber_loss(q, y, reduction="none", delta=HUBER_DELTA)).mean()
     loss_ce = (
         F.cross_entropy(net.supervised_logits(hidden, None), batch.action)
         if net.supervised
         else None
     )
-    loss = loss_td if loss_ce is None else loss_td + cfg.supervised_weight * loss_ce
+    loss = loss_td if loss_ce is None else loss_td + SUPERVISED_WEIGHT * loss_ce
     if cfg.negative_actions:
         negatives = torch.randint(net.n_items, (cfg.negative_actions,), device=dqn.device)
         q_neg = q_all.index_select(1, negatives)
         untaken = (negatives.unsqueeze(0) != batch.action.unsqueeze(1)).to(q.dtype)
         huber = F.huber_loss(q_neg, torch.zeros_like(q_neg), reduction="none",
-                             delta=cfg.huber_delta)  # fmt: skip
-        loss = loss + cfg.negative_weight * (huber * untaken).sum() / untaken.sum().clamp(min=1.0)
+                             delta=HUBER_DELTA)  # fmt: skip
+        loss = loss + NEGATIVE_WEIGHT * (huber * untaken).sum() / untaken.sum().clamp(min=1.0)
     return dqn._step(loss, y - q, loss_td, loss_ce, q, None)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,7 +19,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from learner.qnet import EXCLUDED_SCORE, QNetwork
+from learner.qnet import QNetwork
+from schemas.features import N_EVENT_CODES
+from schemas.manifest import EXCLUDED_SCORE, INPUT_NAMES, OUTPUT_NAMES, Parity
 
 
 def score_width(active: int, k: int, capacity: int) -> int:
@@ -83,11 +85,7 @@ class TopKPolicy(nn.Module):
         return indices, scores
 
 
-INPUT_NAMES = ["items", "events", "ages", "exclude"]
-OUTPUT_NAMES = ["indices", "scores"]
-
-
-def io_spec(history_length: int, k: int) -> dict[str, object]:
+def io_spec(history_length: int, k: int) -> dict[str, Any]:
     """What a snapshot's model.onnx takes and returns (recorded in the manifest)."""
     seq = {"dtype": "int64", "shape": ["batch", history_length]}
     return {
@@ -117,8 +115,8 @@ def export_onnx(policy: TopKPolicy) -> onnx.ModelProto:
             policy,
             (*example, exclude),
             dynamo=True,
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
             dynamic_shapes={
                 "items": {0: batch},
                 "events": {0: batch},
@@ -171,23 +169,9 @@ def sample_states(
     lengths = torch.randint(0, history_length + 1, (batch, 1), generator=g)
     real = torch.arange(history_length)[None, :] >= history_length - lengths
     items = torch.randint(0, n_items, (batch, history_length), generator=g) * real
-    events = torch.randint(1, 4, (batch, history_length), generator=g) * real
+    events = torch.randint(1, N_EVENT_CODES, (batch, history_length), generator=g) * real
     ages = torch.randint(1, 8, (batch, history_length), generator=g) * real
     return items, events, ages
-
-
-@dataclass(frozen=True)
-class Parity:
-    batch: int
-    topk_equal: float  # fraction of rows whose top-K index lists are identical
-    max_abs_diff: float  # over the top-K scores
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "batch": self.batch,
-            "topk_equal": self.topk_equal,
-            "max_abs_diff": self.max_abs_diff,
-        }
 
 
 def check_parity(model: bytes, policy: TopKPolicy, batch: int = 64, seed: int = 1) -> Parity:
@@ -204,7 +188,7 @@ def check_parity(model: bytes, policy: TopKPolicy, batch: int = 64, seed: int = 
     with torch.no_grad():
         t_idx, t_scores = policy(items, events, ages, exclude)
     o_idx, o_scores = session.run(
-        OUTPUT_NAMES,
+        list(OUTPUT_NAMES),
         {"items": items.numpy(), "events": events.numpy(), "ages": ages.numpy(),
          "exclude": exclude.numpy()},
     )  # fmt: skip

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-EVENT_CODES = 4  # 0 padding, 1 click, 2 cart, 3 purchase
-AGE_BUCKETS = 16  # streams uses 0..7; headroom for finer buckets later
-EXCLUDED_SCORE = -1e30  # score of an excluded item in the exported top-K (finite: parity)
+from schemas.features import N_AGE_BUCKETS, N_EVENT_CODES
+
 SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
 
 
@@ -73,8 +72,8 @@ class QNetwork(nn.Module):
         capacity = max(self.n_items, capacity or _grown(self.n_items))
         self.item = nn.Parameter(torch.randn(capacity, dim) / math.sqrt(dim))
         self.item_bias = nn.Parameter(torch.zeros(capacity))
-        self.event = nn.Embedding(EVENT_CODES, dim)
-        self.age = nn.Embedding(AGE_BUCKETS, dim)
+        self.event = nn.Embedding(N_EVENT_CODES, dim)
+        self.age = nn.Embedding(N_AGE_BUCKETS, dim)
         self.position = nn.Parameter(torch.zeros(history_length, dim))
         self.encoder: nn.Module
         if encoder == "gru":
@@ -158,7 +157,7 @@ class QNetwork(nn.Module):
         x = (
             vectors * real  # padding rows carry no item
             + self.event(events)
-            + self.age(ages.clamp(max=AGE_BUCKETS - 1))
+            + self.age(ages.clamp(max=N_AGE_BUCKETS - 1))
             + self.position
         )
         if self.encoder_kind == "gru":

@@ -17,18 +17,18 @@ from prometheus_client import start_http_server
 
 from learner import checkpoint
 from learner.device import pick_device
-from learner.dqn import DQN, DQNConfig, select_dtype_for
+from learner.dqn import DQN, select_dtype_for
 from learner.export import SnapshotExporter
 from learner.feed import TransitionFeed
 from learner.metrics import TensorBoard
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
-from learner.snapshots import ModelStore
-from learner.trainer import Trainer, TrainerConfig
+from learner.trainer import Trainer
 from schemas.codec import Limits, encode
 from schemas.connection import client_options
+from schemas.model_store import ModelStore
 from schemas.records import SnapshotAnnouncement
-from schemas.settings import Settings
+from schemas.settings import LearnerSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
 
@@ -36,7 +36,7 @@ log = logging.getLogger("recq.learner")
 T = TypeVar("T")
 
 
-def build_dqn(settings: Settings, device: torch.device, n_items: int,
+def build_dqn(settings: LearnerSettings, device: torch.device, n_items: int,
               capacity: int | None = None) -> DQN:  # fmt: skip
     net = QNetwork(
         n_items=n_items,
@@ -46,34 +46,15 @@ def build_dqn(settings: Settings, device: torch.device, n_items: int,
         supervised_head=settings.supervised_head,
         capacity=capacity,
     ).to(device)
-    config = DQNConfig(
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        target_tau=settings.target_tau,
-        grad_clip=settings.grad_clip,
-        negatives=settings.supervised_negatives,
-        negative_actions=settings.negative_actions,
+    return DQN(
+        net,
+        settings,
         select_dtype=select_dtype_for(device),
         mixed_precision=device.type == "cuda",
     )
-    return DQN(net, config)
 
 
-def trainer_config(settings: Settings) -> TrainerConfig:
-    return TrainerConfig(
-        batch_size=settings.batch_size,
-        warmup=settings.warmup_transitions,
-        beta=settings.per_beta,
-        beta_updates=settings.per_beta_updates,
-        snapshot_every_updates=settings.snapshot_every_updates,
-        snapshot_every_s=settings.snapshot_every_s,
-        snapshot_min_updates=settings.snapshot_min_updates,
-        snapshots_keep=settings.snapshots_keep,
-        checkpoint_every_s=settings.checkpoint_every_s,
-    )
-
-
-async def run_learner(settings: Settings, bootstrap: str,
+async def run_learner(settings: LearnerSettings, bootstrap: str,
                       stopping: asyncio.Event | None = None) -> None:  # fmt: skip
     stopping = stopping or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,7 +67,7 @@ async def run_learner(settings: Settings, bootstrap: str,
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     options = client_options(settings)
     device = pick_device(settings.learner_device)
-    torch.manual_seed(0)
+    torch.manual_seed(settings.learner_seed)
     checkpoint_path = settings.learner_dir / checkpoint.CHECKPOINT_FILE
     saved = checkpoint.peek(checkpoint_path)
 
@@ -125,7 +106,7 @@ async def run_learner(settings: Settings, bootstrap: str,
         item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
         offsets=lambda: dict(feed.positions),
         announce=lambda a: _call_soon(loop, announcements.put_nowait, a),
-        checkpoint_path=checkpoint_path, config=trainer_config(settings),
+        checkpoint_path=checkpoint_path, config=settings, reward=settings.reward(),
         tensorboard=TensorBoard(tensorboard_dir),
         on_exit=lambda: _call_soon(loop, lambda _: stopping.set(), None),
     )  # fmt: skip

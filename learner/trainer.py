@@ -10,15 +10,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from learner import checkpoint, metrics
 from learner.dqn import DQN
-from learner.export import Parity, SnapshotExporter, check_parity, io_spec
+from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.replay.buffer import ReplayBuffer
-from learner.snapshots import ModelStore, WrittenSnapshot
+from schemas.manifest import Parity
+from schemas.model_store import ModelStore, WrittenSnapshot
 from schemas.records import SnapshotAnnouncement
+from schemas.reward import Reward
+from schemas.settings import LearnerSettings
 
 log = logging.getLogger("recq.learner")
 
@@ -27,20 +29,7 @@ PARITY_MIN_TOPK_EQUAL = 0.98
 PARITY_MAX_ABS_DIFF = 1e-3
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
-    batch_size: int = 256
-    warmup: int = 1_000
-    beta: float = 0.4
-    beta_updates: int = 100_000
-    snapshot_every_updates: int = 500
-    snapshot_every_s: float = 5.0
-    snapshot_min_updates: int = 500
-    snapshots_keep: int = 5
-    checkpoint_every_s: float = 30.0
-
-
-def snapshot_due(cfg: TrainerConfig, *, updates: int, since_last: int, seconds: float) -> bool:
+def snapshot_due(cfg: LearnerSettings, *, updates: int, since_last: int, seconds: float) -> bool:
     """Every N updates or T seconds, but never before ``snapshot_min_updates``: a barely
     trained network serves worse than the serving members' popularity fallback."""
     if updates < cfg.snapshot_min_updates:
@@ -61,7 +50,8 @@ class Trainer(threading.Thread):
         offsets: Callable[[], dict[int, int]],
         announce: Callable[[SnapshotAnnouncement], None],
         checkpoint_path: Path,
-        config: TrainerConfig,
+        config: LearnerSettings,
+        reward: Reward,
         tensorboard: metrics.TensorBoard | None = None,
         on_exit: Callable[[], None] | None = None,
     ) -> None:
@@ -76,6 +66,7 @@ class Trainer(threading.Thread):
         self.announce = announce
         self.checkpoint_path = checkpoint_path
         self.config = config
+        self.reward = reward  # recorded in each snapshot's manifest
         self.tensorboard = tensorboard or metrics.TensorBoard(None)
         self.on_exit = on_exit
         self.stopping = threading.Event()
@@ -106,7 +97,7 @@ class Trainer(threading.Thread):
         window_start, window_updates = time.monotonic(), 0
         while not self.stopping.is_set():
             self.grow_catalog()
-            if len(self.replay) < cfg.warmup:
+            if len(self.replay) < cfg.warmup_transitions:
                 self.stopping.wait(0.05)
                 continue
             stats = self.train_step()
@@ -138,8 +129,8 @@ class Trainer(threading.Thread):
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
-        progress = min(1.0, self.dqn.updates / cfg.beta_updates)
-        beta = cfg.beta + (1.0 - cfg.beta) * progress
+        progress = min(1.0, self.dqn.updates / cfg.per_beta_updates)
+        beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress
         batch = self.replay.sample(cfg.batch_size, beta)
         stats = self.dqn.update(batch)
         self.replay.update_priorities(batch, stats.td_error)
@@ -173,12 +164,14 @@ class Trainer(threading.Thread):
             model=model,
             item_ids=ids[:n_active],
             step=self.dqn.updates,
+            k=policy.k,
+            history_length=self.dqn.online.history_length,
+            encoder=self.dqn.online.encoder_kind,
+            reward=self.reward,
             io_spec=io_spec(self.dqn.online.history_length, policy.k),
-            parity=parity.as_dict(),
+            parity=parity,
             metrics={**self.last_losses, "replay/size": float(len(self.replay))},
-            extra={"encoder": self.dqn.online.encoder_kind,
-                   "history_length": self.dqn.online.history_length, "k": policy.k},
-        )  # fmt: skip
+        )
         self.store.prune(self.config.snapshots_keep)
         self.last_snapshot = written
         metrics.SNAPSHOTS.labels("written").inc()
@@ -187,10 +180,10 @@ class Trainer(threading.Thread):
             SnapshotAnnouncement(
                 version=written.version,
                 path=written.path.name,
-                sha256=written.manifest["sha256"],
-                created_ts_ms=written.manifest["created_ts_ms"],
-                step=written.manifest["step"],
-                metrics=written.manifest["metrics"],
+                sha256=written.manifest.model_sha256,
+                created_ts_ms=written.manifest.created_ts_ms,
+                step=written.manifest.step,
+                metrics=written.manifest.metrics,
             )
         )
         return written

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,7 +16,15 @@ from rich.table import Table
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
 from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
-from schemas.settings import Settings, SettingsError, load_settings
+from schemas.settings import (
+    LearnerSettings,
+    RewardSettings,
+    ServingSettings,
+    SettingsError,
+    StageSettings,
+    StreamsSettings,
+    load_settings,
+)
 from schemas.topics import TopicCatalog, TopicRole
 
 app = typer.Typer(
@@ -38,12 +46,16 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 err_console = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    return load_settings()
+def _settings() -> StageSettings:
+    """What every command needs (Kafka, paths, limits); stages load their own object."""
+    return load_settings(StageSettings)
 
 
-def _embedded(settings: Settings, port: int | None = None) -> EmbeddedKafka:
-    return EmbeddedKafka(settings.embedded_kafka_dir, cache_dir=settings.cache_dir, port=port)
+def _embedded(settings: StageSettings, port: int | None = None) -> EmbeddedKafka:
+    return EmbeddedKafka(
+        settings.embedded_kafka_dir, cache_dir=settings.cache_dir, port=port,
+        heap=settings.kafka_heap,
+    )  # fmt: skip
 
 
 # --- kafka -------------------------------------------------------------------------------
@@ -168,7 +180,7 @@ def worker(
     from recq.topics import ensure_topics
     from streams.worker import create_app
 
-    settings = _settings()
+    settings = load_settings(StreamsSettings)
     bootstrap = resolve_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     asyncio.run(
@@ -185,14 +197,19 @@ def worker(
     create_app(settings, bootstrap=bootstrap).main()
 
 
-def _run_stage(run: Callable[[Settings, str], Coroutine[Any, Any, None]], loglevel: str) -> None:
-    """Logging, settings, missing topics created, then the stage until it stops."""
+S = TypeVar("S", bound=StageSettings)
+
+
+def _run_stage(
+    run: Callable[[S, str], Coroutine[Any, Any, None]], stage: type[S], loglevel: str
+) -> None:
+    """Logging, the stage's settings, missing topics created, then the stage until it stops."""
     import logging
 
     from recq.topics import ensure_topics
 
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
-    settings = _settings()
+    settings = load_settings(stage)
     bootstrap = resolve_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
 
@@ -219,7 +236,7 @@ def learner(
 
     from learner.service import run_learner
 
-    _run_stage(run_learner, loglevel)
+    _run_stage(run_learner, LearnerSettings, loglevel)
 
 
 # --- serving -----------------------------------------------------------------------------
@@ -232,23 +249,30 @@ def serve(
 
     from inference.service import run_server
 
-    _run_stage(run_server, loglevel)
+    _run_stage(run_server, ServingSettings, loglevel)
 
 
 @snapshots_app.command("list")
 def snapshots_list() -> None:
     """Snapshots in the model store, newest first, and which one is pinned."""
     from inference.registry import SnapshotRegistry
+    from schemas.manifest import ManifestError
 
     settings = _settings()
     registry = SnapshotRegistry(settings.model_store_dir)
     pinned = registry.pinned()
-    table = Table("version", "created", "step", "items", "parity top-K", "sha256", "pinned")
+    table = Table("version", "created", "step", "items", "L", "features", "parity top-K",
+                  "sha256", "pinned")  # fmt: skip
     for version in sorted(registry.store.versions(), reverse=True):
-        m = registry.store.manifest(version)
+        try:
+            m = registry.store.manifest(version)
+        except (OSError, ManifestError) as exc:
+            table.add_row(str(version), f"[red]unreadable: {exc}[/red]", *[""] * 6,
+                          "yes" if version == pinned else "")  # fmt: skip
+            continue
         table.add_row(
-            str(version), m["created_at"], str(m["step"]), str(m["n_items"]),
-            f"{m['parity']['topk_equal']:.3f}", m["sha256"][:12],
+            str(version), m.created_at, str(m.step), str(m.n_items), str(m.history_length),
+            str(m.feature_version), f"{m.parity.topk_equal:.3f}", m.model_sha256[:12],
             "yes" if version == pinned else "",
         )  # fmt: skip
     console.print(table)
@@ -446,7 +470,11 @@ def demo(
     reports/<run>/ with metrics.json and plots, and stops everything it started."""
     from recq.closed_loop import run_closed_loop
 
-    run_closed_loop(_settings(), duration_s=duration, seed=seed, console=console, reports=reports)
+    settings, reward = _settings(), load_settings(RewardSettings).reward()
+    console.print(f"scoring every arm with the configured reward (RECQ_REWARD_*): {reward}")
+    run_closed_loop(
+        settings, reward, duration_s=duration, seed=seed, console=console, reports=reports
+    )
 
 
 @app.command("roundtrip")

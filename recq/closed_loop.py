@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 import time
 import urllib.request
@@ -30,7 +29,8 @@ from inference.recommender import POPULARITY
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
-from schemas.settings import Settings
+from schemas.reward import Reward
+from schemas.settings import StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole
 from simulator.session import oracle, run_session
 from simulator.shop import Catalog, shoppers
@@ -55,8 +55,9 @@ class Stage(StageProcess):
         self._last_scrape: dict[str, float] = {}
 
     def metrics(self, timeout_s: float = 2.0) -> dict[str, float]:
-        """Sum of each Prometheus sample name (labels folded): {} until the stage's first
-        answer, then the last values it answered. A busy stage on a small machine can miss
+        """Sum of each Prometheus sample name (labels folded), and each labelled sample
+        under ``name{label="value",...}``: {} until the stage's first answer, then the
+        last values it answered. A busy stage on a small machine can miss
         a scrape; a missed scrape is missing data, not a learner back at zero."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -69,6 +70,9 @@ class Stage(StageProcess):
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+                if sample.labels:
+                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                    out[f"{sample.name}{{{labels}}}"] = float(sample.value)
         self._last_scrape = out
         return dict(out)
 
@@ -103,19 +107,21 @@ class Timeline:
         }
 
 
-def stage_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
-    env = {**base, "RECQ_METRICS_PORT": str(port)}
+def process_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
+    """One stage's environment: the demo's settings plus its metrics port (and threads)."""
+    env = {**base, **stage_env({}, RECQ_METRICS_PORT=port)}
     # One compute thread each for the learner and the serving member: on a small machine
     # the streams worker and the broker need the rest to keep the loop's data flowing.
     if name == "learner":
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if name == "serve":
-        env.update(RECQ_SERVE_THREADS="1")
+        env.update(stage_env({}, RECQ_SERVE_THREADS=1))
     return env
 
 
 def run_closed_loop(
-    settings: Settings,
+    settings: StageSettings,
+    reward: Reward,
     *,
     duration_s: float,
     seed: int,
@@ -134,30 +140,34 @@ def run_closed_loop(
             with console.status("starting the embedded Kafka broker..."):
                 bootstrap = kafka.start().bootstrap_servers
         prefix = f"demo{run.replace('-', '')}."
-        base = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
-        base.update(
+        base = stage_env(
             RECQ_BOOTSTRAP_SERVERS=bootstrap,
             RECQ_TOPIC_PREFIX=prefix,
-            RECQ_PARTITIONS="2",
-            RECQ_DATA_DIR=str(root / "data"),
+            RECQ_PARTITIONS=2,
+            RECQ_DATA_DIR=root / "data",
             # Sessions of the simulated shoppers last seconds; 10 s idle ends one.
-            RECQ_SESSION_TIMEOUT_S="10",
-            RECQ_REORDER_WINDOW_S="0.5",
-            RECQ_WARMUP_TRANSITIONS="300",
-            RECQ_SNAPSHOT_EVERY_S="5",
-            RECQ_SNAPSHOT_EVERY_UPDATES="100000",
-            RECQ_SNAPSHOT_MIN_UPDATES="300",
-            RECQ_REPLAY_CAPACITY="100000",
-            RECQ_TENSORBOARD="false",
-            RECQ_BATCH_SIZE="128",
+            RECQ_SESSION_TIMEOUT_S=10,
+            RECQ_REORDER_WINDOW_S=0.5,
+            RECQ_WARMUP_TRANSITIONS=300,
+            RECQ_SNAPSHOT_EVERY_S=5,
+            RECQ_SNAPSHOT_EVERY_UPDATES=100000,
+            RECQ_SNAPSHOT_MIN_UPDATES=300,
+            RECQ_REPLAY_CAPACITY=100000,
+            RECQ_TENSORBOARD=False,
+            RECQ_BATCH_SIZE=128,
             # The popularity and random arms already explore for the learner (every arm's
             # events reach it), so the learned arm shows its greedy slates.
             RECQ_EXPLORATION="greedy",
-            PYTHONUNBUFFERED="1",
+            # The reward the demo scores its arms with is the one the stages learn from.
+            RECQ_REWARD_CLICK=reward.click,
+            RECQ_REWARD_CART=reward.cart,
+            RECQ_REWARD_PURCHASE=reward.purchase,
+            RECQ_REWARD_CART_REMOVE=reward.cart_remove,
         )
+        base["PYTHONUNBUFFERED"] = "1"
         ports = {n: free_port() for n in STAGES}
         stages = [
-            Stage(n, stage_env(base, n, ports[n]), out / "logs" / f"{n}.log", ports[n])
+            Stage(n, process_env(base, n, ports[n]), out / "logs" / f"{n}.log", ports[n])
             for n in STAGES
         ]
         catalog = TopicCatalog(prefix=prefix, partitions=2)
@@ -165,7 +175,9 @@ def run_closed_loop(
             asyncio.run(ensure_topics(catalog, bootstrap_servers=bootstrap))
             for s in stages:
                 s.start()
-            timeline = asyncio.run(_drive(bootstrap, catalog, stages, duration_s, seed, console))
+            timeline = asyncio.run(
+                _drive(bootstrap, catalog, stages, duration_s, seed, reward, console)
+            )
         finally:
             with console.status("stopping worker, learner and serving member..."):
                 for s in reversed(stages):
@@ -178,12 +190,14 @@ def run_closed_loop(
     oracle_reward = float(
         np.mean(
             [
-                run_session(shop, s, rng, oracle(shop), now, step_ms=1000).reward
+                run_session(
+                    shop, s, rng, oracle(shop, reward=reward), now, step_ms=1000, reward=reward
+                ).reward
                 for s in shoppers(shop, 300, seed + 1)
             ]
         )
     )
-    _report(out, timeline, stages, oracle_reward, duration_s, seed, console)
+    _report(out, timeline, stages, oracle_reward, duration_s, seed, reward, console)
     return out
 
 
@@ -193,6 +207,7 @@ async def _drive(
     stages: list[Stage],
     duration_s: float,
     seed: int,
+    reward: Reward,
     console: Console,
 ) -> Timeline:
     shop = Catalog.generate(2000, 20, seed)
@@ -213,6 +228,7 @@ async def _drive(
         answers=answers,
         seed=seed,
         answer_timeout_s=1.0,
+        reward=reward,
     )
     timeline = Timeline()
     start = time.monotonic()
@@ -282,7 +298,7 @@ async def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
         "transitions": m["worker"].get("recq_streams_transitions_total", 0.0),
         "replay": m["learner"].get("recq_learner_replay_size", 0.0),
         "updates": m["learner"].get("recq_learner_updates_total", 0.0),
-        "loss_td": m["learner"].get("recq_learner_loss", 0.0),
+        "loss_td": m["learner"].get('recq_learner_loss{term="td"}', 0.0),
         "snapshot": m["learner"].get("recq_learner_snapshot_version", 0.0),
         "serving_snapshot": m["serve"].get("recq_serve_snapshot_version", 0.0),
         "latency_ms_sum": m["serve"].get("recq_serve_latency_ms_sum", 0.0),
@@ -300,7 +316,7 @@ def _table(timeline: Timeline, v: dict[str, float], duration_s: float) -> Table:
         ("transitions", f"{v['transitions']:.0f}"),
         ("replay size", f"{v['replay']:.0f}"),
         ("updates", f"{v['updates']:.0f}"),
-        ("loss (td+ce)", f"{v['loss_td']:.4f}"),
+        ("TD loss", f"{v['loss_td']:.4f}"),
         ("snapshot (learner / serving)", f"{v['snapshot']:.0f} / {v['serving_snapshot']:.0f}"),
         ("mean serving latency", f"{latency:.1f} ms"),
     ):
@@ -322,6 +338,7 @@ def _report(
     oracle_reward: float,
     duration_s: float,
     seed: int,
+    reward: Reward,
     console: Console,
 ) -> None:
     import matplotlib
@@ -333,6 +350,8 @@ def _report(
     metrics: dict[str, Any] = {
         "duration_s": duration_s,
         "seed": seed,
+        # Every arm (and the oracle) is scored with this reward, the one the stages used.
+        "reward": reward.as_dict(),
         "oracle_reward_per_session": oracle_reward,
         "policies": {},
     }

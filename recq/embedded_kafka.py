@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaClient
 from recq.errors import RecqError
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
 from schemas.connection import BROKER_STATE_FILE
+from schemas.settings import StageSettings
 
-DEFAULT_HEAP = "-Xms128m -Xmx768m"
+DEFAULT_HEAP: str = StageSettings.model_fields["kafka_heap"].default
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 40

@@ -26,7 +26,7 @@ from schemas.codec import Limits, Source, decode, encode
 from schemas.connection import client_options
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter, EventType
-from schemas.settings import Settings
+from schemas.settings import StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 
 CONSUME_TIMEOUT_S = 30.0
@@ -61,7 +61,7 @@ def invalid_samples(now_ms: int) -> list[tuple[EventType, bytes]]:
 
 
 @contextlib.contextmanager
-def _broker(settings: Settings, console: Console) -> Iterator[str]:
+def _broker(settings: StageSettings, console: Console) -> Iterator[str]:
     if settings.bootstrap_servers:
         console.print(f"using the Kafka cluster at {settings.bootstrap_servers}")
         yield settings.bootstrap_servers
@@ -82,14 +82,16 @@ def _broker(settings: Settings, console: Console) -> Iterator[str]:
             console.print("Kafka stopped")
 
 
-def run_roundtrip(settings: Settings, *, shoppers: int, console: Console) -> None:
+def run_roundtrip(settings: StageSettings, *, shoppers: int, console: Console) -> None:
     # Right after topic creation aiokafka logs transient leader/coordinator retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with _broker(settings, console) as bootstrap:
         asyncio.run(_round_trip(settings, bootstrap, shoppers, console))
 
 
-async def _round_trip(settings: Settings, bootstrap: str, shoppers: int, console: Console) -> None:
+async def _round_trip(
+    settings: StageSettings, bootstrap: str, shoppers: int, console: Console
+) -> None:
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     opts = client_options(settings)
     outcomes = await ensure_topics(
@@ -161,7 +163,7 @@ async def _consume_and_decode(
     catalog: TopicCatalog,
     bootstrap: str,
     opts: dict[str, object],
-    settings: Settings,
+    settings: StageSettings,
     run_tag: str,
     bad_key: bytes,
     sent: Counter[str],

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from schemas.settings import Settings
+from schemas.settings import ConnectionSettings, StageSettings
 
 BROKER_STATE_FILE = "broker.json"
 
@@ -19,11 +19,11 @@ class BrokerNotConfigured(RuntimeError):
     """No external cluster is configured and no embedded broker is running."""
 
 
-def embedded_state_path(settings: Settings) -> Path:
+def embedded_state_path(settings: StageSettings) -> Path:
     return settings.embedded_kafka_dir / BROKER_STATE_FILE
 
 
-def resolve_bootstrap(settings: Settings) -> str:
+def resolve_bootstrap(settings: StageSettings) -> str:
     """``RECQ_BOOTSTRAP_SERVERS`` if set, else the running embedded broker's address."""
     if settings.bootstrap_servers:
         return settings.bootstrap_servers
@@ -38,7 +38,7 @@ def resolve_bootstrap(settings: Settings) -> str:
     return str(state["bootstrap_servers"])
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: ConnectionSettings) -> dict[str, Any]:
     """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
     opts: dict[str, Any] = {"security_protocol": settings.security_protocol}
     if settings.security_protocol in ("SSL", "SASL_SSL"):

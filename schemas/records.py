@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from schemas.features import N_EVENT_CODES
+
 SCHEMA_VERSION = 1
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: older times are a unit mix-up, not data
 DEFAULT_MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
@@ -196,8 +198,9 @@ class InteractionSequence(Record):
 
     record_name = "interaction_sequence"
     items: list[Annotated[int, Field(ge=0)]] = Field(description="Item vocabulary indices.")
-    events: list[Annotated[int, Field(ge=0, le=len(EVENT_TYPES))]] = Field(
-        description="Event type codes: 1 click, 2 cart, 3 purchase (0 is padding)."
+    events: list[Annotated[int, Field(ge=0, le=N_EVENT_CODES - 1)]] = Field(
+        description="Event codes (schemas.features): 1 click, 2 cart, 3 purchase, "
+        "4 cart removal (0 is padding)."
     )
     ages: list[Annotated[int, Field(ge=0)]] = Field(description="Age buckets at decision time.")
 

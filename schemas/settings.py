@@ -1,28 +1,49 @@
-"""One typed settings object for every recq process, read from ``RECQ_*`` environment
-variables (and an optional ``.env``). Invalid values fail at start, naming the variable."""
+"""Settings by stage, read from ``RECQ_*`` environment variables (and an optional
+``.env``). Each process loads the object of its stage and nothing else, so a bad learner
+setting does not stop a serving member, and an invalid value fails at start naming the
+variable.
+
+    ConnectionSettings   Kafka address, security, topic names: every process
+    StageSettings        + contract limits, paths, metrics port: every recq process
+    StreamsSettings      + the streams worker's rules, the reward, L
+    LearnerSettings      + replay, DQN, snapshots, the reward (recorded in manifests), L
+    ServingSettings      + exploration, micro-batching, filters
+    RewardSettings       the reward weights alone (the demo's scoring)
+
+Every field has one default and one description, here; the README's configuration
+tables list the same. ``stage_env`` builds environments for subprocesses (demo, benches,
+tests) and refuses names that no stage reads.
+"""
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import features
+from schemas.reward import Reward
 
 ENV_PREFIX = "RECQ_"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
+log = logging.getLogger("recq.settings")
+
 
 class SettingsError(ValueError):
     """Raised at start when a ``RECQ_*`` setting is invalid; the message names it."""
 
 
-class Settings(BaseSettings):
-    """recq configuration. Each field is set by the environment variable ``RECQ_<NAME>``."""
-
+class _Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
@@ -31,7 +52,10 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # --- Kafka connection -------------------------------------------------------------
+
+class ConnectionSettings(_Settings):
+    """How to reach Kafka and name recq's topics."""
+
     bootstrap_servers: str | None = Field(
         default=None,
         pattern=r"^[^\s,]+:\d{1,5}(,[^\s,]+:\d{1,5})*$",
@@ -73,7 +97,30 @@ class Settings(BaseSettings):
         default=1, ge=1, le=16, description="Replication factor of topics recq creates."
     )
 
-    # --- Contract limits ----------------------------------------------------------------
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Self:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"RECQ_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={path} is not a readable file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("RECQ_SSL_CERTFILE and RECQ_SSL_KEYFILE must be set together")
+        return self
+
+
+class StageSettings(ConnectionSettings):
+    """What every recq process shares: the contract's limits, where state lives, metrics."""
+
     max_payload_bytes: int = Field(
         default=256 * 1024,
         ge=1024,
@@ -87,7 +134,85 @@ class Settings(BaseSettings):
         description="How far in the future an event timestamp may be before it is rejected.",
     )
 
-    # --- Streams (the Faust workers) -------------------------------------------------
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it."
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Runtime state: embedded broker (data_dir/kafka), table state "
+        "(data_dir/streams), learner checkpoints (data_dir/learner).",
+    )
+    model_store: Path | None = Field(
+        default=None, description="Where snapshots are written and read; default data_dir/models."
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "recq",
+        description="Downloaded artefacts kept outside git (the Kafka jars).",
+    )
+    kafka_heap: str = Field(
+        default="-Xms128m -Xmx768m",
+        max_length=1000,
+        description="JVM heap options of the embedded broker (`recq kafka start`).",
+    )
+
+    @cached_property
+    def model_store_dir(self) -> Path:
+        return self.model_store if self.model_store is not None else self.data_dir / "models"
+
+    @cached_property
+    def learner_dir(self) -> Path:
+        return self.data_dir / "learner"
+
+    @cached_property
+    def embedded_kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+
+class RewardSettings(_Settings):
+    """The reward weights (``schemas.reward``): what each interaction earns."""
+
+    reward_click: float = Field(default=0.2, ge=-100.0, le=100.0, description="A click.")
+    reward_cart: float = Field(default=0.5, ge=-100.0, le=100.0, description="A cart add.")
+    reward_purchase: float = Field(
+        default=1.0, ge=-100.0, le=100.0, description="Each line item of a purchase."
+    )
+    reward_cart_remove: float = Field(
+        default=-0.5,
+        ge=-100.0,
+        le=100.0,
+        description="A cart removal: negative, it takes back what the add earned.",
+    )
+
+    def reward(self) -> Reward:
+        return Reward.from_settings(self)
+
+
+class HistorySettings(_Settings):
+    """The state's length, which the streams worker and the learner must agree on."""
+
+    history_length: int = Field(
+        default=features.DEFAULT_HISTORY_LENGTH,
+        ge=1,
+        le=200,
+        description="L: interactions in a transition's state (serving reads L from the "
+        "snapshot's manifest).",
+    )
+
+
+class GroupSettings(_Settings):
+    """Consumer-group liveness, for the stages that share partitions (streams, serving)."""
+
+    broker_session_timeout_s: float = Field(
+        default=10.0,
+        ge=6.0,
+        le=300.0,
+        description="Consumer-group session timeout: how soon a dead worker's partitions move.",
+    )
+
+
+class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSettings):
+    """``recq worker``: the Faust app that turns events into transitions."""
+
     streams_app_id: str = Field(
         default="recq-streams",
         pattern=r"^[A-Za-z0-9._-]+$",
@@ -106,9 +231,6 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1000.0,
         description="How long a worker's producers gather outputs into one request.",
-    )
-    history_length: int = Field(
-        default=10, ge=1, le=200, description="L: interactions in a transition's state."
     )
     reorder_window_s: float = Field(
         default=2.0,
@@ -131,24 +253,21 @@ class Settings(BaseSettings):
     done_on_purchase: bool = Field(
         default=True, description="A purchase ends the session (checkout) with done=True."
     )
-    reward_click: float = Field(default=0.2, ge=-100.0, le=100.0)
-    reward_cart: float = Field(default=0.5, ge=-100.0, le=100.0)
-    reward_purchase: float = Field(default=1.0, ge=-100.0, le=100.0)
-    broker_session_timeout_s: float = Field(
-        default=10.0,
-        ge=6.0,
-        le=300.0,
-        description="Consumer-group session timeout: how soon a dead worker's partitions move.",
-    )
-    metrics_port: int = Field(
-        default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it."
-    )
 
-    # --- Learner ------------------------------------------------------------------------
+
+class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
+    """``recq learner``: replay store, DQN updates, snapshots and checkpoints."""
+
     learner_group_id: str = Field(
         default="recq-learner",
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Consumer group of the learner on the transitions topic.",
+    )
+    learner_seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="Seed of the network's initial weights and of replay sampling.",
     )
     learner_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when torch sees a GPU, else cpu."
@@ -168,16 +287,18 @@ class Settings(BaseSettings):
     )
     n_step: int = Field(default=3, ge=1, le=50, description="n of n-step returns.")
     gamma: float = Field(default=0.9, ge=0.0, le=1.0, description="Discount per step.")
-    batch_size: int = Field(default=256, ge=1, le=65_536)
+    batch_size: int = Field(default=256, ge=1, le=65_536, description="Samples per update.")
     learning_rate: float = Field(
         default=3e-3, gt=0.0, le=1.0, description="AdamW step size (bench/learner_quality.py)."
     )
-    weight_decay: float = Field(default=1e-5, ge=0.0, le=1.0)
+    weight_decay: float = Field(default=1e-5, ge=0.0, le=1.0, description="AdamW weight decay.")
     target_tau: float = Field(
         default=0.01, gt=0.0, le=1.0, description="Soft update rate of the target network."
     )
     grad_clip: float = Field(default=10.0, gt=0.0, description="Max gradient norm.")
-    embedding_dim: int = Field(default=64, ge=4, le=1024)
+    embedding_dim: int = Field(
+        default=64, ge=4, le=1024, description="Size of item embeddings and user vectors."
+    )
     encoder: Literal["gru", "transformer"] = Field(
         default="gru", description="Sequence encoder of the Q-network."
     )
@@ -202,21 +323,32 @@ class Settings(BaseSettings):
     warmup_transitions: int = Field(
         default=1_000, ge=1, description="Training starts once replay holds this many."
     )
-    snapshot_every_updates: int = Field(default=500, ge=1)
-    snapshot_every_s: float = Field(default=5.0, gt=0.0)
+    snapshot_every_updates: int = Field(
+        default=500, ge=1, description="A snapshot every this many updates (or seconds, below)."
+    )
+    snapshot_every_s: float = Field(
+        default=5.0, gt=0.0, description="A snapshot every this many seconds of training."
+    )
     snapshot_min_updates: int = Field(
         default=500, ge=0, description="No snapshot before this many updates (then popularity)."
     )
-    snapshots_keep: int = Field(default=5, ge=1, le=1000)
+    snapshots_keep: int = Field(
+        default=5, ge=1, le=1000, description="Snapshots kept in the store; older are pruned."
+    )
     snapshot_top_k: int = Field(
         default=50, ge=1, le=10_000, description="K of the top-K inside the ONNX graph."
     )
-    checkpoint_every_s: float = Field(default=30.0, gt=0.0)
+    checkpoint_every_s: float = Field(
+        default=30.0, gt=0.0, description="Checkpoint cadence (and one at shutdown)."
+    )
     tensorboard: bool = Field(
         default=True, description="Write TensorBoard scalars under data_dir/tensorboard."
     )
 
-    # --- Serving (inference) ---------------------------------------------------------------
+
+class ServingSettings(StageSettings, GroupSettings):
+    """``recq serve``: a consumer-group member answering rec-requests."""
+
     serve_group_id: str = Field(
         default="recq-serve",
         pattern=r"^[A-Za-z0-9._-]+$",
@@ -226,11 +358,15 @@ class Settings(BaseSettings):
         default="epsilon", description="How shown items are drawn from the model's top-K."
     )
     epsilon: float = Field(default=0.1, ge=0.0, le=1.0, description="epsilon-greedy rate.")
-    softmax_temperature: float = Field(default=1.0, gt=0.0, le=1000.0)
+    softmax_temperature: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Temperature of softmax exploration."
+    )
     serve_max_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="Micro-batching: longest wait for company."
     )
-    serve_max_batch: int = Field(default=256, ge=1, le=65_536)
+    serve_max_batch: int = Field(
+        default=256, ge=1, le=65_536, description="Most requests in one model call."
+    )
     serve_threads: int = Field(
         default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = all cores."
     )
@@ -254,57 +390,25 @@ class Settings(BaseSettings):
         default=60.0, gt=0.0, description="Older requests are skipped (counted), not answered."
     )
 
-    # --- Paths ------------------------------------------------------------------------
-    data_dir: Path = Field(
-        default=Path("data"),
-        description="Runtime state: embedded broker (data_dir/kafka), table state "
-        "(data_dir/streams), learner checkpoints (data_dir/learner).",
-    )
-    model_store: Path | None = Field(
-        default=None, description="Where snapshots are written and read; default data_dir/models."
-    )
-    cache_dir: Path = Field(
-        default=Path.home() / ".cache" / "recq",
-        description="Downloaded artefacts kept outside git (the Kafka jars).",
-    )
 
-    @model_validator(mode="after")
-    def _security_is_complete(self) -> Self:
-        if self.security_protocol.startswith("SASL_"):
-            missing = [
-                f"{ENV_PREFIX}{name.upper()}"
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(
-                    f"RECQ_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
-                )
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{ENV_PREFIX}{name.upper()}={path} is not a readable file")
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("RECQ_SSL_CERTFILE and RECQ_SSL_KEYFILE must be set together")
-        return self
+STAGES: tuple[type[_Settings], ...] = (StreamsSettings, LearnerSettings, ServingSettings)
+#: Every variable some recq process reads.
+KNOWN_VARIABLES = frozenset(
+    f"{ENV_PREFIX}{name.upper()}" for stage in STAGES for name in stage.model_fields
+)
 
-    @cached_property
-    def model_store_dir(self) -> Path:
-        return self.model_store if self.model_store is not None else self.data_dir / "models"
-
-    @cached_property
-    def learner_dir(self) -> Path:
-        return self.data_dir / "learner"
-
-    @cached_property
-    def embedded_kafka_dir(self) -> Path:
-        return self.data_dir / "kafka"
+S = TypeVar("S", bound=_Settings)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings, turning validation errors into one message naming each variable."""
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Read one stage's settings, turning validation errors into one message naming each
+    variable; warn about ``RECQ_*`` variables that no stage reads (a misspelt name would
+    otherwise be ignored without a word)."""
+    for name in sorted(set(os.environ) - KNOWN_VARIABLES):
+        if name.startswith(ENV_PREFIX):
+            log.warning("%s is not a recq setting%s", name, _did_you_mean(name))
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -312,3 +416,24 @@ def load_settings(**overrides: object) -> Settings:
             name = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
             problems.append(f"{name}: {err['msg']}" if loc else err["msg"])
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def stage_env(
+    base: Mapping[str, str] | None = None, **settings: str | int | float | bool | Path
+) -> dict[str, str]:
+    """An environment for a recq subprocess: ``base`` (default: this process's) without
+    its ``RECQ_*`` variables, plus ``settings`` given as ``RECQ_NAME=value`` keywords.
+    Refuses a name that no stage reads, so a misspelt setting fails here, not silently
+    in the child."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if not k.startswith(ENV_PREFIX)}
+    for name, value in settings.items():
+        if name not in KNOWN_VARIABLES:
+            raise SettingsError(f"{name} is not a recq setting{_did_you_mean(name)}")
+        env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -13,8 +13,9 @@ shopper's cart and owned items carry over between sessions when the caller keeps
 per step) or after ``max_steps``. Events responding to a slate carry its ``rec_id``
 and the ``position``.
 
-Rewards follow recq's defaults (click 0.2, cart 0.5, purchase 1.0 per line), so a
-session's reward is what the learner optimizes.
+A session's reward is its events scored by ``schemas.reward.Reward`` (the caller passes
+the configured weights; default: recq's defaults), the same definition the streams
+worker rewards transitions with, so it is what the learner optimizes.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.reward import Reward
 from simulator.shop import Catalog, Shopper, utility
 
-REWARD = {"click": 0.2, "cart": 0.5, "purchase": 1.0}
 POSITION_BIAS = 0.85  # probability of examining slot j is POSITION_BIAS ** j
 CLICK_BAR = 2.0  # a shown item is clicked with probability sigmoid(utility - CLICK_BAR)
 CART_BAR = 3.0  # a clicked, affordable item is carted with probability sigmoid(utility - CART_BAR)
@@ -60,8 +61,10 @@ class ShoppingSession:
         self, catalog: Catalog, shopper: Shopper, rng: np.random.Generator, start_ms: int,
         step_ms: int = 15_000, clock: Callable[[], int] | None = None,
         cart: list[int] | None = None, owned: set[int] | None = None,
+        reward: Reward | None = None,
     ) -> None:  # fmt: skip
         self.catalog, self.shopper, self.rng = catalog, shopper, rng
+        self.reward = reward or Reward()
         self.step_ms = step_ms
         #: Live sessions stamp events with this clock (ms) instead of simulated steps, so
         #: event time never runs ahead of the wall clock a live pipeline measures.
@@ -116,7 +119,6 @@ class ShoppingSession:
                 item_id=catalog.item_ids[clicked], **attribution,  # type: ignore[arg-type]
             )
         ]  # fmt: skip
-        out.reward += REWARD["click"]
         self.history.append(clicked)
         if (
             catalog.price[clicked] <= shopper.budget
@@ -132,7 +134,6 @@ class ShoppingSession:
                     unit_price=float(catalog.price[clicked]), **attribution,  # type: ignore[arg-type]
                 )
             )  # fmt: skip
-            out.reward += REWARD["cart"]
             self.cart.append(clicked)
         if self.cart and rng.random() < 0.3:
             self.ts += 1 if self.clock else 2_000
@@ -148,7 +149,6 @@ class ShoppingSession:
                     order_id=self._event_id(), items=lines,
                 )
             )  # fmt: skip
-            out.reward += REWARD["purchase"] * len(lines)
             out.purchases += 1
             self.owned.update(self.cart)
             self.cart.clear()
@@ -156,6 +156,7 @@ class ShoppingSession:
         elif rng.random() < 0.12:
             self.ended = True
         out.events += events
+        out.reward += self.reward.of_events(events)
         return events
 
 
@@ -167,9 +168,10 @@ def run_session(
     start_ms: int,
     max_steps: int = 20,
     step_ms: int = 15_000,
+    reward: Reward | None = None,
 ) -> SessionOutcome:
     """A whole session with a synchronous recommender (tests, offline runs)."""
-    session = ShoppingSession(catalog, shopper, rng, start_ms, step_ms)
+    session = ShoppingSession(catalog, shopper, rng, start_ms, step_ms, reward=reward)
     for _ in range(max_steps):
         if session.ended:
             break
@@ -178,15 +180,15 @@ def run_session(
     return session.outcome
 
 
-def oracle(catalog: Catalog, k: int = 10) -> Recommend:
-    """Shows each shopper the k items with the highest true click-and-cart value: the
-    best a recommender could do knowing the hidden tastes (the evaluation's ceiling)."""
+def oracle(catalog: Catalog, k: int = 10, reward: Reward | None = None) -> Recommend:
+    """Shows each shopper the k items with the highest true click-and-cart value under
+    ``reward``: the best a recommender could do knowing the hidden tastes (the
+    evaluation's ceiling)."""
+    weights = reward or Reward()
 
     def recommend(shopper: Shopper, history: list[int]) -> Slate:
         u = utility(catalog, shopper)
-        value = _sigmoid(u - CLICK_BAR) * (
-            REWARD["click"] + REWARD["cart"] * _sigmoid(u - CART_BAR)
-        )
+        value = _sigmoid(u - CLICK_BAR) * (weights.click + weights.cart * _sigmoid(u - CART_BAR))
         value = np.where(catalog.price <= shopper.budget, value, 0.0)
         return (
             f"oracle-{shopper.user_id}-{len(history)}",

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import decode, encode
 from schemas.records import ClickEvent, Recommendation, RecRequest
+from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator.session import SessionOutcome, ShoppingSession, Slate
 from simulator.shop import Catalog, Shopper, shoppers
@@ -84,8 +85,10 @@ class Traffic:
         seed: int,
         k: int = 10,
         answer_timeout_s: float = 2.0,
+        reward: Reward | None = None,
     ) -> None:
         self.catalog = catalog
+        self.reward = reward or Reward()  # how sessions are scored (schemas.reward)
         self.topics = topics
         self.producer = producer
         self.answers = answers
@@ -139,6 +142,7 @@ class Traffic:
         session = ShoppingSession(
             self.catalog, shopper, self.rng, int(time.time() * 1000), step_ms, clock,
             cart=self.carts[shopper.user_id], owned=self.owned[shopper.user_id],
+            reward=self.reward,
         )  # fmt: skip
         for _ in range(max_steps):
             if session.ended:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from schemas.codec import Limits, Source, dead_letter, decode, encode
+from schemas.features import interactions_of
 from schemas.records import (
     EVENT_CLASSES,
     CartEvent,
@@ -21,14 +22,7 @@ from schemas.records import (
 )
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
-from streams.session import (
-    CAUGHT_UP,
-    EVENT_CODES,
-    Interaction,
-    Outcome,
-    Sessionizer,
-    UserSession,
-)
+from streams.session import CAUGHT_UP, Interaction, Outcome, Sessionizer, UserSession
 from streams.vocabulary import Vocabulary
 
 InputRecord = ClickEvent | CartEvent | PurchaseEvent | Recommendation | SessionTick
@@ -138,26 +132,21 @@ class TransitionAssembler:
     async def _interactions(
         self, event: ClickEvent | CartEvent | PurchaseEvent, wall_ms: int, produced_ms: int
     ) -> list[Interaction]:
-        code = EVENT_CODES[event.type]
-        if isinstance(event, PurchaseEvent):
-            items = [line.item_id for line in event.items]
-        else:
-            items = [event.item_id]
-        indices = await self.vocabulary.indices(items)
-        last = len(indices) - 1
+        touched = interactions_of(event)
+        indices = await self.vocabulary.indices([x.item_id for x in touched])
         return [
             Interaction(
                 event.ts_ms,
                 event.event_id,
-                n,
+                x.line,
                 idx,
-                code,
+                x.code,
                 event.rec_id,
-                n == last,
+                x.last_line,
                 arrival_ms=wall_ms,
                 produced_ms=produced_ms,
             )
-            for n, idx in enumerate(indices)
+            for x, idx in zip(touched, indices, strict=True)
         ]
 
     def _emit(self, outcome: Outcome, user: bytes) -> Result:

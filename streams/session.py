@@ -14,12 +14,13 @@ Rules (the README's "Transitions" section says the same):
   of its siblings. An interaction is also held until every input partition of its group
   has been read past the Kafka timestamp at which it was produced (or to its end), the
   rule Kafka Streams applies across co-partitioned inputs; ``synced_ms`` carries it in.
-* Late: an interaction older than one already released cannot be put in order any more.
-  It is counted and applied at once, as if it happened at the last released time.
+* Late: an interaction older than one already released cannot wait in order any more.
+  It is counted and applied at once: its transition is dated the last released time,
+  and it takes its event-time place in the history (as every state builder does).
 * Duplicates: an event_id seen among the user's last 64 events is counted and skipped.
-* Organic transition per released interaction: state = the last L interactions (item,
-  event code, age bucket relative to now), action = its item, reward by event type,
-  next_state = state with it appended. It is held back until the next one arrives, which
+* Organic transition per released interaction: state = the last L interactions as
+  ``schemas.features`` encodes them, action = its item, reward by ``schemas.reward``,
+  next_state = the history with it added. It is held back until the next one arrives, which
   decides `done`: False inside a session; True when the session ends by inactivity
   (event-time gap > timeout; or no message for the timeout: wall-clock idle when the
   inputs are read to their end, else inputs read that far past the user's last event)
@@ -31,34 +32,23 @@ Rules (the README's "Transitions" section says the same):
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import insort
 from dataclasses import dataclass, field, replace
-from hashlib import blake2b
 from typing import Any
 
 import orjson
 
-EVENT_CODES = {"click": 1, "cart": 2, "purchase": 3}
-#: Upper bounds (ms) of age buckets 1..6; older is bucket 7; 0 is left for padding.
-AGE_BUCKET_BOUNDS_MS = (10_000, 60_000, 300_000, 1_800_000, 7_200_000, 86_400_000)
-#: Repeats are looked for among this many of the user's latest events, kept as 64-bit
-#: digests (a false match needs a 2**-64 collision) so the Table value stays small.
-RECENT_EVENT_IDS = 64
+from schemas import features
+from schemas.features import EVENT_CODES, HistoryEntry, RecentEvents, encode_state
+from schemas.reward import Reward
+
 #: ``synced_ms`` when every input partition has been read to its end.
 CAUGHT_UP = 2**62
 MAX_SHOWN = 8
 
 
-def event_digest(event_id: str) -> int:
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
-
-
 def _order(x: Interaction) -> tuple[int, str, int]:
     return x.order_key
-
-
-def age_bucket(age_ms: int) -> int:
-    return 1 + bisect_right(AGE_BUCKET_BOUNDS_MS, max(age_ms, 0) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +69,10 @@ class Interaction:
     def order_key(self) -> tuple[int, str, int]:
         return (self.ts_ms, self.event_id, self.line)
 
+    def entry(self) -> HistoryEntry:
+        """Its place in a history (``schemas.features``)."""
+        return [self.item, self.code, self.ts_ms, self.event_id, self.line]
+
     def as_list(self) -> list[Any]:
         return [self.ts_ms, self.event_id, self.line, self.item, self.code, self.rec_id,
                 self.last_line, self.arrival_ms, self.produced_ms]  # fmt: skip
@@ -90,16 +84,14 @@ class Interaction:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The configurable part of the rules (see ``Settings``)."""
+    """The configurable part of the rules (see ``StreamsSettings``)."""
 
-    history_length: int = 10
+    history_length: int = features.DEFAULT_HISTORY_LENGTH
     reorder_window_ms: int = 2_000
     session_timeout_ms: int = 1_800_000
     attribution_window_ms: int = 3_600_000
     done_on_purchase: bool = True
-    reward_click: float = 0.2
-    reward_cart: float = 0.5
-    reward_purchase: float = 1.0
+    reward: Reward = field(default_factory=Reward)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Rules:
@@ -109,13 +101,8 @@ class Rules:
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             attribution_window_ms=int(settings.attribution_window_s * 1000),
             done_on_purchase=settings.done_on_purchase,
-            reward_click=settings.reward_click,
-            reward_cart=settings.reward_cart,
-            reward_purchase=settings.reward_purchase,
+            reward=Reward.from_settings(settings),
         )
-
-    def reward(self, code: int) -> float:
-        return (self.reward_click, self.reward_cart, self.reward_purchase)[code - 1]
 
 
 @dataclass(slots=True)
@@ -130,20 +117,11 @@ class Outcome:
     unattributed: int = 0
 
 
-def encode_state(history: list[list[int]], now_ms: int) -> dict[str, list[int]]:
-    """``history`` entries are [item, code, ts_ms], oldest first."""
-    return {
-        "items": [h[0] for h in history],
-        "events": [h[1] for h in history],
-        "ages": [age_bucket(now_ms - h[2]) for h in history],
-    }
-
-
 @dataclass(slots=True)
 class UserSession:
     """Everything the streams worker keeps for one user (one Table value)."""
 
-    history: list[list[int]] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
     buffer: list[Interaction] = field(default_factory=list)
     last_key: tuple[int, str, int] | None = None
     pending: dict[str, Any] | None = None
@@ -208,13 +186,9 @@ class Sessionizer:
         out = Outcome()
         if not interactions:
             return out
-        event_id = interactions[0].event_id
-        digest = event_digest(event_id)
-        if digest in session.recent_ids:
+        if RecentEvents.seen(session.recent_ids, interactions[0].event_id):
             out.duplicates += 1
             return out
-        session.recent_ids.append(digest)
-        del session.recent_ids[:-RECENT_EVENT_IDS]
         session.last_seen_wall_ms = wall_ms
         session.last_produced_ms = max(session.last_produced_ms, interactions[0].produced_ms)
         for x in interactions:
@@ -232,9 +206,7 @@ class Sessionizer:
         self, session: UserSession, rec_id: str, served_ts_ms: int, shown: dict[int, float]
     ) -> None:
         """Remember what was shown (item index -> propensity) and the user's state then."""
-        known = session.history + [
-            [x.item, x.code, x.ts_ms] for x in session.buffer if x.ts_ms <= served_ts_ms
-        ]
+        known = session.history + [x.entry() for x in session.buffer if x.ts_ms <= served_ts_ms]
         window = self.rules.attribution_window_ms
         session.shown = [s for s in session.shown if s["ts"] + window >= served_ts_ms]
         session.shown.append(
@@ -315,9 +287,11 @@ class Sessionizer:
         session.open = True
         session.last_ts = max(session.last_ts, ts)
 
-        reward = rules.reward(x.code)
+        reward = rules.reward.of(x.code)
         state = encode_state(session.history, ts)
-        history = [*session.history, [x.item, x.code, ts]][-rules.history_length :]
+        # A late interaction takes its place in event-time order (features.insert), as it
+        # does in every other state builder; its transition is dated the last released time.
+        history = features.insert(session.history, x.entry(), rules.history_length)
         next_state = encode_state(history, ts)
         if session.pending is not None:
             out.transitions.append({**session.pending, "done": False})

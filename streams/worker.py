@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from schemas.codec import Limits, Source, encode
 from schemas.connection import client_options, resolve_bootstrap
 from schemas.records import SessionTick
-from schemas.settings import Settings
+from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TICK_MAX_LAG = 50
 
 
-def _credentials(settings: Settings) -> Any:
+def _credentials(settings: StreamsSettings) -> Any:
     opts = client_options(settings)
     if settings.security_protocol.startswith("SASL_"):
         return faust.SASLCredentials(
@@ -49,7 +49,7 @@ class StreamsRuntime:
     """What the agent and timers share besides the Table: started on first use, so that
     importing the app (``faust -A``) connects to nothing."""
 
-    def __init__(self, settings: Settings, bootstrap: str, catalog: TopicCatalog) -> None:
+    def __init__(self, settings: StreamsSettings, bootstrap: str, catalog: TopicCatalog) -> None:
         self.settings = settings
         self.vocabulary = ItemVocabulary(
             topic=catalog.name(TopicRole.ITEM_VOCABULARY),
@@ -109,7 +109,7 @@ class StreamsRuntime:
         self._started = False
 
 
-def create_app(settings: Settings, *, bootstrap: str | None = None) -> faust.App:
+def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> faust.App:
     eos.install()
     bootstrap = bootstrap or resolve_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)

@@ -11,7 +11,7 @@ import pytest
 
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
-from schemas.settings import Settings
+from schemas.settings import StageSettings
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    broker = EmbeddedKafka(tmp_path_factory.mktemp("kafka"), cache_dir=Settings().cache_dir)
+    broker = EmbeddedKafka(tmp_path_factory.mktemp("kafka"), cache_dir=StageSettings().cache_dir)
     try:
         state = broker.start()
     except RecqError as exc:  # the message carries the broker log's tail

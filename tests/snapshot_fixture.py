@@ -11,7 +11,8 @@ import torch
 
 from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.qnet import QNetwork
-from learner.snapshots import ModelStore, WrittenSnapshot
+from schemas.model_store import ModelStore, WrittenSnapshot
+from schemas.reward import Reward
 
 ITEMS = [f"sku-{i}" for i in range(40)]
 L = 10
@@ -32,9 +33,9 @@ def snapshot_writer() -> WriteSnapshot:
         model, policy = exporter.export(net, len(ITEMS))
         state["step"] += 10
         return ModelStore(root).write(
-            model=model, item_ids=ITEMS, step=state["step"], io_spec=io_spec(L, policy.k),
-            parity=check_parity(model, policy).as_dict(), metrics={},
-            extra={"encoder": "gru", "history_length": L, "k": policy.k},
+            model=model, item_ids=ITEMS, step=state["step"], k=policy.k, history_length=L,
+            encoder="gru", reward=Reward(), io_spec=io_spec(L, policy.k),
+            parity=check_parity(model, policy), metrics={},
         )  # fmt: skip
 
     return write

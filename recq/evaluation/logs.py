@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.codec import Limits, decode
+from schemas.features import EVENT_NAMES, interactions_of
 from schemas.records import CartEvent, ClickEvent, DeadLetter, Event, LineItem, PurchaseEvent
 
 RETAILROCKET_HEADER = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
@@ -38,8 +39,15 @@ class LoggedInteraction:
     user: str
     ts_ms: int
     item: str
-    event: str  # click | cart | purchase
+    event: str  # a name of schemas.features.EVENT_CODES
     line: int  # 1-based line in the file
+    event_id: str = ""
+    item_line: int = 0  # line item of a purchase
+
+    @property
+    def order_key(self) -> tuple[int, str, int]:
+        """schemas.features' order: (event time, event_id, line item)."""
+        return (self.ts_ms, self.event_id, self.item_line)
 
 
 @dataclass
@@ -92,17 +100,15 @@ def read_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]
 
 
 def read_interactions(path: Path, skipped: Skipped) -> list[LoggedInteraction]:
-    out = []
-    for line, event in read_events(path, skipped):
-        items = (
-            [i.item_id for i in event.items]
-            if isinstance(event, PurchaseEvent)
-            else [event.item_id]
+    """Every interaction, as ``schemas.features.interactions_of`` defines them (cart
+    removals included, with their own code)."""
+    return [
+        LoggedInteraction(
+            event.user_id, event.ts_ms, x.item_id, EVENT_NAMES[x.code], line, event.event_id, x.line
         )
-        if isinstance(event, CartEvent) and event.action == "remove":
-            continue  # a removal is not an interaction with the item
-        out += [LoggedInteraction(event.user_id, event.ts_ms, i, event.type, line) for i in items]
-    return out
+        for line, event in read_events(path, skipped)
+        for x in interactions_of(event)
+    ]
 
 
 def _jsonl_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:

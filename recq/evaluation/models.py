@@ -12,7 +12,7 @@ asked to score every item given a target's history:
 - ``dqn+sqn``: the same with the supervised next-item head (SQN), ranking by that head,
   as in the SQN paper.
 
-States are built exactly as the streams worker builds them (streams.session.encode_state).
+States are built by the rules every stage uses (schemas.features.encode_state).
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learner.dqn import DQN, DQNConfig
+from learner.dqn import DQN
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from recq.evaluation.protocol import Step
+from schemas.features import DEFAULT_HISTORY_LENGTH, encode_state
 from schemas.records import InteractionSequence, Transition
-from streams.session import Rules, encode_state
+from schemas.reward import Reward
+from schemas.settings import LearnerSettings
 
-HISTORY = 10
+HISTORY = DEFAULT_HISTORY_LENGTH
 WINDOW = 3
 Progress = Callable[[int], None]  # advance a progress bar by n
 
@@ -183,7 +185,7 @@ class LearnerModel:
             prioritized=True, n_step=3, gamma=0.9,
         )  # fmt: skip
         replay.add(data)
-        dqn = DQN(self.net, DQNConfig(negatives=256))
+        dqn = DQN(self.net, LearnerSettings(supervised_negatives=256))
         for step in range(self.updates):
             batch = replay.sample(self.batch_size, 0.4 + 0.6 * step / self.updates)
             replay.update_priorities(batch, dqn.update(batch).td_error)
@@ -199,16 +201,16 @@ class LearnerModel:
 
 def transitions(sessions: list[list[Step]]) -> list[Transition]:
     """Organic transitions of the training sessions (state before, action, reward by
-    event type with recq's default rewards, next state; ``done`` at a session's last
-    step)."""
-    rules = Rules()
+    event type with recq's default rewards (``schemas.reward``), next state; ``done`` at
+    a session's last step)."""
+    reward = Reward()
     out = []
     for u, xs in enumerate(sessions):
         for t, step in enumerate(xs):
             out.append(
                 Transition(
                     user_id=f"s{u}", seq=t, kind="organic", state=_state(xs[:t], step.ts_ms),
-                    action=step.item, reward=rules.reward(step.code),
+                    action=step.item, reward=reward.of(step.code),
                     next_state=_state(xs[: t + 1], step.ts_ms), done=t == len(xs) - 1,
                     ts_ms=step.ts_ms,
                 )

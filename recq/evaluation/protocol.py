@@ -1,7 +1,8 @@
 """The evaluation protocol of RL next-item recommendation papers (SQN/SAC, Xin et al.
 2020; SNQN 2022), on any log recq can read:
 
-- a session is a visitor's interactions in time order;
+- a session is a visitor's interactions in time order (``schemas.features``' order:
+  event time, event_id, line item; a repeated event_id counted once);
 - items with <= 2 interactions are dropped, then sessions with <= 2 interactions;
 - sessions are split 80/10/10 into train/validation/test at random (seeded), or, as a
   harder and more honest variant, by time: the sessions that start last are the test;
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recq.evaluation.logs import LoggedInteraction
-from streams.session import EVENT_CODES
+from schemas.features import EVENT_CODES
 
 MIN_INTERACTIONS = 3  # "drop sessions and items with <= 2 interactions"
 
@@ -25,7 +26,7 @@ MIN_INTERACTIONS = 3  # "drop sessions and items with <= 2 interactions"
 @dataclass(frozen=True, slots=True)
 class Step:
     item: int  # dense index into Dataset.items
-    code: int  # streams.session.EVENT_CODES
+    code: int  # schemas.features.EVENT_CODES
     ts_ms: int
 
 
@@ -52,10 +53,13 @@ def build_dataset(log: list[LoggedInteraction]) -> Dataset:
     item_counts = Counter(x.item for x in log)
     kept = [x for x in log if item_counts[x.item] >= MIN_INTERACTIONS]
     by_user: dict[str, list[LoggedInteraction]] = defaultdict(list)
+    first_line: dict[tuple[str, str], int] = {}
     for x in kept:
-        by_user[x.user].append(x)
+        # A repeated event (same user and event_id) is one event: keep its first copy.
+        if first_line.setdefault((x.user, x.event_id), x.line) == x.line:
+            by_user[x.user].append(x)
     sessions_raw = [
-        sorted(xs, key=lambda x: (x.ts_ms, x.line))
+        sorted(xs, key=lambda x: x.order_key)
         for _, xs in sorted(by_user.items())
         if len(xs) >= MIN_INTERACTIONS
     ]

@@ -26,9 +26,8 @@ from recq.evaluation.logs import Skipped, read_interactions
 from recq.evaluation.metrics import KS, RankingMetrics, target_ranks
 from recq.evaluation.models import Histories, Recommender, recommenders
 from recq.evaluation.protocol import Split, Step, build_dataset, split_random, split_time
-from streams.session import EVENT_CODES
+from schemas.features import EVENT_NAMES
 
-EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
 SCORE_BATCH = 256
 
 

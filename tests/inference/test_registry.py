@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from inference.registry import PIN_FILE, REJECTIONS, SnapshotRegistry
-from learner.snapshots import MANIFEST_FILE, MODEL_FILE
+from schemas.manifest import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE
 from tests.snapshot_fixture import WriteSnapshot
 
 
@@ -27,7 +27,7 @@ def test_scan_serves_the_newest_and_swaps_forward(
     model = registry.scan()
     assert model is not None and model.version == second.version == 2
     third = snapshot_writer(tmp_path)
-    assert registry.offer(third.version, third.path.name, third.manifest["sha256"])
+    assert registry.offer(third.version, third.path.name, third.manifest.model_sha256)
     assert registry.current is not None and registry.current.version == 3
     assert not registry.offer(2, second.path.name)  # never backwards without a pin
     held = registry.current
@@ -35,8 +35,10 @@ def test_scan_serves_the_newest_and_swaps_forward(
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncated", "wrong_hash", "announced_hash", "wrong_shapes", "outside"]
-)
+    "damage",
+    ["truncated", "wrong_hash", "announced_hash", "wrong_shapes", "outside", "vocabulary",
+     "feature_version", "not_a_manifest", "vocabulary_size"],
+)  # fmt: skip
 def test_bad_snapshots_are_rejected_and_serving_continues(
     tmp_path: Path, snapshot_writer: WriteSnapshot, damage: str
 ) -> None:
@@ -48,18 +50,36 @@ def test_bad_snapshots_are_rejected_and_serving_continues(
     sha = None
     expected_reason = {"truncated": "hash_mismatch", "wrong_hash": "hash_mismatch",
                        "announced_hash": "hash_mismatch", "wrong_shapes": "wrong_shapes",
-                       "outside": "outside_store"}[damage]  # fmt: skip
+                       "outside": "outside_store", "vocabulary": "hash_mismatch",
+                       "feature_version": "feature_version",
+                       "not_a_manifest": "invalid_manifest",
+                       "vocabulary_size": "wrong_shapes"}[damage]  # fmt: skip
     relative = bad.path.name
+    manifest = orjson.loads((bad.path / MANIFEST_FILE).read_bytes())
     if damage == "truncated":
         model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
     elif damage == "wrong_hash":
-        manifest = orjson.loads((bad.path / MANIFEST_FILE).read_bytes())
-        manifest["sha256"] = "0" * 64
+        manifest["files"][MODEL_FILE]["sha256"] = "0" * 64
+        (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    elif damage == "vocabulary":
+        # Same length, two items swapped: every index would name the wrong item.
+        vocabulary = bad.path / VOCABULARY_FILE
+        items = orjson.loads(vocabulary.read_bytes())["items"]
+        items[0], items[1] = items[1], items[0]
+        vocabulary.write_bytes(orjson.dumps({"items": items}))
+    elif damage == "feature_version":
+        manifest["feature_version"] = 1  # trained before cart removals had a code
+        (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    elif damage == "not_a_manifest":
+        del manifest["history_length"]
+        manifest["sha256"] = manifest["files"][MODEL_FILE]["sha256"]  # the old layout
+        (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    elif damage == "vocabulary_size":
+        manifest["n_items"] += 1
         (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
     elif damage == "announced_hash":
         sha = "f" * 64
     elif damage == "wrong_shapes":
-        manifest = orjson.loads((bad.path / MANIFEST_FILE).read_bytes())
         manifest["history_length"] = 7  # the graph takes 10
         (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
     else:
@@ -85,7 +105,10 @@ def test_a_truncated_model_with_a_matching_manifest_fails_to_load(
     model_file = bad.path / MODEL_FILE
     model_file.write_bytes(model_file.read_bytes()[:1000])
     manifest = orjson.loads((bad.path / MANIFEST_FILE).read_bytes())
-    manifest["sha256"] = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    manifest["files"][MODEL_FILE] = {
+        "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
+        "bytes": 1000,
+    }
     (bad.path / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
     registry = SnapshotRegistry(tmp_path)
     assert registry.scan() is None

@@ -15,7 +15,7 @@ from recq.topics import ensure_topics
 from schemas.codec import decode, encode
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter
-from schemas.settings import Settings
+from schemas.settings import StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ async def consume(bootstrap: str, topics: list[str], group: str, count: int) -> 
 
 
 def console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
-    dist = KafkaDistribution.in_cache(Settings().cache_dir).fetch()
+    dist = KafkaDistribution.in_cache(StageSettings().cache_dir).fetch()
     cmd = [
         find_java(),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",

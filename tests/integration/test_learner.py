@@ -13,11 +13,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from learner import checkpoint
 from learner.service import run_learner
-from learner.snapshots import MODEL_FILE, VOCABULARY_FILE, ModelStore
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
+from schemas.manifest import MODEL_FILE, VOCABULARY_FILE
+from schemas.model_store import ModelStore
 from schemas.records import DeadLetter, SnapshotAnnouncement
-from schemas.settings import Settings, load_settings
+from schemas.settings import LearnerSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
 from tests.learner.helpers import transition
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.integration
 ITEMS = [f"sku-{n}" for n in range(30)]
 
 
-def learner_settings(bootstrap: str, prefix: str, data_dir: Path) -> Settings:
+def learner_settings(bootstrap: str, prefix: str, data_dir: Path) -> LearnerSettings:
     return load_settings(
+        LearnerSettings,
         bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2, data_dir=data_dir,
         history_length=4, embedding_dim=16, batch_size=16, replay_capacity=1000,
         warmup_transitions=32, snapshot_every_updates=25, snapshot_every_s=3600,
@@ -90,9 +92,9 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
         assert hashlib.sha256((path / MODEL_FILE).read_bytes()).hexdigest() == first.sha256
         assert orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"] == ITEMS
         manifest = store.manifest(first.version)
-        assert manifest["parity"]["topk_equal"] == 1.0
-        assert manifest["parity"]["max_abs_diff"] < 1e-3
-        assert manifest["step"] == first.step >= 25
+        assert manifest.parity.topk_equal == 1.0
+        assert manifest.parity.max_abs_diff < 1e-3
+        assert manifest.step == first.step >= 25
         stopping.set()
         await asyncio.wait_for(task, 60)
 

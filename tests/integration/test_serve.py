@@ -24,7 +24,7 @@ from schemas.records import (
     RecRequest,
     SnapshotAnnouncement,
 )
-from schemas.settings import Settings, load_settings
+from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.snapshot_fixture import ITEMS, WriteSnapshot
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, bootstrap: str
+    settings: ServingSettings, bootstrap: str
 ) -> AsyncIterator[tuple[TopicCatalog, AIOKafkaProducer, AIOKafkaConsumer]]:
     """Topics, a running serving member (ready), a producer and a consumer of
     recommendations; all stopped afterwards."""
@@ -80,6 +80,7 @@ async def test_requests_answered_filters_and_50_hot_swaps(
     store = tmp_path / "models"
     first = snapshot_writer(store)
     settings = load_settings(
+        ServingSettings,
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=prefix,
         partitions=2,
@@ -166,18 +167,18 @@ async def test_requests_answered_filters_and_50_hot_swaps(
                 a = SnapshotAnnouncement(
                     version=bad.version,
                     path=bad.path.name,
-                    sha256=bad.manifest["sha256"],
-                    created_ts_ms=bad.manifest["created_ts_ms"],
-                    step=bad.manifest["step"],
+                    sha256=bad.manifest.model_sha256,
+                    created_ts_ms=bad.manifest.created_ts_ms,
+                    step=bad.manifest.step,
                 )
                 await producer.send_and_wait(snapshots_topic, encode(a), key=b"snapshot")
             written = await asyncio.to_thread(snapshot_writer, store)
             a = SnapshotAnnouncement(
                 version=written.version,
                 path=written.path.name,
-                sha256=written.manifest["sha256"],
-                created_ts_ms=written.manifest["created_ts_ms"],
-                step=written.manifest["step"],
+                sha256=written.manifest.model_sha256,
+                created_ts_ms=written.manifest.created_ts_ms,
+                step=written.manifest.step,
             )
             await producer.send_and_wait(snapshots_topic, encode(a), key=b"snapshot")
             await asyncio.sleep(0.05)
@@ -201,6 +202,7 @@ async def test_events_trigger_recommendations_when_configured(
     store = tmp_path / "models"
     written = snapshot_writer(store)
     settings = load_settings(
+        ServingSettings,
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=prefix,
         partitions=2,

@@ -14,7 +14,7 @@ from inference.service import run_server
 from recq.topics import ensure_topics
 from schemas.codec import decode
 from schemas.records import Event
-from schemas.settings import load_settings
+from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator.shop import Catalog
 from simulator.traffic import Answers, Traffic
@@ -27,6 +27,7 @@ async def test_shoppers_ask_recq_and_react(
 ) -> None:
     prefix = f"sim{unique}."
     settings = load_settings(
+        ServingSettings,
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=prefix,
         partitions=2,

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from learner import checkpoint
-from learner.dqn import DQN, DQNConfig, full_catalog_step
+from learner.dqn import DQN, full_catalog_step
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.storage import Batch
+from schemas.settings import LearnerSettings
 from tests.learner.helpers import L, transition
 
 CPU = torch.device("cpu")
@@ -22,7 +23,7 @@ CPU = torch.device("cpu")
 def make_dqn(n_items: int, *, supervised: bool = False, seed: int = 0, **config: float) -> DQN:
     torch.manual_seed(seed)
     net = QNetwork(n_items=n_items, dim=16, history_length=L, supervised_head=supervised)
-    return DQN(net, DQNConfig(**config))  # type: ignore[arg-type]
+    return DQN(net, LearnerSettings(**config))  # type: ignore[arg-type]
 
 
 def state(*items: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -175,13 +176,13 @@ def test_restart_resumes_exactly_from_a_checkpoint(tmp_path: Path) -> None:
                                 prioritized=False, n_step=1, gamma=0.9)  # fmt: skip
     replay.add([transition(f"u{i}", 0, i % 12, 1.0, state=(i % 5,), done=True)
                 for i in range(128)])  # fmt: skip
-    dqn = make_dqn(12, supervised=True, negatives=0, negative_actions=0)
+    dqn = make_dqn(12, supervised=True, supervised_negatives=0, negative_actions=0)
     for _ in range(5):
         dqn.update(replay.sample(16))
     path = tmp_path / "checkpoint.pt"
     checkpoint.save(path, dqn, {0: 41, 1: 7})
 
-    fresh = make_dqn(12, supervised=True, seed=99, negatives=0, negative_actions=0)
+    fresh = make_dqn(12, supervised=True, seed=99, supervised_negatives=0, negative_actions=0)
     saved = checkpoint.restore(path, fresh)
     assert saved is not None and saved.offsets == {0: 41, 1: 7} and fresh.updates == 5
     batch = replay.sample(16)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, sample_states
-from learner.qnet import EXCLUDED_SCORE, QNetwork
+from learner.qnet import QNetwork
+from schemas.manifest import EXCLUDED_SCORE
 
 L = 6
 

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import orjson
 
-from learner.snapshots import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE, ModelStore
+from schemas.manifest import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE, Parity, SnapshotManifest
+from schemas.model_store import ModelStore
+from schemas.reward import Reward
 
 
 def write(store: ModelStore, n: int) -> None:
     store.write(
         model=bytes([n % 256]) * (200_000 + n), item_ids=[f"sku-{i}" for i in range(n + 1)],
-        step=n, io_spec={"k": 5}, parity={"topk_equal": 1.0, "max_abs_diff": 0.0},
-        metrics={"losses/td": 0.5},
+        step=n, k=5, history_length=10, encoder="gru", reward=Reward(), io_spec={"k": 5},
+        parity=Parity(batch=8, topk_equal=1.0, max_abs_diff=0.0), metrics={"losses/td": 0.5},
     )  # fmt: skip
 
 
@@ -31,16 +33,16 @@ def test_a_reader_never_sees_a_partial_snapshot(tmp_path: Path) -> None:
             for version in store.versions():
                 path = store.path(version)
                 try:
-                    manifest = orjson.loads((path / MANIFEST_FILE).read_bytes())
+                    manifest = SnapshotManifest.parse((path / MANIFEST_FILE).read_bytes())
                     model = (path / MODEL_FILE).read_bytes()
                     vocab = orjson.loads((path / VOCABULARY_FILE).read_bytes())
                 except FileNotFoundError:
                     if path.exists():  # pruned between listing and reading is fine
                         problems.append(f"{version}: listed but incomplete")
                     continue
-                if hashlib.sha256(model).hexdigest() != manifest["sha256"]:
+                if hashlib.sha256(model).hexdigest() != manifest.model_sha256:
                     problems.append(f"{version}: hash mismatch")
-                if len(vocab["items"]) != manifest["n_items"]:
+                if len(vocab["items"]) != manifest.n_items:
                     problems.append(f"{version}: vocabulary size mismatch")
                 seen.add(version)
 
@@ -55,8 +57,11 @@ def test_a_reader_never_sees_a_partial_snapshot(tmp_path: Path) -> None:
     assert len(seen) > 5
     assert store.versions() == [38, 39, 40]
     manifest = store.manifest(40)
-    assert manifest["step"] == 39 and manifest["version"] == 40
-    assert manifest["files"][MODEL_FILE]["bytes"] == 200_039
+    assert manifest.step == 39 and manifest.version == 40
+    assert manifest.files[MODEL_FILE].bytes == 200_039
+    vocabulary = (store.path(40) / VOCABULARY_FILE).read_bytes()
+    assert manifest.files[VOCABULARY_FILE].sha256 == hashlib.sha256(vocabulary).hexdigest()
+    assert manifest.reward == {"click": 0.2, "cart": 0.5, "purchase": 1.0, "cart_remove": -0.5}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from recq.closed_loop import Stage, Timeline, _report
 from recq.embedded_kafka import free_port
+from schemas.reward import Reward
 
 
 def test_report_metrics_and_plots(tmp_path: Path) -> None:
@@ -28,7 +29,8 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
                                 "latency_count": 2.0 * i})  # fmt: skip
     timeline.stages = {"learner": {"exit_code": None, "scrape_failures": 3},
                        "serve": {"exit_code": 1, "scrape_failures": 0}}  # fmt: skip
-    _report(tmp_path, timeline, [], oracle_reward=2.0, duration_s=60.0, seed=3,
+    reward = Reward(click=0.3, cart=0.5, purchase=2.0, cart_remove=-0.1)
+    _report(tmp_path, timeline, [], oracle_reward=2.0, duration_s=60.0, seed=3, reward=reward,
             console=Console(quiet=True))  # fmt: skip
     metrics = orjson.loads((tmp_path / "metrics.json").read_bytes())
     learned = metrics["policies"]["learned"]
@@ -39,6 +41,8 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     assert metrics["policies"]["popularity"]["second_half"]["sessions"] == 30
     assert metrics["serving_latency_mean_ms"] == 6.0 and metrics["snapshots"] == 2.0
     assert metrics["stages"]["serve"] == {"exit_code": 1, "scrape_failures": 0}
+    # the report says which reward scored the arms
+    assert metrics["reward"] == {"click": 0.3, "cart": 0.5, "purchase": 2.0, "cart_remove": -0.1}
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -48,11 +52,18 @@ def test_a_missed_scrape_keeps_the_stages_last_values(tmp_path: Path) -> None:
     learner back at snapshot 0: CI once failed on exactly that."""
     registry = CollectorRegistry()
     Gauge("recq_learner_snapshot_version", "v", registry=registry).set(7)
+    loss = Gauge("recq_learner_loss", "l", ["term"], registry=registry)
+    loss.labels("td").set(0.25)
+    loss.labels("ce").set(2.0)
     port = free_port()
     stage = Stage("learner", {}, tmp_path / "learner.log", port)
     assert stage.metrics(timeout_s=0.5) == {} and stage.scrape_failures == 1  # not up yet
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    assert stage.metrics()["recq_learner_snapshot_version"] == 7.0
+    scraped = stage.metrics()
+    assert scraped["recq_learner_snapshot_version"] == 7.0
+    # labelled samples are kept apart (the demo's TD loss is not TD + CE)
+    assert scraped['recq_learner_loss{term="td"}'] == 0.25
+    assert scraped["recq_learner_loss"] == 2.25
     server.shutdown()
     server.server_close()
     thread.join()

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 
 from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
-from schemas.settings import SettingsError, load_settings
+from schemas.settings import SettingsError, StageSettings, load_settings
 
 
 def test_defaults_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings()
+    settings = load_settings(StageSettings)
     assert settings.partitions == 4
     assert settings.model_store_dir == Path("data/models")
 
@@ -33,7 +33,7 @@ def test_invalid_setting_is_named(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(env, value)
     with pytest.raises(SettingsError, match=named):
-        load_settings()
+        load_settings(StageSettings)
 
 
 def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("RECQ_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("RECQ_SASL_MECHANISM", "PLAIN")
     with pytest.raises(SettingsError, match="RECQ_SASL_USERNAME, RECQ_SASL_PASSWORD"):
-        load_settings()
+        load_settings(StageSettings)
 
 
 def test_password_is_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_password_is_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         "RECQ_SASL_PASSWORD": "hunter2",
     }.items():
         monkeypatch.setenv(key, value)
-    settings = load_settings()
+    settings = load_settings(StageSettings)
     assert "hunter2" not in repr(settings)
     opts = client_options(settings)
     assert opts["sasl_plain_password"] == "hunter2"
@@ -63,6 +63,6 @@ def test_password_is_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_bootstrap_prefers_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BrokerNotConfigured, match="recq kafka start"):
-        resolve_bootstrap(load_settings())
+        resolve_bootstrap(load_settings(StageSettings))
     monkeypatch.setenv("RECQ_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
-    assert resolve_bootstrap(load_settings()) == "k1:9092,k2:9092"
+    assert resolve_bootstrap(load_settings(StageSettings)) == "k1:9092,k2:9092"

@@ -4,6 +4,7 @@ and the oracle (true tastes) beats random by a wide margin."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, PurchaseEvent
@@ -54,4 +55,4 @@ def test_events_follow_the_contract_and_attribution() -> None:
         assert purchases in ([], [len(o.events) - 1])  # a purchase ends the session
         expected = sum(0.2 if isinstance(e, ClickEvent) else 0.5 if isinstance(e, CartEvent)
                        else len(e.items) for e in o.events)  # fmt: skip
-        assert o.reward == expected
+        assert o.reward == pytest.approx(expected, abs=1e-9)

@@ -16,7 +16,7 @@ from faust.types import Message
 
 from schemas.codec import encode
 from schemas.records import ClickEvent
-from schemas.settings import load_settings
+from schemas.settings import StreamsSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import worker
 from streams.session import CAUGHT_UP, UserSession
@@ -44,6 +44,7 @@ def app_and_outputs(
     monkeypatch.setattr(worker.StreamsRuntime, "ensure_started", started)
     monkeypatch.setattr(worker.eos, "send_in_transaction", capture)
     settings = load_settings(
+        StreamsSettings,
         bootstrap_servers="localhost:9", topic_prefix=PREFIX, partitions=2,
         processing_guarantee="at_least_once", streams_store="memory://",
         reorder_window_s=0, metrics_port=0, streams_app_id="recq-agent-test",

@@ -7,8 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.features import EVENT_CODES
 from schemas.records import Transition
-from streams.session import EVENT_CODES, Interaction, Outcome, Rules, Sessionizer, UserSession
+from streams.session import Interaction, Outcome, Rules, Sessionizer, UserSession
 
 RULES = Rules(reorder_window_ms=2_000, session_timeout_ms=60_000, attribution_window_ms=30_000)
 T0 = 1_790_000_000_000
@@ -111,7 +112,20 @@ def test_late_event_is_counted_and_applied_now() -> None:
     assert counts.late == 1
     assert [t["action"] for t in got] == [1, 2, 4, 3, 5]
     assert got[2]["ts_ms"] == T0 + 1_000  # applied as of the last released time
+    # ...and it takes its event-time place in the history, as in every state builder
+    assert got[2]["state"]["items"] == [1, 2]  # e@5000 still waits in the window
+    assert got[2]["next_state"]["items"] == [1, 4, 2]
+    assert got[3]["state"]["items"] == [1, 4, 2]
     assert len(got) == 5  # nothing silently dropped
+
+
+def test_cart_removal_is_a_negative_interaction() -> None:
+    # README: a removal enters the state with code 4 and earns RECQ_REWARD_CART_REMOVE
+    # (-0.5 by default: it takes back what the add earned).
+    remove = [Interaction(T0 + 2_000, "e2000", 0, 7, 4)]
+    got, _ = run([click(0, 7), cart(1_000, 7), remove, click(3_000, 8)])
+    assert [(t["action"], t["reward"]) for t in got] == [(7, 0.2), (7, 0.5), (7, -0.5), (8, 0.2)]
+    assert got[3]["state"]["events"] == [1, 2, 4]
 
 
 def test_feedback_transition_joins_the_logged_propensity() -> None:
@@ -138,7 +152,7 @@ def test_feedback_transition_joins_the_logged_propensity() -> None:
 journeys = st.lists(
     st.tuples(
         st.integers(min_value=1, max_value=90_000),  # gap to previous event (ms)
-        st.sampled_from(["click", "cart", "purchase"]),
+        st.sampled_from(["click", "cart", "remove", "purchase"]),
         st.integers(min_value=0, max_value=50),  # item
         st.integers(min_value=0, max_value=1_999),  # arrival jitter < reorder window
     ),
@@ -155,6 +169,8 @@ def build(journey: list[tuple[int, str, int, int]]) -> tuple[list[list[Interacti
             events.append(purchase(ts, item, item + 1))
         elif kind == "cart":
             events.append(cart(ts, item))
+        elif kind == "remove":
+            events.append([Interaction(T0 + ts, f"e{ts}", 0, item, EVENT_CODES["cart_remove"])])
         else:
             events.append(click(ts, item))
         arrival.append(T0 + ts + jitter)
@@ -182,7 +198,7 @@ def test_rewards_and_done_follow_the_rules(journey: list[tuple[int, str, int, in
     interactions = [x for event in events for x in event]
     assert len(got) == len(interactions)  # one organic transition per interaction
     assert [t["seq"] for t in got] == list(range(len(got)))
-    rewards = {1: 0.2, 2: 0.5, 3: 1.0}
+    rewards = {1: 0.2, 2: 0.5, 3: 1.0, 4: -0.5}  # the README's defaults
     for t, x in zip(got, interactions, strict=True):
         assert t["action"] == x.item
         assert t["reward"] == rewards[x.code]

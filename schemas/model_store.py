@@ -4,12 +4,14 @@ A snapshot is written into a hidden temp directory in the store and renamed into
 (atomic on one filesystem), so a reader never sees a partial one. Layout:
 
     snapshot-000042/
-        model.onnx        top-K policy (see export.py)
+        model.onnx        top-K policy (see learner/export.py)
         vocabulary.json   item ids by index ({"items": [...]}), the catalog it scores
-        manifest.json     version, created_at, step, sha256 of each file, io spec,
-                          parity, training metrics
+        manifest.json     a ``schemas.manifest.SnapshotManifest``: version, step, the
+                          sha256 and size of both files, what must match across
+                          processes (history length, feature version, reward), parity
 
-The last ``keep`` snapshots are kept; older ones are pruned after a new one lands.
+The last ``keep`` snapshots are kept; older ones are pruned after a new one lands. The
+learner writes; serving members and ``recq snapshots`` only read (torch-free).
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from typing import Any
 
 import orjson
 
+from schemas.features import FEATURE_VERSION
+from schemas.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VOCABULARY_FILE,
+    FileDigest,
+    Parity,
+    SnapshotManifest,
+)
+from schemas.reward import Reward
+
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{6,})$")
-MODEL_FILE = "model.onnx"
-VOCABULARY_FILE = "vocabulary.json"
-MANIFEST_FILE = "manifest.json"
 
 
 def snapshot_dirname(version: int) -> str:
@@ -43,7 +53,7 @@ def sha256_of(data: bytes) -> str:
 class WrittenSnapshot:
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: SnapshotManifest
 
 
 class ModelStore:
@@ -59,9 +69,9 @@ class ModelStore:
     def path(self, version: int) -> Path:
         return self.root / snapshot_dirname(version)
 
-    def manifest(self, version: int) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads((self.path(version) / MANIFEST_FILE).read_bytes())
-        return data
+    def manifest(self, version: int) -> SnapshotManifest:
+        """The version's manifest; ``ManifestError`` when it is not a valid one."""
+        return SnapshotManifest.parse((self.path(version) / MANIFEST_FILE).read_bytes())
 
     def write(
         self,
@@ -69,38 +79,44 @@ class ModelStore:
         model: bytes,
         item_ids: list[str],
         step: int,
-        io_spec: dict[str, object],
-        parity: dict[str, float],
+        k: int,
+        history_length: int,
+        encoder: str,
+        reward: Reward,
+        io_spec: dict[str, Any],
+        parity: Parity,
         metrics: dict[str, float],
-        extra: dict[str, object] | None = None,
     ) -> WrittenSnapshot:
         """Write the next version atomically and return it."""
         self.root.mkdir(parents=True, exist_ok=True)
         version = max(self.versions(), default=0) + 1
         vocabulary = orjson.dumps({"items": item_ids})
-        manifest: dict[str, Any] = {
-            "version": version,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "created_ts_ms": int(time.time() * 1000),
-            "step": step,
-            "sha256": sha256_of(model),
-            "files": {
-                MODEL_FILE: {"sha256": sha256_of(model), "bytes": len(model)},
-                VOCABULARY_FILE: {"sha256": sha256_of(vocabulary), "bytes": len(vocabulary)},
+        manifest = SnapshotManifest(
+            version=version,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            created_ts_ms=int(time.time() * 1000),
+            step=step,
+            files={
+                MODEL_FILE: FileDigest(sha256=sha256_of(model), bytes=len(model)),
+                VOCABULARY_FILE: FileDigest(sha256=sha256_of(vocabulary), bytes=len(vocabulary)),
             },
-            "n_items": len(item_ids),
-            "io": io_spec,
-            "parity": parity,
-            "metrics": metrics,
-            **(extra or {}),
-        }
+            n_items=len(item_ids),
+            k=k,
+            history_length=history_length,
+            feature_version=FEATURE_VERSION,
+            reward=reward.as_dict(),
+            encoder=encoder,
+            io=io_spec,
+            parity=parity,
+            metrics=metrics,
+        )
         tmp = self.root / f".tmp-{snapshot_dirname(version)}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for name, data in (
             (MODEL_FILE, model),
             (VOCABULARY_FILE, vocabulary),
-            (MANIFEST_FILE, orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
+            (MANIFEST_FILE, manifest.to_json()),
         ):
             with open(tmp / name, "wb") as f:
                 f.write(data)

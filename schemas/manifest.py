@@ -1,0 +1,96 @@
+"""The snapshot contract: what a snapshot directory holds and what its manifest says.
+
+The learner writes ``manifest.json`` as a ``SnapshotManifest``; the serving registry and
+``recq snapshots`` read it back through ``SnapshotManifest.parse`` and nothing else. It
+carries what must match across processes: the history length and feature version the
+model reads states with (``schemas.features``), the reward it was trained for
+(``schemas.reward``), and the sha256 and size of every file in the directory, the
+vocabulary (index -> item id) included. A reader verifies every listed file and refuses
+a feature version it does not understand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: Version of this record's layout (not of the model).
+MANIFEST_SCHEMA_VERSION: Literal[1] = 1
+
+MODEL_FILE = "model.onnx"
+VOCABULARY_FILE = "vocabulary.json"
+MANIFEST_FILE = "manifest.json"
+#: Files every snapshot has; the manifest lists each with its digest.
+REQUIRED_FILES = (MODEL_FILE, VOCABULARY_FILE)
+
+#: The model's inputs (int64; items / events / ages [batch, L], exclude [batch, X]) and
+#: outputs (indices int64 [batch, K], scores float32 [batch, K]).
+INPUT_NAMES = ("items", "events", "ages", "exclude")
+OUTPUT_NAMES = ("indices", "scores")
+#: Score of an excluded item (and of top-K padding past the catalog): finite, so parity
+#: checks can compare it, and far below any real Q-value.
+EXCLUDED_SCORE = -1e30
+
+
+class ManifestError(ValueError):
+    """A manifest that is not a valid ``SnapshotManifest``; the message says why."""
+
+
+class FileDigest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Parity(BaseModel):
+    """ONNX vs torch on a sample batch, measured before the snapshot was written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    batch: int = Field(ge=1)
+    topk_equal: float = Field(ge=0.0, le=1.0, description="Rows with identical top-K lists.")
+    max_abs_diff: float = Field(ge=0.0, description="Largest |score difference| in the top-K.")
+
+
+class SnapshotManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    version: int = Field(ge=1, description="Snapshot version: increases by one per write.")
+    created_at: str = Field(description="UTC, ISO 8601.")
+    created_ts_ms: int = Field(ge=0)
+    step: int = Field(ge=0, description="Learner updates done when it was exported.")
+    files: dict[str, FileDigest] = Field(description="Every file of the snapshot but this one.")
+    n_items: int = Field(ge=1, description="Catalog size: entries of vocabulary.json.")
+    k: int = Field(ge=1, description="K of the in-graph top-K.")
+    history_length: int = Field(ge=1, description="L: interactions per state row.")
+    feature_version: int = Field(ge=1, description="schemas.features.FEATURE_VERSION.")
+    reward: dict[str, float] = Field(description="schemas.reward.Reward it was trained for.")
+    encoder: str
+    io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
+    parity: Parity
+    metrics: dict[str, float] = Field(description="Training figures at export.")
+
+    @property
+    def model_sha256(self) -> str:
+        return self.files[MODEL_FILE].sha256
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SnapshotManifest:
+        try:
+            manifest = cls.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ManifestError(f"invalid manifest: {problems}") from None
+        missing = [name for name in REQUIRED_FILES if name not in manifest.files]
+        if missing:
+            raise ManifestError(f"invalid manifest: files lacks {', '.join(missing)}")
+        return manifest

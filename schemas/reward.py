@@ -1,0 +1,54 @@
+"""The reward, in one place: what each interaction earns. Read by the streams worker (the
+reward of every transition), the simulator (a session's reward) and the demo's scoring
+of its arms, all from the same ``RECQ_REWARD_*`` settings.
+
+An interaction earns the weight of its event code (``schemas.features``): a click, a cart
+add, a cart removal (negative by default: it takes back what the add earned), and each
+line item of a purchase. A session's reward is the sum over its interactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from schemas.features import EVENT_CODES, interactions_of
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """Weights by event code; the defaults are the settings' defaults."""
+
+    click: float = 0.2
+    cart: float = 0.5
+    purchase: float = 1.0
+    cart_remove: float = -0.5
+
+    def of(self, code: int) -> float:
+        """The reward of one interaction with event code ``code``."""
+        if code == EVENT_CODES["click"]:
+            return self.click
+        if code == EVENT_CODES["cart"]:
+            return self.cart
+        if code == EVENT_CODES["purchase"]:
+            return self.purchase
+        if code == EVENT_CODES["cart_remove"]:
+            return self.cart_remove
+        raise ValueError(f"no reward for event code {code}")
+
+    def of_events(self, events: Iterable[Any]) -> float:
+        """The summed reward of shop events (click, cart, purchase records)."""
+        return sum(self.of(x.code) for event in events for x in interactions_of(event))
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Reward:
+        return cls(
+            click=settings.reward_click,
+            cart=settings.reward_cart,
+            purchase=settings.reward_purchase,
+            cart_remove=settings.reward_cart_remove,
+        )
