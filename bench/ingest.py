@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import figure
 from recq.embedded_kafka import EmbeddedKafka
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
@@ -200,17 +200,8 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
               "worker_settings": dict(args.worker_env),
               "forward_settings": dict(args.forward_env)}  # fmt: skip
     for name, value in (("raw_aiokafka", baseline), ("faust_forward", forward)):
-        line = {
-            "bench": "ingest",
-            "metric": "events_per_s",
-            "value": round(rate, 1),
-            "unit": "1/s",
-            "baseline": name,
-            "baseline_value": round(value, 1),
-            "ratio": round(rate / value, 3),
-            **common,
-        }
-        print(orjson.dumps(line).decode())
+        figure("ingest", "events_per_s", rate, "1/s", baseline=name, baseline_value=value,
+               digits=1, **common)  # fmt: skip
 
 
 def setting(text: str) -> tuple[str, str]:

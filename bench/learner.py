@@ -18,11 +18,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import figure
 from learner.device import pick_device
 from learner.dqn import DQN, UpdateStats, full_catalog_step, select_dtype_for
 from learner.qnet import QNetwork
@@ -92,13 +92,12 @@ def main() -> None:
                   mixed_precision=device.type == "cuda")  # fmt: skip
         baseline = rate(partial(full_catalog_step, dqn), replay, args.batch, args.seconds)
         ours = rate(dqn.update, replay, args.batch, args.seconds)
-        print(orjson.dumps({
-            "bench": "learner", "metric": "updates_per_s" + ("" if not supervised else "_sqn"),
-            "value": round(ours, 1), "unit": "1/s", "baseline": "full_catalog_step",
-            "baseline_value": round(baseline, 1), "ratio": round(ours / baseline, 2),
-            "items": args.items, "batch": args.batch, "device": device.type,
-            "select_dtype": str(dqn.select_dtype).removeprefix("torch."),
-        }).decode(), flush=True)  # fmt: skip
+        figure(
+            "learner", "updates_per_s" + ("" if not supervised else "_sqn"), ours, "1/s",
+            baseline="full_catalog_step", baseline_value=baseline, digits=1, items=args.items,
+            batch=args.batch, device=device.type,
+            select_dtype=str(dqn.select_dtype).removeprefix("torch."),
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

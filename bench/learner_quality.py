@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import figure
 from learner.dqn import DQN
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
@@ -150,11 +150,12 @@ def main() -> None:
             batch = replay.sample(256, beta)
             replay.update_priorities(batch, dqn.update(batch).td_error)
         seconds = time.perf_counter() - start
-        print(orjson.dumps({
-            "bench": "learner_quality", "variant": name, **evaluate(net, held_out),
+        hr = evaluate(net, held_out)
+        figure(
+            "learner_quality", "q_hr@10", hr["q_hr@10"], "fraction", variant=name, **hr,
             **(evaluate(net, held_out, head="supervised") if supervised else {}),
-            "updates": args.updates, "train_s": round(seconds, 1),
-        }).decode(), flush=True)  # fmt: skip
+            updates=args.updates, train_s=round(seconds, 1),
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

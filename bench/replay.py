@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.learner import synthetic_samples
+from bench.report import figure
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.storage import Samples
 
@@ -122,20 +122,15 @@ def main() -> None:
         try:
             theirs = torchrl(args.capacity, blocks, prioritized)
         except RuntimeError as exc:  # the compiled segment tree did not load
-            line = {"bench": "replay", "metric": f"{kind}_torchrl_available", "value": 0,
-                    "unit": "bool", "reason": str(exc)}  # fmt: skip
-            print(orjson.dumps(line).decode())
+            figure("replay", f"{kind}_torchrl_available", 0, "bool", reason=str(exc))
             continue
         mine = ours(args.capacity, blocks, prioritized)
         for metric, index in (("sample_per_s", 1), ("extend_blocks_per_s", 0)):
             value = per_second(mine[index], args.seconds)
             baseline = per_second(theirs[index], args.seconds)
-            print(orjson.dumps({
-                "bench": "replay", "metric": f"{kind}_{metric}", "value": round(value, 1),
-                "unit": "1/s", "baseline": "torchrl", "baseline_value": round(baseline, 1),
-                "ratio": round(value / baseline, 2), "capacity": args.capacity,
-                "batch": BATCH, "block": BLOCK,
-            }).decode(), flush=True)  # fmt: skip
+            figure("replay", f"{kind}_{metric}", value, "1/s", baseline="torchrl",
+                   baseline_value=baseline, digits=1, capacity=args.capacity, batch=BATCH,
+                   block=BLOCK)  # fmt: skip
 
 
 if __name__ == "__main__":

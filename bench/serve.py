@@ -22,16 +22,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import orjson
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import broker, setting
+from bench.report import figure
 from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
 from recq.processes import StageProcess, recq_command
@@ -45,9 +46,8 @@ from tests.streams_harness import worker_env
 ITEMS, L, K, USERS = 50_000, 10, 50, 2_000
 
 
-def line(metric: str, value: float, unit: str, **extra: object) -> None:
-    print(orjson.dumps({"bench": "serve", "metric": metric, "value": round(value, 3),
-                        "unit": unit, **extra}).decode(), flush=True)  # fmt: skip
+def line(metric: str, value: float, unit: str, **extra: Any) -> None:
+    figure("serve", metric, value, unit, **extra)
 
 
 def model_only(model: bytes, net: QNetwork) -> None:
@@ -197,8 +197,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
             extra["echo_achieved_rate"] = echo_extra["achieved_rate"]
             for metric, value, floor in (("p50", p50, e50), ("p99", p99, e99)):
                 line(f"e2e_{metric}_ms_at_{rate}", value, "ms", baseline="kafka_echo",
-                     baseline_value=round(floor, 3), ratio=round(value / floor, 2),
-                     **extra)  # fmt: skip
+                     baseline_value=floor, **extra)  # fmt: skip
     finally:
         server.stop()
         echo.stop()

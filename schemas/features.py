@@ -57,7 +57,8 @@ EventCode = Literal["click", "cart", "purchase", "cart_remove"]
 
 
 def age_bucket(age_ms: int) -> int:
-    return 1 + bisect_right(AGE_BUCKET_BOUNDS_MS, max(age_ms, 0) - 1)
+    """1 for an age under 10 s, ..., 6 under 1 d, 7 older (bounds exclusive)."""
+    return 1 + bisect_right(AGE_BUCKET_BOUNDS_MS, max(age_ms, 0))
 
 
 def event_digest(event_id: str) -> int:

@@ -3,7 +3,6 @@ the rules say it must produce, a worker subprocess, and a read_committed reader.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import Counter
@@ -17,22 +16,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from recq.processes import StageProcess, recq_command
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.settings import stage_env
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
-from streams.session import EVENT_CODES, Interaction, Rules, Sessionizer, UserSession
 from streams.vocabulary import ItemVocabulary
+from tests.reference_rules import reference_transitions
 
 ShopEvent = ClickEvent | CartEvent | PurchaseEvent
 REORDER_WINDOW_S = 3.0
 SESSION_TIMEOUT_S = 8.0
-RULES = Rules(
-    reorder_window_ms=int(REORDER_WINDOW_S * 1000),
-    session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
-)
+HISTORY_LENGTH = 10  # the setting's default, which the worker under test runs with
 
 
 def scripted_log(users: int, events_per_user: int, seed: int) -> list[ShopEvent]:
-    """Journeys of browsing, carting and buying, with event-time gaps that end sessions,
-    events produced out of order within a second, and repeated deliveries."""
+    """Journeys of browsing, carting, taking out of the cart and buying, with event-time
+    gaps that end sessions, events produced out of order within a second, and repeated
+    deliveries."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - 3_600_000
     log: list[ShopEvent] = []
@@ -47,9 +45,13 @@ def scripted_log(users: int, events_per_user: int, seed: int) -> list[ShopEvent]
             roll = rng.random()
             if roll < 0.6:
                 journey.append(ClickEvent(event_id=eid, user_id=user, ts_ms=ts, item_id=item))
-            elif roll < 0.85:
+            elif roll < 0.78:
                 journey.append(
                     CartEvent(event_id=eid, user_id=user, ts_ms=ts, item_id=item, action="add")
+                )
+            elif roll < 0.85:
+                journey.append(
+                    CartEvent(event_id=eid, user_id=user, ts_ms=ts, item_id=item, action="remove")
                 )
             else:
                 lines = [LineItem(item_id=item, quantity=1, unit_price=9.5)]
@@ -79,40 +81,14 @@ def item_ids(event: ShopEvent) -> list[str]:
     )
 
 
-def expected_transitions(log: list[ShopEvent], rules: Rules = RULES) -> Counter[bytes]:
-    """What the rules produce when every event of a user arrives within the reorder
-    window, then the session idles out; items as ids, canonical JSON, as a multiset."""
-    index: dict[str, int] = {}
-    ids: list[str] = []
-
-    def idx(item: str) -> int:
-        if item not in index:
-            index[item] = len(ids)
-            ids.append(item)
-        return index[item]
-
-    sessionizer = Sessionizer(rules)
-    sessions: dict[str, UserSession] = {}
-    out: list[dict[str, Any]] = []
-    for event in log:
-        session = sessions.setdefault(event.user_id, UserSession())
-        items = [idx(i) for i in item_ids(event)]
-        interactions = [
-            Interaction(
-                event.ts_ms,
-                event.event_id,
-                n,
-                it,
-                EVENT_CODES[event.type],
-                None,
-                n == len(items) - 1,
-            )
-            for n, it in enumerate(items)
-        ]
-        out += sessionizer.on_event(session, event.user_id, interactions, wall_ms=0).transitions
-    for user, session in sessions.items():
-        out += sessionizer.on_tick(session, user, wall_ms=10**12).transitions
-    return Counter(canonical(t, ids.__getitem__) for t in out)
+def expected_transitions(log: list[ShopEvent]) -> Counter[bytes]:
+    """What the README's rules say the worker must write for ``log`` (every event of a
+    user within the reorder window, then the session idles out), from the independent
+    reference in tests/reference_rules.py; items as ids, canonical JSON, as a multiset."""
+    out = reference_transitions(
+        log, history_length=HISTORY_LENGTH, session_timeout_ms=int(SESSION_TIMEOUT_S * 1000)
+    )
+    return Counter(canonical(t, lambda item: item) for t in out)
 
 
 def canonical(transition: dict[str, Any], item_of: Any) -> bytes:
@@ -215,18 +191,17 @@ class WorkerProcess(StageProcess):
 
 
 def worker_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
-    env.update(
+    env = stage_env(
         RECQ_BOOTSTRAP_SERVERS=bootstrap,
         RECQ_TOPIC_PREFIX=prefix,
         RECQ_STREAMS_APP_ID=f"{prefix}streams",
-        RECQ_PARTITIONS="4",
-        RECQ_REORDER_WINDOW_S=str(REORDER_WINDOW_S),
-        RECQ_SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S),
-        RECQ_SESSION_TICK_S="0.5",
-        RECQ_BROKER_SESSION_TIMEOUT_S="6",
-        RECQ_DATA_DIR=str(data_dir),
-        PYTHONUNBUFFERED="1",
+        RECQ_PARTITIONS=4,
+        RECQ_REORDER_WINDOW_S=REORDER_WINDOW_S,
+        RECQ_SESSION_TIMEOUT_S=SESSION_TIMEOUT_S,
+        RECQ_SESSION_TICK_S=0.5,
+        RECQ_BROKER_SESSION_TIMEOUT_S=6,
+        RECQ_DATA_DIR=data_dir,
+        **extra,
     )
-    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -48,20 +48,23 @@ class Split:
     test: list[list[Step]]
 
 
+def user_histories(log: list[LoggedInteraction]) -> dict[str, list[LoggedInteraction]]:
+    """Each visitor's interactions in ``schemas.features``' order (event time, event_id,
+    line item), a repeated event (same user and event_id) kept once."""
+    by_user: dict[str, list[LoggedInteraction]] = defaultdict(list)
+    first_line: dict[tuple[str, str], int] = {}
+    for x in log:
+        if first_line.setdefault((x.user, x.event_id), x.line) == x.line:
+            by_user[x.user].append(x)
+    return {user: sorted(xs, key=lambda x: x.order_key) for user, xs in by_user.items()}
+
+
 def build_dataset(log: list[LoggedInteraction]) -> Dataset:
     """Sessions by visitor, filtered as the protocol says (items first, then sessions)."""
     item_counts = Counter(x.item for x in log)
     kept = [x for x in log if item_counts[x.item] >= MIN_INTERACTIONS]
-    by_user: dict[str, list[LoggedInteraction]] = defaultdict(list)
-    first_line: dict[tuple[str, str], int] = {}
-    for x in kept:
-        # A repeated event (same user and event_id) is one event: keep its first copy.
-        if first_line.setdefault((x.user, x.event_id), x.line) == x.line:
-            by_user[x.user].append(x)
     sessions_raw = [
-        sorted(xs, key=lambda x: x.order_key)
-        for _, xs in sorted(by_user.items())
-        if len(xs) >= MIN_INTERACTIONS
+        xs for _, xs in sorted(user_histories(kept).items()) if len(xs) >= MIN_INTERACTIONS
     ]
     items = sorted({x.item for xs in sessions_raw for x in xs})
     index = {item: i for i, item in enumerate(items)}

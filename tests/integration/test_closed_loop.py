@@ -8,7 +8,6 @@ The report must be complete."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.settings import stage_env
+
 pytestmark = pytest.mark.integration
 
 DURATION_S = 240  # the default demo: the learned arm is clearly ahead by its second half
 
 
 def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
-    env.update(RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap, COLUMNS="160")
+    env = {**stage_env(RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap), "COLUMNS": "160"}
     result = subprocess.run(
         [str(Path(sys.executable).with_name("recq")), "demo", "--duration", str(DURATION_S),
          "--seed", "1", "--reports", str(tmp_path)],

@@ -3,7 +3,6 @@ environment, against a broker it launches itself."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import orjson
 import pytest
 
 from recq.embedded_kafka import answers_metadata, broker_process_alive
+from schemas.settings import stage_env
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +20,7 @@ RECQ = str(Path(sys.executable).with_name("recq"))
 
 
 def recq(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
-    environ.update(RECQ_DATA_DIR=str(data_dir), COLUMNS="200", **env)
+    environ = {**stage_env(RECQ_DATA_DIR=data_dir, **env), "COLUMNS": "200"}
     return subprocess.run(
         [RECQ, "kafka", *args], env=environ, capture_output=True, text=True, timeout=180,
         check=False,

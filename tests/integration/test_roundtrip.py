@@ -3,24 +3,24 @@ on the dead-letter topic with their original bytes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from schemas.settings import stage_env
+
 pytestmark = pytest.mark.integration
 
 
 def test_roundtrip(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECQ_")}
-    env.update(
+    env = stage_env(
         RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap,
         RECQ_TOPIC_PREFIX=f"d{unique}.",
-        RECQ_DATA_DIR=str(tmp_path),
-        COLUMNS="200",
+        RECQ_DATA_DIR=tmp_path,
     )
+    env["COLUMNS"] = "200"
     result = subprocess.run(
         [str(Path(sys.executable).with_name("recq")), "roundtrip", "--events", "3"],
         env=env, capture_output=True, text=True, timeout=180, check=False,
