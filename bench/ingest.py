@@ -1,6 +1,6 @@
 """Streams ingest throughput: events/s through one `recq worker` (exactly-once, one
 process), and in the same run a raw aiokafka consume + decode loop on the same broker and
-events. Prints JSON lines (see DESIGN.md). Run from the repo root after `make test`:
+events. Prints JSON lines (bench/report.py). Run from the repo root after `make test`:
 
     .venv/bin/python bench/ingest.py [--events 60000]
 

@@ -1,7 +1,7 @@
 """Learner update throughput: updates/s of the double-DQN step at a 50,000-item catalog
 and batch 256, against the straightforward step that scores the full catalog three times
 (plus a full softmax for the supervised head), in the same run on the same replay data.
-Prints JSON lines (see DESIGN.md). Run from the repo root after `make test`:
+Prints JSON lines (bench/report.py). Run from the repo root after `make test`:
 
     .venv/bin/python bench/learner.py [--items 50000] [--batch 256] [--seconds 8]
 

@@ -3,7 +3,7 @@ TorchRL's TensorDict replay buffers (LazyTensorStorage), on the same n-step samp
 the same run: extend blocks of 500 samples; sample batches of 256 (and, prioritized,
 write back new priorities). Uniform always; prioritized when TorchRL's compiled sum tree
 loads (TorchRL 0.14.1's extension is built against another torch and does not load with
-torch 2.13; the bench then says so in a JSON line). Prints JSON lines (see DESIGN.md). Needs the
+torch 2.13; the bench then says so in a JSON line). Prints JSON lines (bench/report.py). Needs the
 optional extra: `.venv/bin/pip install -e '.[bench]'`, then
 
     .venv/bin/python bench/replay.py [--capacity 200000] [--seconds 5]

@@ -4,7 +4,7 @@ the same run the model-only latency of onnxruntime vs torch `inference_mode` on 
 policy at batch 1 and 64. Each rate is also offered, in the same run, to a bare
 transport member (bench/kafka_echo.py: answers at once, no state or model), the floor
 that Kafka and the Python clients set here; the e2e lines give it as the baseline. Prints
-JSON lines (see DESIGN.md). Run after `make test`:
+JSON lines (bench/report.py). Run after `make test`:
 
     .venv/bin/python bench/serve.py [--rates 200,500,1000] [--seconds 10]
 

@@ -5,7 +5,19 @@ from pathlib import Path
 import pytest
 
 from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
-from schemas.settings import SettingsError, StageSettings, load_settings
+from schemas.reward import Reward
+from schemas.settings import (
+    KNOWN_VARIABLES,
+    STAGES,
+    LearnerSettings,
+    RewardSettings,
+    ServingSettings,
+    SettingsError,
+    StageSettings,
+    StreamsSettings,
+    load_settings,
+    stage_env,
+)
 
 
 def test_defaults_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -66,3 +78,49 @@ def test_bootstrap_prefers_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
         resolve_bootstrap(load_settings(StageSettings))
     monkeypatch.setenv("RECQ_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
     assert resolve_bootstrap(load_settings(StageSettings)) == "k1:9092,k2:9092"
+
+
+def test_each_stage_validates_only_its_own_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECQ_LEARNING_RATE", "-1")
+    with pytest.raises(SettingsError, match="RECQ_LEARNING_RATE"):
+        load_settings(LearnerSettings)
+    assert load_settings(ServingSettings).epsilon == 0.1  # a serving member still starts
+    monkeypatch.setenv("RECQ_REWARD_CART_REMOVE", "-1000")
+    for stage in (StreamsSettings, RewardSettings):
+        with pytest.raises(SettingsError, match="RECQ_REWARD_CART_REMOVE"):
+            load_settings(stage)
+
+
+def test_every_setting_has_one_description_and_names_stay_unique() -> None:
+    for stage in STAGES:
+        for name, field in stage.model_fields.items():
+            assert field.description, f"{stage.__name__}.{name} has no description"
+    assert "RECQ_EPSILON" in KNOWN_VARIABLES and "RECQ_REWARD_CART_REMOVE" in KNOWN_VARIABLES
+
+
+def test_the_reward_settings_make_the_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECQ_REWARD_PURCHASE", "2.5")
+    reward = load_settings(StreamsSettings).reward()
+    assert reward == Reward(click=0.2, cart=0.5, purchase=2.5, cart_remove=-0.5)
+
+
+def test_subprocess_environments_refuse_unknown_names() -> None:
+    env = stage_env({"PATH": "/bin", "RECQ_EPSILON": "0.5"}, RECQ_PARTITIONS=2,
+                    RECQ_TENSORBOARD=False)  # fmt: skip
+    assert env == {"PATH": "/bin", "RECQ_PARTITIONS": "2", "RECQ_TENSORBOARD": "false"}
+    with pytest.raises(SettingsError, match="RECQ_EPSILON\\?"):
+        stage_env({}, RECQ_EPSILN=0.2)
+
+
+def test_an_unknown_variable_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RECQ_SERVE_MAX_WAITMS", "5")
+    with caplog.at_level("WARNING", logger="recq.settings"):
+        load_settings(ServingSettings)
+    assert "RECQ_SERVE_MAX_WAITMS is not a recq setting (did you mean RECQ_SERVE_MAX_WAIT_MS?)" in (
+        caplog.text
+    )
