@@ -18,7 +18,8 @@ from schemas.features import EVENT_CODES, interactions_of
 
 @dataclass(frozen=True, slots=True)
 class Reward:
-    """Weights by event code; the defaults are the settings' defaults."""
+    """Weights by event code. Built from ``RewardSettings`` (``from_settings``) in every
+    process; the defaults here equal the settings' defaults (a test holds them equal)."""
 
     click: float = 0.2
     cart: float = 0.5

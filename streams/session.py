@@ -41,6 +41,7 @@ import orjson
 from schemas import features
 from schemas.features import EVENT_CODES, HistoryEntry, RecentEvents, encode_state
 from schemas.reward import Reward
+from schemas.settings import StreamsSettings
 
 #: ``synced_ms`` when every input partition has been read to its end.
 CAUGHT_UP = 2**62
@@ -82,26 +83,32 @@ class Interaction:
         return cls(*raw)
 
 
+def _default_ms(name: str) -> int:
+    """A ``StreamsSettings`` default in seconds, as ms: the settings own every default."""
+    return int(StreamsSettings.model_fields[name].default * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The configurable part of the rules (see ``StreamsSettings``)."""
+    """The configurable part of the rules, in the units the rules compute with (ms).
+    Built from ``StreamsSettings`` (``from_settings``); the defaults are its defaults."""
 
-    history_length: int = features.DEFAULT_HISTORY_LENGTH
-    reorder_window_ms: int = 2_000
-    session_timeout_ms: int = 1_800_000
-    attribution_window_ms: int = 3_600_000
-    done_on_purchase: bool = True
+    history_length: int = StreamsSettings.model_fields["history_length"].default
+    reorder_window_ms: int = _default_ms("reorder_window_s")
+    session_timeout_ms: int = _default_ms("session_timeout_s")
+    attribution_window_ms: int = _default_ms("attribution_window_s")
+    done_on_purchase: bool = StreamsSettings.model_fields["done_on_purchase"].default
     reward: Reward = field(default_factory=Reward)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Rules:
+    def from_settings(cls, settings: StreamsSettings) -> Rules:
         return cls(
             history_length=settings.history_length,
             reorder_window_ms=int(settings.reorder_window_s * 1000),
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             attribution_window_ms=int(settings.attribution_window_s * 1000),
             done_on_purchase=settings.done_on_purchase,
-            reward=Reward.from_settings(settings),
+            reward=settings.reward(),
         )
 
 

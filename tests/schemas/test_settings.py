@@ -115,12 +115,46 @@ def test_subprocess_environments_refuse_unknown_names() -> None:
         stage_env({}, RECQ_EPSILN=0.2)
 
 
-def test_an_unknown_variable_is_warned_about(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_unknown_variable_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    class Remember(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    handler = Remember()
+    logging.getLogger("recq.settings").addHandler(handler)
     monkeypatch.setenv("RECQ_SERVE_MAX_WAITMS", "5")
-    with caplog.at_level("WARNING", logger="recq.settings"):
+    try:
         load_settings(ServingSettings)
-    assert "RECQ_SERVE_MAX_WAITMS is not a recq setting (did you mean RECQ_SERVE_MAX_WAIT_MS?)" in (
-        caplog.text
+    finally:
+        logging.getLogger("recq.settings").removeHandler(handler)
+    assert (
+        "RECQ_SERVE_MAX_WAITMS is not a recq setting (did you mean RECQ_SERVE_MAX_WAIT_MS?)"
+        in handler.messages
     )
+
+
+def test_the_rules_and_the_reward_default_to_the_settings_defaults() -> None:
+    from streams.session import Rules
+
+    assert Rules.from_settings(StreamsSettings()) == Rules()
+    assert RewardSettings().reward() == Reward()
+
+
+def test_the_serving_process_imports_neither_torch_nor_the_learner() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, inference.service, inference.registry, recq.cli\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('learner'))\n"
+        "sys.exit(f'imported {bad}' if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
