@@ -8,7 +8,7 @@ any builder; the learner's network must accept every code and bucket they produc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
 from schemas.topics import EVENT_ROLES, TopicCatalog
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer, UserSession
+from tests.streams.test_assembler import ListVocabulary
 
 T0 = 1_790_000_000_000
 L = DEFAULT_HISTORY_LENGTH
@@ -87,14 +88,6 @@ EXPECTED: State = (
     [1, 1, 1, 2, 1, 1, 4, 1, 3, 3],
     [2] * 10,
 )
-
-
-class ListVocabulary:
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-
-    async def indices(self, item_ids: Sequence[str]) -> list[int]:
-        return [self.index.setdefault(i, len(self.index)) for i in item_ids]
 
 
 async def streams_state() -> tuple[State, dict[str, int]]:
