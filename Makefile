@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 ORT_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP  := $(VENV)/.installed-$(ORT_EXTRA)
 
-.PHONY: demo test lint unit integration reliability kafka clean
+.PHONY: demo test lint unit integration reliability container-test kafka clean
 
 demo: $(STAMP) kafka
 	$(BIN)/recq demo
@@ -20,14 +20,20 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not container"
 
 integration: $(STAMP) kafka
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest -m "integration and not container"
 
 # Only the crash / restart scenarios (also part of `make test`; ~2 minutes).
 reliability: $(STAMP) kafka
 	$(BIN)/pytest -m reliability
+
+# Build the CPU image and run its stages against the embedded broker (podman or docker;
+# skips with a message without one). RECQ_TEST_BASE_IMAGE names a local Python 3.11 base
+# where Docker Hub cannot be reached.
+container-test: $(STAMP) kafka
+	$(BIN)/pytest -m container -s tests/deploy/test_container.py
 
 # Resolve the pinned Apache Kafka release from Maven Central into ~/.cache/recq (idempotent).
 kafka: $(STAMP)

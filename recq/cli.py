@@ -326,6 +326,14 @@ def simulate(
         typer.Option(help="Write an offline JSONL log here instead (no Kafka, no recq)."),
     ] = None,
     sessions_each: Annotated[int, typer.Option(help="With --log: sessions per shopper.")] = 5,
+    forever: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the same shoppers coming back (live timestamps, 0.1 s think time) "
+            "until stopped; reward per arm on RECQ_METRICS_PORT. What the compose stack's "
+            "demo profile runs."
+        ),
+    ] = False,
 ) -> None:
     """Run simulated shoppers against recq: a third ask `recq serve` (learned), a third
     see popularity, a third random slates; their events go to the event topics. Prints
@@ -349,10 +357,15 @@ def simulate(
     from simulator.traffic import Answers, Traffic
 
     settings = _settings()
+    reward = load_settings(RewardSettings).reward()
     bootstrap = resolve_bootstrap(settings)
     options = client_options(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     shop = Catalog.generate(items, categories, seed)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
 
     async def main() -> dict[str, dict[str, float]]:
         await ensure_topics(catalog, bootstrap_servers=bootstrap,
@@ -368,7 +381,15 @@ def simulate(
         router = asyncio.create_task(answers.run())
         try:
             traffic = Traffic(catalog=shop, topics=catalog, producer=producer, answers=answers,
-                              seed=seed)  # fmt: skip
+                              seed=seed, reward=reward)  # fmt: skip
+            rounds = 0
+            while forever:  # returning shoppers until SIGTERM / Ctrl-C
+                stats = await traffic.run(shoppers, concurrency, think_s=0.1, live=True)
+                rounds += 1
+                console.print(f"round {rounds}: " + ", ".join(
+                    f"{arm} {s.summary()['reward_per_session']:.3f}/session"
+                    for arm, s in sorted(stats.items())
+                ))  # fmt: skip
             with console.status(f"{shoppers} shoppers shopping..."):
                 stats = await traffic.run(shoppers, concurrency)
         finally:
@@ -382,9 +403,10 @@ def simulate(
 
     rng = np.random.default_rng(seed)
     best = [
-        run_session(shop, s, rng, oracle(shop), int(time.time() * 1000)).reward
+        run_session(shop, s, rng, oracle(shop, reward=reward), int(time.time() * 1000),
+                    reward=reward).reward
         for s in population(shop, shoppers, seed)
-    ]
+    ]  # fmt: skip
     oracle_reward = float(np.mean(best))
     table = Table(
         "arm", "sessions", "reward/session", "of oracle", "CTR", "conversion", "unanswered"
@@ -397,6 +419,43 @@ def simulate(
         )  # fmt: skip
     table.add_row("oracle (offline)", str(shoppers), f"{oracle_reward:.3f}", "100%", "", "", "")
     console.print(table)
+
+
+# --- health --------------------------------------------------------------------------
+ROLE_METRICS = {"worker": "recq_streams_", "learner": "recq_learner_", "serve": "recq_serve_",
+                "simulate": "recq_sim_"}  # fmt: skip
+
+
+@app.command("health")
+def health(
+    role: Annotated[
+        str, typer.Option(help="worker, learner, serve or simulate: whose metrics to expect.")
+    ],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Exit 0 when this container's recq process answers its Prometheus endpoint
+    (RECQ_METRICS_PORT) with its role's metrics; 1 otherwise (a container HEALTHCHECK)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    prefix = ROLE_METRICS.get(role)
+    if prefix is None:
+        raise RecqError(f"--role must be one of {', '.join(ROLE_METRICS)}, not {role!r}")
+    port = load_settings(StageSettings).metrics_port
+    if not port:
+        raise RecqError("RECQ_METRICS_PORT is 0: the process exports no metrics to check")
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            names = {f.name for f in text_string_to_metric_families(r.read().decode())}
+    except OSError as exc:
+        err_console.print(f"unhealthy: no answer on {url}: {exc}")
+        raise typer.Exit(1) from None
+    if not any(name.startswith(prefix) for name in names):
+        err_console.print(f"unhealthy: {url} answers without any {prefix}* metric")
+        raise typer.Exit(1)
+    console.print(f"healthy: {role} answers on {url}")
 
 
 # --- offline evaluation and replay ------------------------------------------------------

@@ -32,6 +32,9 @@ from schemas import features
 from schemas.reward import Reward
 
 ENV_PREFIX = "RECQ_"
+#: Where containers get secrets as files (compose ``secrets:``, Kubernetes volumes); a
+#: file named like a variable (``recq_sasl_password``) sets it when the directory exists.
+SECRETS_DIR = Path("/run/secrets")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -407,6 +410,9 @@ def load_settings(cls: type[S], **overrides: object) -> S:
     for name in sorted(set(os.environ) - KNOWN_VARIABLES):
         if name.startswith(ENV_PREFIX):
             log.warning("%s is not a recq setting%s", name, _did_you_mean(name))
+    if SECRETS_DIR.is_dir() and "_secrets_dir" not in overrides:
+        # Docker / Kubernetes secrets: a file named like the variable (recq_sasl_password)
+        overrides["_secrets_dir"] = SECRETS_DIR
     try:
         return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from schemas.codec import decode, encode
 from schemas.records import ClickEvent, Recommendation, RecRequest
 from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from simulator import metrics
 from simulator.session import SessionOutcome, ShoppingSession, Slate
 from simulator.shop import Catalog, Shopper, shoppers
 
@@ -97,7 +98,8 @@ class Traffic:
         self.k = k
         self.answer_timeout_s = answer_timeout_s
         self.stats: dict[str, ArmStats] = defaultdict(ArmStats)
-        self.sessions_log: list[SessionOutcome] = []
+        #: The latest sessions (bounded: ``recq simulate --forever`` runs for days).
+        self.sessions_log: deque[SessionOutcome] = deque(maxlen=100_000)
         self.popularity: Counter[int] = Counter()
         # Returning shoppers keep their cart and what they own between sessions.
         self.carts: dict[str, list[int]] = defaultdict(list)
@@ -156,10 +158,15 @@ class Traffic:
                 if isinstance(event, ClickEvent):
                     self.popularity[self.index_of[event.item_id]] += 1
         self.stats[arm].add(session.outcome)
+        metrics.record(arm, session.outcome)
         self.sessions_log.append(session.outcome)
         return session.outcome
 
-    async def run(self, n_shoppers: int, concurrency: int = 16) -> dict[str, ArmStats]:
+    async def run(
+        self, n_shoppers: int, concurrency: int = 16, think_s: float = 0.0, live: bool = False
+    ) -> dict[str, ArmStats]:
+        """One session for each of ``n_shoppers`` (the same shoppers on every call, so
+        calling again makes them returning shoppers), a third per arm."""
         population = shoppers(self.catalog, n_shoppers, self.seed)
         queue: asyncio.Queue[tuple[str, Shopper]] = asyncio.Queue()
         for i, s in enumerate(population):
@@ -168,7 +175,7 @@ class Traffic:
         async def worker() -> None:
             while not queue.empty():
                 arm, shopper = queue.get_nowait()
-                await self.session(arm, shopper)
+                await self.session(arm, shopper, think_s=think_s, live=live)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         await self.producer.flush()

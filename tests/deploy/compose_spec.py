@@ -1,0 +1,81 @@
+"""The compose stack as the tests read it: deploy/compose.yaml (and overrides) loaded the
+way `docker compose` merges them, `${VAR:-default}` resolved from an environment."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+GPU_OVERRIDE = DEPLOY / "compose.gpu.yaml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+#: Which settings object each recq role loads (its stage), by its command.
+ROLES = {"worker": "worker", "learner": "learner", "serve": "serve", "topics": "topics",
+         "simulate": "simulate"}  # fmt: skip
+
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Resolve ``${NAME}`` / ``${NAME:-default}`` as compose does."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file: mappings merge key by key, the rest replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base.get(key), value) if key in base else value
+        return out
+    return override
+
+
+@dataclass(frozen=True)
+class Stack:
+    services: dict[str, dict[str, Any]]
+    volumes: dict[str, Any]
+
+    @classmethod
+    def load(cls, *files: Path, env: dict[str, str] | None = None) -> Stack:
+        merged: dict[str, Any] = {}
+        for path in files or (COMPOSE,):
+            merged = _merge(merged, yaml.safe_load(path.read_text()))  # merge keys: <<
+        merged = interpolate(merged, env or {})
+        return cls(services=merged["services"], volumes=merged.get("volumes") or {})
+
+    def recq_services(self) -> dict[str, dict[str, Any]]:
+        """Services that run the recq image (their entrypoint is `recq`)."""
+        return {
+            name: s
+            for name, s in self.services.items()
+            if str(s.get("image", "")).startswith("recq")
+        }
+
+    @staticmethod
+    def environment(service: dict[str, Any]) -> dict[str, str]:
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        return {k: str(v) for k, v in env.items()}
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The RECQ_* defaults the image sets (ENV lines of the runtime stage)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            out.update(re.findall(r"(RECQ_[A-Z0-9_]+)=(\S+)", line))
+    return out

@@ -1,0 +1,121 @@
+"""The compose stack's services, run as processes on the embedded broker: the commands
+and environments of deploy/compose.yaml (with the image's ENV defaults), changed only
+where one host is not a compose network (the broker's address, a metrics port and a
+data directory per process, unique topic and group names) and where a test cannot wait
+for the production cadence (warm-up and first snapshot sooner). The loop must run end to
+end, every stage must pass its HEALTHCHECK command, and every metric the Grafana
+dashboard queries must be exported by a running stage."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from recq.embedded_kafka import free_port
+from recq.processes import StageProcess
+from schemas.settings import stage_env
+from tests.deploy.compose_spec import DEPLOY, Stack, dockerfile_env
+
+pytestmark = pytest.mark.integration
+
+RECQ = str(Path(sys.executable).with_name("recq"))
+STAGES = ("worker", "learner", "serve", "shoppers")
+ROLE = {"worker": "worker", "learner": "learner", "serve": "serve", "shoppers": "simulate"}
+#: Only so the first snapshot comes within a test's patience (production: 1000 / 500 / 5).
+SOONER = {"RECQ_WARMUP_TRANSITIONS": "100", "RECQ_SNAPSHOT_MIN_UPDATES": "20",
+          "RECQ_SNAPSHOT_EVERY_S": "3", "RECQ_BATCH_SIZE": "64"}  # fmt: skip
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Family names (value 0: declared) and sample sums of one stage's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        out.setdefault(family.name, 0.0)
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+    return out
+
+
+def test_the_compose_services_run_the_loop_as_processes(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    stack = Stack.load()
+    image_env = dockerfile_env()
+    ports = {name: free_port() for name in STAGES}
+
+    def env_of(name: str) -> dict[str, str]:
+        compose = {**image_env, **Stack.environment(stack.services[name])}
+        compose.update(
+            RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            RECQ_TOPIC_PREFIX=f"c{unique}.",
+            RECQ_DATA_DIR=str(tmp_path / name),
+            RECQ_MODEL_STORE=str(tmp_path / "models"),  # the shared `models` volume
+            RECQ_METRICS_PORT=str(ports.get(name, 0)),
+            RECQ_STREAMS_APP_ID=f"c{unique}-streams",
+            RECQ_LEARNER_GROUP_ID=f"c{unique}-learner",
+            RECQ_SERVE_GROUP_ID=f"c{unique}-serve",
+            **SOONER,
+        )
+        return stage_env(**{k: v for k, v in compose.items() if k.startswith("RECQ_")})
+
+    topics = subprocess.run([RECQ, *stack.services["topics"]["command"]], env=env_of("topics"),
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert topics.returncode == 0, topics.stdout + topics.stderr
+    processes = {
+        name: StageProcess(env_of(name), tmp_path / f"{name}.log",
+                           [RECQ, *stack.services[name]["command"]]).start()
+        for name in STAGES
+    }  # fmt: skip
+    scraped: dict[str, dict[str, float]] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            time.sleep(3)
+            for name, process in processes.items():
+                assert process.proc is not None and process.proc.poll() is None, (
+                    f"{name} stopped:\n{process.log_tail()}"
+                )
+                try:
+                    scraped[name] = scrape(ports[name])
+                except OSError:
+                    continue
+            if (
+                scraped.get("serve", {}).get("recq_serve_snapshot_version", 0) >= 1
+                and scraped.get("shoppers", {}).get("recq_sim_sessions_total", 0) > 0
+                and scraped.get("worker", {}).get("recq_streams_transitions_total", 0) > 0
+            ):
+                break
+        else:
+            tails = "\n".join(f"--- {n}\n{p.log_tail(20)}" for n, p in processes.items())
+            pytest.fail(f"the loop did not close in time: {scraped}\n{tails}")
+        health = {
+            name: subprocess.run([RECQ, "health", "--role", ROLE[name]], env=env_of(name),
+                                 capture_output=True, text=True, timeout=30, check=False)
+            for name in STAGES
+        }  # fmt: skip
+    finally:
+        for process in processes.values():
+            process.stop(timeout_s=60)
+    for name, result in health.items():
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+    assert scraped["learner"]["recq_learner_snapshot_version"] >= 1
+    assert scraped["learner"]["recq_learner_transitions_total"] > 0
+    assert scraped["serve"]["recq_serve_requests_total"] > 0
+    # Every metric a dashboard panel queries is one a running stage exports.
+    dashboard = (DEPLOY / "grafana" / "dashboards" / "recq.json").read_text()
+    queried = set(re.findall(r"\b(recq_[a-z_]+)", dashboard))
+    exported = {name for stage in scraped.values() for name in stage}
+    assert queried and queried <= exported, f"not exported: {sorted(queried - exported)}"
+    for name, process in processes.items():
+        assert "Traceback" not in process.log_path.read_text(errors="replace"), (
+            f"{name}:\n{process.log_tail()}"
+        )
