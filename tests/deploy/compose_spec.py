@@ -79,3 +79,32 @@ def dockerfile_env() -> dict[str, str]:
         if line.startswith("ENV "):
             out.update(re.findall(r"(RECQ_[A-Z0-9_]+)=(\S+)", line))
     return out
+
+
+#: Only so the first snapshot comes within a test's patience (production: 1000 / 500 / 5).
+SOONER = {"RECQ_WARMUP_TRANSITIONS": "100", "RECQ_SNAPSHOT_MIN_UPDATES": "20",
+          "RECQ_SNAPSHOT_EVERY_S": "3", "RECQ_BATCH_SIZE": "64"}  # fmt: skip
+
+
+def local_env(
+    stack: Stack, service: str, *, bootstrap: str, unique: str, root: Path, metrics_port: int
+) -> dict[str, str]:
+    """A compose service's environment (the image's ENV defaults, then the service's),
+    changed only where one host is not a compose network: the broker's address, a
+    metrics port and a data directory per process, unique topic and group names, the
+    shared ``models`` volume as a directory; and the first snapshot sooner (SOONER)."""
+    from schemas.settings import stage_env
+
+    env = {**dockerfile_env(), **Stack.environment(stack.services[service])}
+    env.update(
+        RECQ_BOOTSTRAP_SERVERS=bootstrap,
+        RECQ_TOPIC_PREFIX=f"c{unique}.",
+        RECQ_DATA_DIR=str(root / service),
+        RECQ_MODEL_STORE=str(root / "models"),
+        RECQ_METRICS_PORT=str(metrics_port),
+        RECQ_STREAMS_APP_ID=f"c{unique}-streams",
+        RECQ_LEARNER_GROUP_ID=f"c{unique}-learner",
+        RECQ_SERVE_GROUP_ID=f"c{unique}-serve",
+        **SOONER,
+    )
+    return stage_env(**{k: v for k, v in env.items() if k.startswith("RECQ_")})

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,11 +45,13 @@ def built_image() -> tuple[str, str]:
                     "install podman, or start dockerd, to run `make container-test`")  # fmt: skip
     base = os.environ.get("RECQ_TEST_BASE_IMAGE", "python:3.11-slim")
     start = time.monotonic()
-    build = subprocess.run(
-        [tool, "build", "-f", str(DEPLOY / "docker" / "Dockerfile"), "--build-arg",
-         f"BASE={base}", "--build-arg", "VARIANT=cpu", "-t", IMAGE, str(ROOT)],
-        capture_output=True, text=True, timeout=3600, check=False,
-    )  # fmt: skip
+    args = [tool, "build", "--network", "host", "-f", str(DEPLOY / "docker" / "Dockerfile"),
+            "--build-arg", f"BASE={base}", "--build-arg", "VARIANT=cpu", "-t", IMAGE]  # fmt: skip
+    bundle = os.environ.get("PIP_CERT")
+    if bundle and Path(bundle).is_file():  # a network that intercepts TLS: trust its CA
+        args += ["-v", f"{bundle}:{bundle}:ro", "--build-arg", f"PIP_CERT={bundle}"]
+    build = subprocess.run([*args, str(ROOT)], capture_output=True, text=True, timeout=3600,
+                           check=False)  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     size = subprocess.run([tool, "image", "inspect", IMAGE, "--format", "{{.Size}}"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip

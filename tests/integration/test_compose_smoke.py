@@ -20,17 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recq.embedded_kafka import free_port
 from recq.processes import StageProcess
-from schemas.settings import stage_env
-from tests.deploy.compose_spec import DEPLOY, Stack, dockerfile_env
+from tests.deploy.compose_spec import DEPLOY, Stack, local_env
 
 pytestmark = pytest.mark.integration
 
 RECQ = str(Path(sys.executable).with_name("recq"))
 STAGES = ("worker", "learner", "serve", "shoppers")
 ROLE = {"worker": "worker", "learner": "learner", "serve": "serve", "shoppers": "simulate"}
-#: Only so the first snapshot comes within a test's patience (production: 1000 / 500 / 5).
-SOONER = {"RECQ_WARMUP_TRANSITIONS": "100", "RECQ_SNAPSHOT_MIN_UPDATES": "20",
-          "RECQ_SNAPSHOT_EVERY_S": "3", "RECQ_BATCH_SIZE": "64"}  # fmt: skip
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -39,7 +35,8 @@ def scrape(port: int) -> dict[str, float]:
         text = r.read().decode()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        out.setdefault(family.name, 0.0)
+        # A counter's family is named without _total; a labelled one has no samples yet.
+        out.setdefault(family.name + ("_total" if family.type == "counter" else ""), 0.0)
         for sample in family.samples:
             out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
     return out
@@ -49,23 +46,11 @@ def test_the_compose_services_run_the_loop_as_processes(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     stack = Stack.load()
-    image_env = dockerfile_env()
     ports = {name: free_port() for name in STAGES}
 
     def env_of(name: str) -> dict[str, str]:
-        compose = {**image_env, **Stack.environment(stack.services[name])}
-        compose.update(
-            RECQ_BOOTSTRAP_SERVERS=kafka_bootstrap,
-            RECQ_TOPIC_PREFIX=f"c{unique}.",
-            RECQ_DATA_DIR=str(tmp_path / name),
-            RECQ_MODEL_STORE=str(tmp_path / "models"),  # the shared `models` volume
-            RECQ_METRICS_PORT=str(ports.get(name, 0)),
-            RECQ_STREAMS_APP_ID=f"c{unique}-streams",
-            RECQ_LEARNER_GROUP_ID=f"c{unique}-learner",
-            RECQ_SERVE_GROUP_ID=f"c{unique}-serve",
-            **SOONER,
-        )
-        return stage_env(**{k: v for k, v in compose.items() if k.startswith("RECQ_")})
+        return local_env(stack, name, bootstrap=kafka_bootstrap, unique=unique, root=tmp_path,
+                         metrics_port=ports.get(name, 0))  # fmt: skip
 
     topics = subprocess.run([RECQ, *stack.services["topics"]["command"]], env=env_of("topics"),
                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
