@@ -4,6 +4,7 @@ raises on bad input, so an agent that calls it keeps running whatever arrives.""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -25,6 +26,13 @@ R = TypeVar("R", bound=Record)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 _REASON_LIMIT = 2048
+#: A dead letter keeps the original bytes whole up to this size. Base64 makes them a
+#: third larger, so a dead letter stays far below Kafka's 1 MiB default request and
+#: message sizes; a larger original (an oversized event, up to what the broker accepts)
+#: is kept as its first ORIGINAL_PREFIX_BYTES, with its size and sha256. Otherwise the
+#: dead letter itself would be too large to produce, and the message would be lost.
+ORIGINAL_KEPT_BYTES = 256 * 1024
+ORIGINAL_PREFIX_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +84,12 @@ def dead_letter(
     source: Source,
     now_ms: int,
 ) -> DeadLetter:
-    """A dead letter for ``raw`` (kept byte for byte), which was expected to be
-    ``expected``: for ``decode`` and for consumers whose own checks reject a record."""
+    """A dead letter for ``raw``, which was expected to be ``expected``: for ``decode``
+    and for consumers whose own checks reject a record. The original is kept byte for
+    byte up to ORIGINAL_KEPT_BYTES, past that as a prefix (``original_truncated``); its
+    size and sha256 are always recorded."""
+    data = raw or b""
+    kept = data if len(data) <= ORIGINAL_KEPT_BYTES else data[:ORIGINAL_PREFIX_BYTES]
     return DeadLetter(
         code=code,
         reason=reason[:_REASON_LIMIT],
@@ -85,7 +97,10 @@ def dead_letter(
         source_topic=source.topic,
         source_partition=source.partition,
         source_offset=source.offset,
-        original=raw or b"",
+        original=kept,
+        original_bytes=len(data),
+        original_sha256=hashlib.sha256(data).hexdigest(),
+        original_truncated=len(kept) < len(data),
         ts_ms=now_ms,
     )
 

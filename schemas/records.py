@@ -294,7 +294,19 @@ class DeadLetter(Record):
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
-    original: bytes = Field(description="The original message value, byte for byte (base64).")
+    original: bytes = Field(
+        description="The original message value (base64), byte for byte; only its first "
+        "bytes when original_truncated (an original too large to carry)."
+    )
+    original_bytes: int | None = Field(
+        default=None, ge=0, description="Size of the original message value."
+    )
+    original_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole original."
+    )
+    original_truncated: bool = Field(
+        default=False, description="original holds only a prefix of the message value."
+    )
     ts_ms: int = Field(description="When the dead letter was produced.")
 
 

@@ -3,6 +3,8 @@ transitions the rules prescribe out (multiset equality), bad input dead-lettered
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,12 @@ async def test_scripted_log_gives_exactly_the_expected_transitions(
     log = scripted_log(users=30, events_per_user=10, seed=7)
     expected = expected_transitions(log)
     stray = ClickEvent(event_id="stray", user_id="user-a", ts_ms=log[0].ts_ms, item_id="sku-1")
+    # 900 KB: over RECQ_MAX_PAYLOAD_BYTES, under the broker's 1 MB. Its dead letter
+    # once carried it whole (base64, ~1.2 MB), too large to produce: the agent crashed
+    # and the message was lost without a trace.
+    huge = b'{"type": "click", "pad": "' + b"x" * (900 * 1024) + b'"}'
     bad = [
+        (catalog.name(TopicRole.CLICKS), b"user-h", huge),
         (catalog.name(TopicRole.CLICKS), b"user-x", b'{"type": "click", '),
         (catalog.name(TopicRole.CARTS), b"user-y", b'{"type": "cart", "event_id": "e"}'),
         (catalog.name(TopicRole.CLICKS), b"user-b", encode(stray)),  # keyed by someone else
@@ -56,5 +63,10 @@ async def test_scripted_log_gives_exactly_the_expected_transitions(
         "invalid_value",
         "malformed_json",
         "missing_field",
+        "oversized",
     ]
     assert all(d["original"] for d in got.dead_letters)
+    (oversized,) = [d for d in got.dead_letters if d["code"] == "oversized"]
+    assert oversized["original_truncated"] and oversized["original_bytes"] == len(huge)
+    assert oversized["original_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert base64.b64decode(oversized["original"]) == huge[:4096]

@@ -3,6 +3,7 @@ reason, the original bytes kept exactly, and no exception."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import orjson
@@ -134,7 +135,14 @@ def test_bad_input_becomes_a_dead_letter(
     assert isinstance(got, DeadLetter), got
     assert got.code == code, got.reason
     assert words in got.reason
-    assert got.original == raw
+    # kept whole up to 256 KiB; past it the first 4 KiB, with the size and sha256
+    if len(raw) <= 256 * 1024:
+        assert got.original == raw and not got.original_truncated
+    else:
+        assert got.original == raw[:4096] and got.original_truncated
+    assert got.original_bytes == len(raw)
+    assert got.original_sha256 == hashlib.sha256(raw).hexdigest()
+    assert len(encode(got)) < 512 * 1024  # always small enough to produce
     assert (got.source_topic, got.source_partition, got.source_offset) == (
         "recq.events.click",
         3,
