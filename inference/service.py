@@ -30,7 +30,7 @@ from inference.recommender import Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
 from schemas.codec import Limits, Source, decode, encode
-from schemas.connection import client_options
+from schemas.connection import client_options, quiet_retriable_client_errors
 from schemas.records import (
     MAX_ID_LENGTH,
     CartEvent,
@@ -56,6 +56,7 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
+    quiet_retriable_client_errors()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)

@@ -25,7 +25,7 @@ from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from learner.trainer import Trainer
 from schemas.codec import Limits, encode
-from schemas.connection import client_options
+from schemas.connection import client_options, quiet_retriable_client_errors
 from schemas.model_store import ModelStore
 from schemas.records import SnapshotAnnouncement
 from schemas.settings import LearnerSettings
@@ -57,6 +57,7 @@ def build_dqn(settings: LearnerSettings, device: torch.device, n_items: int,
 async def run_learner(settings: LearnerSettings, bootstrap: str,
                       stopping: asyncio.Event | None = None) -> None:  # fmt: skip
     stopping = stopping or asyncio.Event()
+    quiet_retriable_client_errors()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -4,6 +4,7 @@ options for the configured security protocol."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,24 @@ def client_options(settings: ConnectionSettings) -> dict[str, Any]:
             settings.sasl_password.get_secret_value() if settings.sasl_password else None
         )
     return opts
+
+
+class _RetriableAsWarning(logging.Filter):
+    """aiokafka logs a retriable coordinator lookup failure (e.g. while a fresh broker
+    creates __consumer_offsets) as an ERROR and then retries it by itself. An operator
+    must be able to trust an ERROR line, so those become warnings; a failure that is not
+    retriable stays an error (and is raised by aiokafka)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if record.levelno == logging.ERROR and getattr(err, "retriable", False):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg} (retriable: retrying)"
+        return True
+
+
+def quiet_retriable_client_errors() -> None:
+    """Install ``_RetriableAsWarning`` on aiokafka's group coordinator logger (idempotent)."""
+    logger = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, _RetriableAsWarning) for f in logger.filters):
+        logger.addFilter(_RetriableAsWarning())

@@ -229,6 +229,13 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         default="exactly_once", description="Kafka transactions (exactly_once) or not."
     )
+    streams_commit_livelock_s: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=86_400.0,
+        description="Faust's commit-liveness check: an input partition that is processing "
+        "but has committed nothing for this long is logged as an error.",
+    )
     streams_producer_linger_ms: float = Field(
         default=5.0,
         ge=0.0,

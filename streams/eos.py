@@ -23,11 +23,18 @@ not count a write its background task is still publishing (with only that, about
 kill -9 run in three lost one user's table update). So the buffer's sends are counted
 while in flight, and the commit waits until the queue is empty and none is in flight;
 no new write can appear meanwhile, since the agent is held by the lock.
+
+4. Not a loss but a false alarm: faust's commit-liveness check never learns of
+transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
+all since worker start" as an error for every partition (see
+``_commit_offsets_noting_transactions``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from time import monotonic
 from typing import Any
 
 import faust
@@ -37,6 +44,7 @@ from faust.types import TP
 
 _LOCK_ATTR = "_recq_processing_lock"
 _original_commit = Consumer.commit
+_original_commit_offsets = Consumer._commit_offsets
 _original_send_pending = ProducerBuffer._send_pending
 _IN_FLIGHT_ATTR = "_recq_in_flight"
 
@@ -63,6 +71,21 @@ async def _commit_under_lock(self: Consumer, *args: Any, **kwargs: Any) -> bool:
         return await _original_commit(self, *args, **kwargs)
 
 
+async def _commit_offsets_noting_transactions(
+    self: Consumer, offsets: Mapping[TP, int], start_new_transaction: bool = True
+) -> bool:
+    """faust's commit-liveness check reads when each partition last committed from its
+    consumer thread's ``tp_last_committed_at``, which only the non-transactional commit
+    updates: under exactly-once every healthy partition was reported as "has not
+    committed at all since worker start". A transactional commit now updates it too."""
+    committed = await _original_commit_offsets(self, offsets, start_new_transaction)
+    stamps = getattr(getattr(self, "_thread", None), "tp_last_committed_at", None)
+    if committed and self.in_transaction and stamps is not None:
+        now = monotonic()  # the clock the check compares with
+        stamps.update({tp: now for tp in offsets if tp in self.assignment()})
+    return committed
+
+
 async def _counted_send_pending(self: ProducerBuffer, fut: Any) -> None:
     setattr(self, _IN_FLIGHT_ATTR, getattr(self, _IN_FLIGHT_ATTR, 0) + 1)
     try:
@@ -75,6 +98,8 @@ def install() -> None:
     """Patch faust's consumer commit (idempotent; other apps are unaffected)."""
     if Consumer.commit is not _commit_under_lock:
         Consumer.commit = _commit_under_lock  # type: ignore[method-assign]
+    if Consumer._commit_offsets is not _commit_offsets_noting_transactions:
+        Consumer._commit_offsets = _commit_offsets_noting_transactions  # type: ignore[method-assign]
     if ProducerBuffer._send_pending is not _counted_send_pending:
         ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
 

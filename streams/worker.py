@@ -16,7 +16,7 @@ from faust.types import StreamT
 from prometheus_client import start_http_server
 
 from schemas.codec import Limits, Source, encode
-from schemas.connection import client_options, resolve_bootstrap
+from schemas.connection import client_options, quiet_retriable_client_errors, resolve_bootstrap
 from schemas.records import SessionTick
 from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
@@ -117,6 +117,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
     # the working directory); Faust creates only the last level of it.
     datadir = settings.data_dir / "streams" / settings.streams_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    quiet_retriable_client_errors()
     app = faust.App(
         settings.streams_app_id,
         broker=[f"kafka://{hostport}" for hostport in bootstrap.split(",")],
@@ -139,6 +140,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         # every output and changelog write was a request of its own, and socket writes
         # were the largest cost in the worker's profile. Outputs wait at most that long.
         producer_linger=settings.streams_producer_linger_ms / 1000,
+        broker_commit_livelock_soft_timeout=settings.streams_commit_livelock_s,
     )
     runtime = StreamsRuntime(settings, bootstrap, catalog)
     app.recq_runtime = runtime  # type: ignore[attr-defined]  # for inspection and tests

@@ -20,7 +20,7 @@ import pytest
 from recq.embedded_kafka import free_port
 from tests.deploy.compose_spec import DEPLOY, Stack
 
-pytestmark = [pytest.mark.container, pytest.mark.integration]
+pytestmark = [pytest.mark.container, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 ROOT = DEPLOY.parent
 IMAGE = "localhost/recq:cpu-test"

@@ -1,0 +1,51 @@
+"""streams/eos.py's liveness bookkeeping: a transactional commit counts as a commit for
+faust's commit-liveness check (which only its non-transactional path fed, so a healthy
+exactly-once worker was reported as "has not committed ... at all since worker start")."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams import eos
+
+ASSIGNED, REVOKED = TP("t", 0), TP("t", 1)
+
+
+class FakeConsumer(SimpleNamespace):
+    def assignment(self) -> set[TP]:
+        return {ASSIGNED}
+
+
+@pytest.mark.parametrize(("in_transaction", "committed"), [(True, True), (True, False),
+                                                           (False, True)])  # fmt: skip
+def test_a_transactional_commit_is_noted_for_the_liveness_check(
+    monkeypatch: pytest.MonkeyPatch, in_transaction: bool, committed: bool
+) -> None:
+    async def faust_commit_offsets(self: Any, offsets: Any, start: bool = True) -> bool:
+        return committed
+
+    monkeypatch.setattr(eos, "_original_commit_offsets", faust_commit_offsets)
+    stamps: dict[TP, float] = {}
+    consumer = FakeConsumer(in_transaction=in_transaction,
+                            _thread=SimpleNamespace(tp_last_committed_at=stamps))  # fmt: skip
+    result = asyncio.run(
+        eos._commit_offsets_noting_transactions(consumer, {ASSIGNED: 10, REVOKED: 4})  # type: ignore[arg-type]
+    )
+    assert result is committed
+    # Only a transactional commit that happened, and only for assigned partitions; the
+    # non-transactional path stamps them itself (faust).
+    assert set(stamps) == ({ASSIGNED} if in_transaction and committed else set())
+
+
+def test_install_patches_the_commit_paths_once() -> None:
+    from faust.transport.consumer import Consumer
+
+    eos.install()
+    eos.install()
+    assert Consumer._commit_offsets is eos._commit_offsets_noting_transactions
+    assert Consumer.commit is eos._commit_under_lock
