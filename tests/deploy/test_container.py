@@ -92,7 +92,8 @@ def test_the_image_runs_each_stage_against_the_broker(
                                        capture_output=True, check=False)  # fmt: skip
                 if check.returncode == 0:
                     pending.discard((name, role))
-        logs = {n: subprocess.run([tool, "logs", n], capture_output=True, text=True,
+        logs = {n: subprocess.run([tool, "logs", n], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
                                   check=False).stdout[-2000:] for n in names}  # fmt: skip
         assert not pending, f"not healthy: {pending}\n{logs}"
     finally:
