@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 import time
 import urllib.request
@@ -29,6 +30,7 @@ from inference.recommender import POPULARITY
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
+from schemas.connection import quiet_retriable_client_errors
 from schemas.reward import Reward
 from schemas.settings import StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole
@@ -131,6 +133,28 @@ def run_closed_loop(
     run = time.strftime("%Y%m%d-%H%M%S")
     out = reports / run
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    # The demo's own Kafka clients log to a file beside the stages' logs, not into the
+    # live table on the terminal.
+    quiet_retriable_client_errors()
+    own_log = logging.FileHandler(out / "logs" / "demo.log")
+    own_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(own_log)
+    try:
+        return _run(settings, reward, out, run, duration_s, seed, console)
+    finally:
+        logging.getLogger().removeHandler(own_log)
+        own_log.close()
+
+
+def _run(
+    settings: StageSettings,
+    reward: Reward,
+    out: Path,
+    run: str,
+    duration_s: float,
+    seed: int,
+    console: Console,
+) -> Path:
     with tempfile.TemporaryDirectory(prefix="recq-demo-") as tmp:
         root = Path(tmp)
         kafka = None

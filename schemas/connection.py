@@ -65,21 +65,25 @@ def client_options(settings: ConnectionSettings) -> dict[str, Any]:
 
 
 class _RetriableAsWarning(logging.Filter):
-    """aiokafka logs a retriable coordinator lookup failure (e.g. while a fresh broker
-    creates __consumer_offsets) as an ERROR and then retries it by itself. An operator
-    must be able to trust an ERROR line, so those become warnings; a failure that is not
-    retriable stays an error (and is raised by aiokafka)."""
+    """aiokafka logs some retriable failures as ERRORs and then retries them by itself: a
+    group coordinator lookup while a fresh broker creates __consumer_offsets, an offset
+    fetch from a partition whose leader is not elected yet. An operator must be able to
+    trust an ERROR line, so those become warnings; a failure that is not retriable stays
+    an error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        err = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if record.levelno == logging.ERROR and getattr(err, "retriable", False):
+        args = record.args if isinstance(record.args, tuple) else ()
+        retriable = any(getattr(arg, "retriable", False) is True for arg in args)
+        if record.levelno == logging.ERROR and retriable:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg = f"{record.msg} (retriable: retrying)"
         return True
 
 
 def quiet_retriable_client_errors() -> None:
-    """Install ``_RetriableAsWarning`` on aiokafka's group coordinator logger (idempotent)."""
-    logger = logging.getLogger("aiokafka.consumer.group_coordinator")
-    if not any(isinstance(f, _RetriableAsWarning) for f in logger.filters):
-        logger.addFilter(_RetriableAsWarning())
+    """Install ``_RetriableAsWarning`` on the aiokafka loggers that log retriable failures
+    as errors (idempotent)."""
+    for name in ("aiokafka.consumer.group_coordinator", "aiokafka.consumer.fetcher"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RetriableAsWarning) for f in logger.filters):
+            logger.addFilter(_RetriableAsWarning())
