@@ -158,3 +158,20 @@ def test_the_serving_process_imports_neither_torch_nor_the_learner() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_a_secret_can_be_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import schemas.settings as module
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "recq_sasl_password").write_text("from-a-file")
+    monkeypatch.setattr(module, "SECRETS_DIR", secrets)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECQ_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("RECQ_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RECQ_SASL_USERNAME", "shop")
+    settings = load_settings(StageSettings)
+    assert settings.sasl_password is not None
+    assert settings.sasl_password.get_secret_value() == "from-a-file"
+    assert "from-a-file" not in repr(settings)
