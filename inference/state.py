@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import features
-from schemas.features import EVENT_CODES, HistoryEntry, RecentEvents
+from schemas.features import EVENT_CODES, HistoryEntry, is_repeat
 from schemas.records import CartEvent, ClickEvent, PurchaseEvent
 
 ShopEvent = ClickEvent | CartEvent | PurchaseEvent
@@ -61,12 +61,12 @@ class ShopperStates:
         self._users[event.user_id] = shopper  # most recently active last
         if len(self._users) > self.max_users:
             self._users.popitem(last=False)
-        if RecentEvents.seen(shopper.recent_ids, event.event_id):
+        if is_repeat(shopper.recent_ids, event.event_id):
             return False
         key = (event.ts_ms, event.event_id)
         for x in features.interactions_of(event):
             entry = [x.item_id, x.code, event.ts_ms, event.event_id, x.line]
-            shopper.history = features.insert(shopper.history, entry, self.history_length)
+            features.insert(shopper.history, entry, self.history_length)
             if x.code == EVENT_CODES["purchase"]:
                 shopper.purchased.add(x.item_id)
             if x.code != EVENT_CODES["click"]:
@@ -85,10 +85,11 @@ class ShopperStates:
         ages = np.zeros(length, np.int64)
         shopper = self._users.get(user_id)
         if shopper is not None:
-            known = [[index_of[h[0]], *h[1:]] for h in shopper.history if h[0] in index_of]
-            state = features.encode_state(known[-length:], now_ms)
-            start = length - len(known[-length:])
-            items[start:] = state["items"]
-            events[start:] = state["events"]
-            ages[start:] = state["ages"]
+            known = [h for h in shopper.history if h[0] in index_of][-length:]
+            if known:
+                state = features.encode_state(known, now_ms)
+                start = length - len(known)
+                items[start:] = [index_of[h[0]] for h in known]
+                events[start:] = state["events"]
+                ages[start:] = state["ages"]
         return items, events, ages

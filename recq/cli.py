@@ -435,9 +435,7 @@ def health(
 ) -> None:
     """Exit 0 when this container's recq process answers its Prometheus endpoint
     (RECQ_METRICS_PORT) with its role's metrics; 1 otherwise (a container HEALTHCHECK)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
+    from recq import scrape
 
     prefix = ROLE_METRICS.get(role)
     if prefix is None:
@@ -445,10 +443,9 @@ def health(
     port = load_settings(StageSettings).metrics_port
     if not port:
         raise RecqError("RECQ_METRICS_PORT is 0: the process exports no metrics to check")
+    url = f"http://127.0.0.1:{port}/metrics"
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            names = {f.name for f in text_string_to_metric_families(r.read().decode())}
+        names = scrape.names(scrape.families(port, timeout))
     except OSError as exc:
         err_console.print(f"unhealthy: no answer on {url}: {exc}")
         raise typer.Exit(1) from None

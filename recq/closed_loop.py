@@ -12,7 +12,6 @@ import contextlib
 import logging
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from inference.recommender import POPULARITY
+from recq import scrape
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
@@ -62,19 +61,10 @@ class Stage(StageProcess):
         last values it answered. A busy stage on a small machine can miss
         a scrape; a missed scrape is missing data, not a learner back at zero."""
         try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=timeout_s) as r:
-                text = r.read().decode()
+            out = scrape.values(scrape.families(self.metrics_port, timeout_s))
         except OSError:
             self.scrape_failures += 1
             return dict(self._last_scrape)
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
-                if sample.labels:
-                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                    out[f"{sample.name}{{{labels}}}"] = float(sample.value)
         self._last_scrape = out
         return dict(out)
 

@@ -3,8 +3,8 @@ are ordered, and how a shopper's last L interactions become the model's input.
 
 Torch-free, used by every state builder: the streams worker (training states), the
 serving members (request states), offline evaluation, and the learner (the size of its
-event and age embeddings). ``tests/features_check.py`` feeds one event log to each of
-them and asserts identical states.
+event and age embeddings). ``tests/schemas/test_state_builders.py`` feeds one event log
+to each of them and compares every state with one written by hand from these rules.
 
 Rules (the README's "State" section says the same):
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Literal
+from typing import Any
 
 #: Bumped whenever any rule above changes meaning; a snapshot records the version it
 #: was trained with and serving refuses one it does not understand.
@@ -35,7 +35,6 @@ from typing import Any, Literal
 #: line) order including late events.
 FEATURE_VERSION = 2
 
-PADDING = 0
 EVENT_CODES: dict[str, int] = {"click": 1, "cart": 2, "purchase": 3, "cart_remove": 4}
 EVENT_NAMES: dict[int, str] = {code: name for name, code in EVENT_CODES.items()}
 #: Rows of the learner's event embedding (padding included).
@@ -52,8 +51,6 @@ DEFAULT_HISTORY_LENGTH = 10
 #: Repeats are looked for among this many of the shopper's latest events, kept as 64-bit
 #: digests (a false match needs a 2**-64 collision) so per-user state stays small.
 RECENT_EVENT_IDS = 64
-
-EventCode = Literal["click", "cart", "purchase", "cart_remove"]
 
 
 def age_bucket(age_ms: int) -> int:
@@ -101,12 +98,11 @@ def order_key(entry: HistoryEntry) -> tuple[int, str, int]:
     return (entry[2], entry[3], entry[4])
 
 
-def insert(history: list[HistoryEntry], entry: HistoryEntry, length: int) -> list[HistoryEntry]:
-    """``history`` with ``entry`` in (ts, event_id, line) order, cut to the last
-    ``length``. A new list: callers keep the old one as the state before it."""
-    out = list(history)
-    insort(out, entry, key=order_key)
-    return out[-length:]
+def insert(history: list[HistoryEntry], entry: HistoryEntry, length: int) -> None:
+    """Put ``entry`` in its (ts, event_id, line) place in ``history`` and keep the last
+    ``length`` (in place: encode the state before it first)."""
+    insort(history, entry, key=order_key)
+    del history[:-length]
 
 
 def encode_state(history: list[HistoryEntry], now_ms: int) -> dict[str, list[int]]:
@@ -118,16 +114,12 @@ def encode_state(history: list[HistoryEntry], now_ms: int) -> dict[str, list[int
     }
 
 
-class RecentEvents:
-    """The repeat rule: remembers a shopper's latest event ids as digests in a plain
-    list (JSON-friendly, so the streams Table can store it)."""
-
-    @staticmethod
-    def seen(recent: list[int], event_id: str) -> bool:
-        """True if ``event_id`` is a repeat; otherwise records it."""
-        digest = event_digest(event_id)
-        if digest in recent:
-            return True
-        recent.append(digest)
-        del recent[:-RECENT_EVENT_IDS]
-        return False
+def is_repeat(recent: list[int], event_id: str) -> bool:
+    """The repeat rule: True if ``event_id`` is among the shopper's latest event ids
+    (``recent``: digests, a plain list the streams Table can store); else records it."""
+    digest = event_digest(event_id)
+    if digest in recent:
+        return True
+    recent.append(digest)
+    del recent[:-RECENT_EVENT_IDS]
+    return False

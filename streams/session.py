@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from schemas import features
-from schemas.features import EVENT_CODES, HistoryEntry, RecentEvents, encode_state
+from schemas.features import EVENT_CODES, HistoryEntry, encode_state, is_repeat
 from schemas.reward import Reward
 from schemas.settings import StreamsSettings
 
@@ -193,7 +193,7 @@ class Sessionizer:
         out = Outcome()
         if not interactions:
             return out
-        if RecentEvents.seen(session.recent_ids, interactions[0].event_id):
+        if is_repeat(session.recent_ids, interactions[0].event_id):
             out.duplicates += 1
             return out
         session.last_seen_wall_ms = wall_ms
@@ -298,8 +298,8 @@ class Sessionizer:
         state = encode_state(session.history, ts)
         # A late interaction takes its place in event-time order (features.insert), as it
         # does in every other state builder; its transition is dated the last released time.
-        history = features.insert(session.history, x.entry(), rules.history_length)
-        next_state = encode_state(history, ts)
+        features.insert(session.history, x.entry(), rules.history_length)
+        next_state = encode_state(session.history, ts)
         if session.pending is not None:
             out.transitions.append({**session.pending, "done": False})
         transition = {
@@ -315,7 +315,6 @@ class Sessionizer:
         if x.rec_id is not None:
             self._attribute(session, user_id, x, ts, reward, next_state, out)
         session.seq += 1
-        session.history = history
         if x.code == EVENT_CODES["purchase"] and rules.done_on_purchase and x.last_line:
             out.transitions.append({**transition, "done": True})
             session.pending = None

@@ -12,14 +12,13 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from recq.embedded_kafka import free_port
 from recq.processes import StageProcess
+from recq.scrape import families, names, values
 from tests.deploy.compose_spec import DEPLOY, Stack, local_env
 
 pytestmark = pytest.mark.integration
@@ -30,16 +29,9 @@ ROLE = {"worker": "worker", "learner": "learner", "serve": "serve", "shoppers": 
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Family names (value 0: declared) and sample sums of one stage's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        # A counter's family is named without _total; a labelled one has no samples yet.
-        out.setdefault(family.name + ("_total" if family.type == "counter" else ""), 0.0)
-        for sample in family.samples:
-            out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
-    return out
+    """Every exported name (0: declared, no sample yet) and the sample sums."""
+    found = families(port, timeout_s=3)
+    return {**dict.fromkeys(names(found), 0.0), **values(found)}
 
 
 def test_the_compose_services_run_the_loop_as_processes(

@@ -67,3 +67,25 @@ def test_cli_export_writes_files(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "purchase.schema.json").is_file()
     assert len(list(tmp_path.glob("*.schema.json"))) == len(RECORDS)
+
+
+def test_schemas_follow_the_dead_letter_bound_and_the_event_codes(
+    exported: dict[str, dict[str, object]],
+) -> None:
+    from schemas.codec import Limits, decode
+    from schemas.records import ClickEvent, DeadLetter
+
+    oversized = decode(b'{"pad": "' + b"x" * 300_000 + b'"}', ClickEvent, limits=Limits())
+    assert isinstance(oversized, DeadLetter) and oversized.original_truncated
+    letter = orjson.loads(encode(oversized))
+    jsonschema.validate(letter, exported["dead_letter"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**letter, "original_sha256": "not-a-digest"}, exported["dead_letter"])
+    # A cart removal (code 4) is a state's event; 5 is no event code.
+    state = {"items": [3, 3], "events": [2, 4], "ages": [1, 1]}
+    transition = {"user_id": "u1", "seq": 1, "kind": "organic", "state": state, "action": 3,
+                  "reward": -0.5, "next_state": state, "done": False, "ts_ms": NOW}  # fmt: skip
+    jsonschema.validate(transition, exported["transition"])
+    bad = {**state, "events": [2, 5]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**transition, "state": bad}, exported["transition"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 import torch
 
@@ -28,6 +29,7 @@ from schemas.features import (
     encode_state,
 )
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer, UserSession
@@ -148,6 +150,31 @@ async def test_every_state_builder_builds_the_documented_state(tmp_path: Path) -
     assert streams == EXPECTED, "streams"
     for name, build in builders.items():
         assert build() == EXPECTED, name
+
+
+async def test_streams_and_the_simulators_scoring_agree_on_the_reward() -> None:
+    """The README's weights by hand: 8 clicks x 0.2, a cart add 0.5, its removal -0.5, two
+    purchase lines x 1.0 (the repeat counted once) = 3.6, from the worker's organic
+    transitions and from the Reward the simulator and the demo score sessions with."""
+    rules = Rules(history_length=L, reorder_window_ms=REORDER_MS, session_timeout_ms=3_600_000)
+    sessionizer = Sessionizer(rules)
+    assembler = TransitionAssembler(catalog=CATALOG, sessionizer=sessionizer,
+                                    vocabulary=ListVocabulary(), limits=Limits())  # fmt: skip
+    table: dict[bytes, bytes] = {}
+    rewards: list[float] = []
+    for n, (event, wall_s) in enumerate(DELIVERY):
+        result = await assembler.handle(
+            table, key=event.user_id.encode(), value=encode(event),
+            source=Source(CATALOG.name(EVENT_ROLES[event.type]), 0, n),
+            wall_ms=T0 + int(wall_s * 1000),
+        )  # fmt: skip
+        rewards += [orjson.loads(o.value)["reward"] for o in result.outputs if o.key == b"u1"]
+    session = UserSession.from_bytes(table[b"u1"])
+    rewards += [
+        t["reward"] for t in sessionizer.on_tick(session, "u1", wall_ms=T0 + 10**8).transitions
+    ]
+    once = list({e.event_id: e for e, _ in DELIVERY if e.user_id == "u1"}.values())
+    assert sum(rewards) == pytest.approx(3.6) == Reward().of_events(once)
 
 
 def test_serving_leaves_out_an_item_its_snapshot_does_not_know() -> None:
