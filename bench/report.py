@@ -19,14 +19,17 @@ def figure(
     baseline: str | None = None,
     baseline_value: float | None = None,
     digits: int = 3,
+    ratio: bool = True,
     **extra: object,
 ) -> dict[str, object]:
-    """Print one figure as a JSON line (flushed) and return it."""
+    """Print one figure as a JSON line (flushed) and return it. ``ratio=False`` where
+    the value already is the comparison (a speed-up) and value / baseline means nothing."""
     line: dict[str, object] = {"bench": bench, "metric": metric, "value": round(value, digits),
                                "unit": unit}  # fmt: skip
     if baseline is not None and baseline_value is not None:
-        line.update(baseline=baseline, baseline_value=round(baseline_value, digits),
-                    ratio=round(value / baseline_value, 3) if baseline_value else None)  # fmt: skip
+        line.update(baseline=baseline, baseline_value=round(baseline_value, digits))
+        if ratio:
+            line["ratio"] = round(value / baseline_value, 3) if baseline_value else None
     line.update(extra)
     print(orjson.dumps(line).decode(), flush=True)
     return line

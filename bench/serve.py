@@ -33,13 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import broker, setting
 from bench.report import figure
-from learner.export import OUTPUT_NAMES, SnapshotExporter, check_parity, io_spec, sample_states
+from learner.export import SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
+from schemas.manifest import OUTPUT_NAMES
 from schemas.model_store import ModelStore
 from schemas.records import ClickEvent, Recommendation, RecRequest
+from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.streams_harness import worker_env
 
@@ -63,7 +65,7 @@ def model_only(model: bytes, net: QNetwork) -> None:
                  "exclude": exclude.numpy()}  # fmt: skip
 
         def run_ort(feeds: dict[str, np.ndarray] = feeds) -> None:
-            session.run(OUTPUT_NAMES, feeds)
+            session.run(list(OUTPUT_NAMES), feeds)
 
         def run_torch(inputs: tuple[torch.Tensor, ...] = (items, events, ages, exclude)) -> None:
             with torch.inference_mode():
@@ -81,7 +83,7 @@ def model_only(model: bytes, net: QNetwork) -> None:
             times[name] = float(np.median(samples)) * 1000
         line(f"model_speedup_b{batch}", times["torch"] / times["onnxruntime"], "x",
              baseline="torch_inference_mode", baseline_value=round(times["torch"], 3),
-             onnxruntime_ms=round(times["onnxruntime"], 3))  # fmt: skip
+             ratio=False, onnxruntime_ms=round(times["onnxruntime"], 3))  # fmt: skip
 
 
 @dataclass
@@ -155,8 +157,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
     model_only(model, net)
     ModelStore(root / "models").write(
         model=model, item_ids=[f"sku-{i}" for i in range(ITEMS)], step=0,
-        io_spec=io_spec(L, policy.k), parity=check_parity(model, policy).as_dict(),
-        metrics={}, extra={"encoder": "gru", "history_length": L, "k": policy.k},
+        k=policy.k, history_length=L, encoder="gru", reward=Reward(),
+        io_spec=io_spec(L, policy.k), parity=check_parity(model, policy), metrics={},
     )  # fmt: skip
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     catalog = TopicCatalog(prefix=prefix, partitions=4)

@@ -191,17 +191,18 @@ class WorkerProcess(StageProcess):
 
 
 def worker_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = stage_env(
-        RECQ_BOOTSTRAP_SERVERS=bootstrap,
-        RECQ_TOPIC_PREFIX=prefix,
-        RECQ_STREAMS_APP_ID=f"{prefix}streams",
-        RECQ_PARTITIONS=4,
-        RECQ_REORDER_WINDOW_S=REORDER_WINDOW_S,
-        RECQ_SESSION_TIMEOUT_S=SESSION_TIMEOUT_S,
-        RECQ_SESSION_TICK_S=0.5,
-        RECQ_BROKER_SESSION_TIMEOUT_S=6,
-        RECQ_DATA_DIR=data_dir,
-        **extra,
-    )
+    """A streams worker's environment for these tests; ``extra`` overrides the defaults."""
+    settings: dict[str, object] = {
+        "RECQ_BOOTSTRAP_SERVERS": bootstrap,
+        "RECQ_TOPIC_PREFIX": prefix,
+        "RECQ_STREAMS_APP_ID": f"{prefix}streams",
+        "RECQ_PARTITIONS": 4,
+        "RECQ_REORDER_WINDOW_S": REORDER_WINDOW_S,
+        "RECQ_SESSION_TIMEOUT_S": SESSION_TIMEOUT_S,
+        "RECQ_SESSION_TICK_S": 0.5,
+        "RECQ_BROKER_SESSION_TIMEOUT_S": 6,
+        "RECQ_DATA_DIR": data_dir,
+    }
+    env = stage_env(**{**settings, **extra})  # type: ignore[arg-type]
     env["PYTHONUNBUFFERED"] = "1"
     return env
