@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 from schemas.records import (
     DEFAULT_MAX_CLOCK_SKEW_MS,
     DeadLetter,
+    AnyTransition,
     DeadLetterCode,
     Event,
     Record,
@@ -72,6 +73,8 @@ def _adapter(expected: object) -> TypeAdapter[Any]:
 def _expected_name(expected: object) -> str:
     if expected is Event:
         return "event"
+    if expected is AnyTransition:
+        return "transition"
     return cast(type[Record], expected).record_name
 
 
@@ -217,7 +220,7 @@ def _classify(err: ErrorDetails) -> DeadLetterCode:
 def _describe(err: ErrorDetails) -> str:
     loc = err["loc"]
     # A discriminated union puts the tag first ("purchase", "items", 0, ...): drop it.
-    if loc and isinstance(loc[0], str) and loc[0] in ("click", "cart", "purchase"):
+    if loc and isinstance(loc[0], str) and loc[0] in ("click", "cart", "purchase", "organic", "slate"):
         loc = loc[1:]
     kind = err["type"]
     if kind == "union_tag_not_found":

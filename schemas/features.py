@@ -70,6 +70,7 @@ class EventInteraction:
     code: int
     line: int
     last_line: bool
+    revenue: float = 0.0  # a purchase line's unit price x quantity (the revenue objective)
 
 
 def interactions_of(event: Any) -> list[EventInteraction]:
@@ -78,7 +79,9 @@ def interactions_of(event: Any) -> list[EventInteraction]:
     if kind == "purchase":
         last = len(event.items) - 1
         return [
-            EventInteraction(line.item_id, EVENT_CODES["purchase"], n, n == last)
+            EventInteraction(
+                line.item_id, EVENT_CODES["purchase"], n, n == last, line.unit_price * line.quantity
+            )
             for n, line in enumerate(event.items)
         ]
     if kind == "cart":

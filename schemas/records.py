@@ -137,6 +137,27 @@ class PurchaseEvent(_Event):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
 
 
+class ImpressionEvent(Record):
+    """The shop rendered these positions of a recommendation to the shopper (explicit
+    impressions, ``RECQ_IMPRESSIONS=explicit``). Keyed by user_id like every event."""
+
+    record_name = "impression"
+    type: Literal["impression"] = "impression"
+    event_id: Id = Field(description="Unique per event; lets consumers drop duplicates.")
+    user_id: Id = Field(description="The shopper; the Kafka key of every event.")
+    ts_ms: TimestampMs = Field(description="When the slots were rendered.")
+    rec_id: Id = Field(description="The recommendation shown.")
+    positions: list[Position] = Field(
+        min_length=1, max_length=MAX_K, description="0-based slots actually rendered."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_positions(self) -> Self:
+        if len(set(self.positions)) != len(self.positions):
+            raise ValueError("positions must be distinct")
+        return self
+
+
 Event = Annotated[ClickEvent | CartEvent | PurchaseEvent, Field(discriminator="type")]
 EVENT_CLASSES: dict[EventType, type[ClickEvent | CartEvent | PurchaseEvent]] = {
     "click": ClickEvent,
@@ -212,7 +233,8 @@ class InteractionSequence(Record):
 
 
 class Transition(Record):
-    """One (s, a, r, s', done) step in compact index form, keyed by user_id.
+    """One organic (s, a, r, s', done) step in compact index form, keyed by user_id:
+    the shopper touched item ``a`` on their own or from a slate.
 
     ``seq`` numbers a user's transitions so the learner can assemble n-step returns.
     """
@@ -220,16 +242,65 @@ class Transition(Record):
     record_name = "transition"
     user_id: Id
     seq: int = Field(ge=0, description="Per-user ordinal; consecutive within a session.")
-    kind: Literal["organic", "feedback"]
+    kind: Literal["organic"] = "organic"
     state: InteractionSequence
     action: int = Field(ge=0, description="Item index of the action.")
     reward: float = Field(allow_inf_nan=False)
     next_state: InteractionSequence
     done: bool
-    propensity: Probability | None = Field(
-        default=None, description="Logged propensity of the action (feedback transitions)."
-    )
     ts_ms: TimestampMs
+
+
+SlateClose = Literal["reward_wait", "session_end", "event_time"]
+
+
+class SlateTransition(Record):
+    """One shown recommendation and what the shopper did with each slot, written when its
+    reward window closed (README, "Impressions and slate transitions"). Keyed by user_id.
+
+    Slots are in the order shown. ``responses[j]`` is the strongest response attributed
+    to slot j (by rec_id and position, item matching): 0 none, 1 click, 2 cart, 3
+    purchase; ``rewards[j]`` the summed reward of every response to it (0, the default
+    reward, when none). ``next_state`` is the state just after the first response (None
+    when no slot earned one); ``done`` that the session ended with this as its last slate.
+    """
+
+    record_name = "slate_transition"
+    kind: Literal["slate"] = "slate"
+    user_id: Id
+    seq: int = Field(ge=0, description="Per-user ordinal of slate transitions.")
+    rec_id: Id
+    policy: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    model_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: InteractionSequence = Field(description="The shopper's state when it was shown.")
+    items: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=MAX_K, description="Item indices in slot order."
+    )
+    propensities: list[Probability] = Field(description="Logged propensity of each slot.")
+    shown: list[bool] = Field(
+        description="Whether each slot was rendered (all True with implicit impressions)."
+    )
+    responses: list[Annotated[int, Field(ge=0, le=3)]]
+    rewards: list[Annotated[float, Field(allow_inf_nan=False)]]
+    next_state: InteractionSequence | None = None
+    done: bool
+    closed_by: SlateClose
+    ts_ms: TimestampMs = Field(description="When the recommendation was served.")
+
+    @model_validator(mode="after")
+    def _slots_agree(self) -> Self:
+        n = len(self.items)
+        if not len(self.propensities) == len(self.shown) == len(self.responses) == len(
+            self.rewards
+        ) == n:
+            raise ValueError("items, propensities, shown, responses and rewards must align")
+        if (self.next_state is None) == any(self.responses):
+            raise ValueError("next_state is given exactly when some slot has a response")
+        return self
+
+
+#: Either kind of record on the transitions topic, told apart by ``kind``.
+AnyTransition = Annotated[Transition | SlateTransition, Field(discriminator="kind")]
 
 
 class SnapshotAnnouncement(Record):
@@ -315,9 +386,11 @@ RECORDS: tuple[type[Record], ...] = (
     ClickEvent,
     CartEvent,
     PurchaseEvent,
+    ImpressionEvent,
     RecRequest,
     Recommendation,
     Transition,
+    SlateTransition,
     SnapshotAnnouncement,
     ItemClaim,
     SessionTick,

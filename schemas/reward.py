@@ -2,9 +2,11 @@
 reward of every transition), the simulator (a session's reward) and the demo's scoring
 of its arms, all from the same ``RECQ_REWARD_*`` settings.
 
-An interaction earns the weight of its event code (``schemas.features``): a click, a cart
-add, a cart removal (negative by default: it takes back what the add earned), and each
-line item of a purchase. A session's reward is the sum over its interactions.
+The reward is a weighted sum of objectives. An interaction earns the weight of its event
+code (``schemas.features``): a click, a cart add, a cart removal (negative by default:
+it takes back what the add earned), and each line item of a purchase; a purchased line
+also earns ``revenue`` x its unit price x quantity (0 by default: the revenue objective
+is off until a weight is set). A session's reward is the sum over its interactions.
 """
 
 from __future__ import annotations
@@ -25,22 +27,26 @@ class Reward:
     cart: float = 0.5
     purchase: float = 1.0
     cart_remove: float = -0.5
+    revenue: float = 0.0
 
-    def of(self, code: int) -> float:
-        """The reward of one interaction with event code ``code``."""
+    def of(self, code: int, revenue: float = 0.0) -> float:
+        """The reward of one interaction with event code ``code``; ``revenue``: its line's
+        unit price x quantity (purchases only)."""
         if code == EVENT_CODES["click"]:
             return self.click
         if code == EVENT_CODES["cart"]:
             return self.cart
         if code == EVENT_CODES["purchase"]:
-            return self.purchase
+            return self.purchase + self.revenue * revenue
         if code == EVENT_CODES["cart_remove"]:
             return self.cart_remove
         raise ValueError(f"no reward for event code {code}")
 
     def of_events(self, events: Iterable[Any]) -> float:
         """The summed reward of shop events (click, cart, purchase records)."""
-        return sum(self.of(x.code) for event in events for x in interactions_of(event))
+        return sum(
+            self.of(x.code, x.revenue) for event in events for x in interactions_of(event)
+        )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -52,4 +58,5 @@ class Reward:
             cart=settings.reward_cart,
             purchase=settings.reward_purchase,
             cart_remove=settings.reward_cart_remove,
+            revenue=settings.reward_revenue,
         )

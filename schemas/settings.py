@@ -186,6 +186,14 @@ class RewardSettings(_Settings):
         description="A cart removal: negative, it takes back what the add earned.",
     )
 
+    reward_revenue: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="Per unit of currency of a purchased line (unit price x quantity): the "
+        "revenue objective. 0 (off) by default.",
+    )
+
     def reward(self) -> Reward:
         return Reward.from_settings(self)
 
@@ -254,11 +262,18 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
     session_tick_s: float = Field(
         default=1.0, gt=0.0, le=600.0, description="How often idle sessions are looked for."
     )
-    attribution_window_s: float = Field(
-        default=3600.0,
+    reward_wait_s: float = Field(
+        default=600.0,
         gt=0.0,
-        description="How long after a recommendation an event carrying its rec_id earns it "
-        "a feedback transition.",
+        le=7 * 86_400.0,
+        description="A shown recommendation's reward window: events carrying its rec_id "
+        "earn it rewards this long (event time) before its slate transition is written "
+        "(earlier if the shopper's session ends).",
+    )
+    impressions: Literal["implicit", "explicit"] = Field(
+        default="implicit",
+        description="implicit: a published recommendation counts as shown in full; "
+        "explicit: only the positions the shop reports on the impression topic.",
     )
     done_on_purchase: bool = Field(
         default=True, description="A purchase ends the session (checkout) with done=True."

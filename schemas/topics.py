@@ -22,6 +22,7 @@ class TopicRole(StrEnum):
     CLICKS = "events.click"
     CARTS = "events.cart"
     PURCHASES = "events.purchase"
+    IMPRESSIONS = "events.impression"
     REC_REQUESTS = "rec-requests"
     RECOMMENDATIONS = "recommendations"
     TRANSITIONS = "transitions"
@@ -77,6 +78,8 @@ class TopicCatalog:
             (TopicRole.CLICKS, 7 * DAY_MS),
             (TopicRole.CARTS, 7 * DAY_MS),
             (TopicRole.PURCHASES, 30 * DAY_MS),
+            # Which positions of a recommendation the shop rendered (explicit impressions).
+            (TopicRole.IMPRESSIONS, 3 * DAY_MS),
             (TopicRole.REC_REQUESTS, 1 * DAY_MS),
         ]
         specs = [TopicSpec(role, self.name(role), p, True, "delete", keep) for role, keep in co]

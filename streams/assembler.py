@@ -16,6 +16,7 @@ from schemas.records import (
     CartEvent,
     ClickEvent,
     DeadLetter,
+    ImpressionEvent,
     PurchaseEvent,
     Recommendation,
     SessionTick,
@@ -25,7 +26,9 @@ from streams import metrics
 from streams.session import CAUGHT_UP, Interaction, Outcome, Sessionizer, UserSession
 from streams.vocabulary import Vocabulary
 
-InputRecord = ClickEvent | CartEvent | PurchaseEvent | Recommendation | SessionTick
+InputRecord = (
+    ClickEvent | CartEvent | PurchaseEvent | ImpressionEvent | Recommendation | SessionTick
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class TransitionAssembler:
         self._inputs: dict[str, type[InputRecord]] = {
             catalog.name(role): EVENT_CLASSES[kind] for kind, role in EVENT_ROLES.items()
         }
+        self._inputs[catalog.name(TopicRole.IMPRESSIONS)] = ImpressionEvent
         self._inputs[catalog.name(TopicRole.RECOMMENDATIONS)] = Recommendation
         self._inputs[catalog.name(TopicRole.SESSION_TICKS)] = SessionTick
         self._source_topics = frozenset(self._inputs)
@@ -112,14 +116,24 @@ class TransitionAssembler:
                 session, record.user_id, wall_ms, self.resumed_ms, synced_ms
             )
         elif isinstance(record, Recommendation):
-            shown = await self.vocabulary.indices([item.item_id for item in record.items])
-            self.sessionizer.on_recommendation(
-                session,
-                record.rec_id,
-                record.served_ts_ms,
-                {idx: item.propensity for idx, item in zip(shown, record.items, strict=True)},
-            )
             outcome = Outcome()
+            if record.items:
+                self.sessionizer.on_recommendation(
+                    session,
+                    rec_id=record.rec_id,
+                    served_ts_ms=record.served_ts_ms,
+                    items=await self.vocabulary.indices([i.item_id for i in record.items]),
+                    propensities=[i.propensity for i in record.items],
+                    policy=record.policy,
+                    model_version=record.model_version,
+                    wall_ms=wall_ms,
+                    produced_ms=produced_ms,
+                )
+        elif isinstance(record, ImpressionEvent):
+            metrics.EVENTS_IN.labels(record.type).inc()
+            outcome = self.sessionizer.on_impression(
+                session, record.rec_id, record.positions, record.ts_ms
+            )
         else:
             metrics.EVENTS_IN.labels(record.type).inc()
             interactions = await self._interactions(record, wall_ms, produced_ms)
@@ -145,6 +159,8 @@ class TransitionAssembler:
                 x.last_line,
                 arrival_ms=wall_ms,
                 produced_ms=produced_ms,
+                position=event.position,
+                revenue=x.revenue,
             )
             for x, idx in zip(touched, indices, strict=True)
         ]
@@ -160,10 +176,15 @@ class TransitionAssembler:
             metrics.LATE_EVENTS.inc(outcome.late)
         if outcome.duplicates:
             metrics.DUPLICATE_EVENTS.inc(outcome.duplicates)
-        if outcome.attributed:
-            metrics.FEEDBACK.labels("attributed").inc(outcome.attributed)
-        if outcome.unattributed:
-            metrics.FEEDBACK.labels("unattributed").inc(outcome.unattributed)
+        for result_label, count in (
+            ("attributed", outcome.attributed),
+            ("unattributed", outcome.unattributed),
+            ("late", outcome.late_rewards),
+        ):
+            if count:
+                metrics.ATTRIBUTIONS.labels(result_label).inc(count)
+        if outcome.unshown:
+            metrics.UNSHOWN_SLATES.inc(outcome.unshown)
         return result
 
     def _dead(self, letter: DeadLetter, key: bytes | None) -> Result:

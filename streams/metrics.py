@@ -18,10 +18,15 @@ LATE_EVENTS = Counter(
 DUPLICATE_EVENTS = Counter(
     "recq_streams_duplicate_events_total", "Events skipped as repeats of a recent event_id."
 )
-FEEDBACK = Counter(
-    "recq_streams_feedback_total",
-    "Events carrying rec_id, by whether they were attributed to a shown item.",
+ATTRIBUTIONS = Counter(
+    "recq_streams_attributions_total",
+    "Events (and impressions) carrying rec_id: attributed to an open reward window, "
+    "unattributed (unknown rec_id, wrong slot or item), or late (the window had closed).",
     ["result"],
+)
+UNSHOWN_SLATES = Counter(
+    "recq_streams_unshown_slates_total",
+    "Reward windows closed with no slot rendered (explicit impressions): no transition.",
 )
 CONSUMER_LAG = Gauge(
     "recq_streams_consumer_lag", "Highwater minus position, per source partition.",

@@ -25,9 +25,23 @@ Rules (the README's "Transitions" section says the same):
   (event-time gap > timeout; or no message for the timeout: wall-clock idle when the
   inputs are read to their end, else inputs read that far past the user's last event)
   or by a purchase (checkout).
-* Feedback transition: an interaction carrying rec_id whose item was shown in that
-  recommendation, within the attribution window, also yields state = the user's state
-  when it was shown, action = the item, its reward and the logged propensity.
+* Slate transition (README, "Impressions and slate transitions"): each recommendation
+  shown to the user opens a reward window with the state when it was shown (the last L
+  interactions with event time up to its serving time). An interaction carrying its
+  rec_id and position, whose item is in that slot, is attributed to the slot (its reward
+  added, its code the slot's response). A window closes at the earliest of: the user's
+  session ending (every window served before the end: checkout, event-time gap, idle),
+  an interaction released more than the reward wait after its serving time (event
+  time), or the reward wait plus the reorder window of wall-clock time since the window
+  opened (inputs read past it, while reading a backlog). It does not close when the
+  next slate is shown: shoppers answer a slate after the next one may have been served,
+  and their click waits the reorder window before it is applied. Then one ``slate``
+  transition is written. An attribution to a closed window is counted as late; it does
+  not change what was written.
+* Impressions: implicit, every slot of a published recommendation was shown; explicit,
+  only the positions the shop reported (an impression event, which may arrive before the
+  recommendation; a slot responded to was evidently shown). A window closed with no
+  slot shown writes nothing and is counted.
 """
 
 from __future__ import annotations
@@ -45,7 +59,12 @@ from schemas.settings import StreamsSettings
 
 #: ``synced_ms`` when every input partition has been read to its end.
 CAUGHT_UP = 2**62
-MAX_SHOWN = 8
+#: Closed rec_ids remembered per user to tell a late reward from an unknown rec_id.
+CLOSED_REMEMBERED = 64
+#: Impressions kept per user while their recommendation has not been read yet.
+EARLY_IMPRESSIONS = 256
+#: Responses recorded per slot: the strongest of click, cart, purchase.
+STRONGEST_RESPONSE = EVENT_CODES["purchase"]
 
 
 def _order(x: Interaction) -> tuple[int, str, int]:
@@ -65,6 +84,8 @@ class Interaction:
     last_line: bool = True
     arrival_ms: int = 0  # wall clock when it reached the worker; not part of the order
     produced_ms: int = 0  # Kafka timestamp of its message
+    position: int | None = None  # the slot of rec_id it responds to
+    revenue: float = 0.0  # a purchase line's price x quantity (schemas.reward)
 
     @property
     def order_key(self) -> tuple[int, str, int]:
@@ -76,7 +97,8 @@ class Interaction:
 
     def as_list(self) -> list[Any]:
         return [self.ts_ms, self.event_id, self.line, self.item, self.code, self.rec_id,
-                self.last_line, self.arrival_ms, self.produced_ms]  # fmt: skip
+                self.last_line, self.arrival_ms, self.produced_ms, self.position,
+                self.revenue]  # fmt: skip
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> Interaction:
@@ -96,9 +118,10 @@ class Rules:
     history_length: int = StreamsSettings.model_fields["history_length"].default
     reorder_window_ms: int = _default_ms("reorder_window_s")
     session_timeout_ms: int = _default_ms("session_timeout_s")
-    attribution_window_ms: int = _default_ms("attribution_window_s")
+    reward_wait_ms: int = _default_ms("reward_wait_s")
     done_on_purchase: bool = StreamsSettings.model_fields["done_on_purchase"].default
     reward: Reward = field(default_factory=Reward)
+    implicit_impressions: bool = StreamsSettings.model_fields["impressions"].default == "implicit"
 
     @classmethod
     def from_settings(cls, settings: StreamsSettings) -> Rules:
@@ -106,9 +129,10 @@ class Rules:
             history_length=settings.history_length,
             reorder_window_ms=int(settings.reorder_window_s * 1000),
             session_timeout_ms=int(settings.session_timeout_s * 1000),
-            attribution_window_ms=int(settings.attribution_window_s * 1000),
+            reward_wait_ms=int(settings.reward_wait_s * 1000),
             done_on_purchase=settings.done_on_purchase,
             reward=settings.reward(),
+            implicit_impressions=settings.impressions == "implicit",
         )
 
 
@@ -122,6 +146,8 @@ class Outcome:
     duplicates: int = 0
     attributed: int = 0
     unattributed: int = 0
+    late_rewards: int = 0  # attributions to a window that had closed
+    unshown: int = 0  # windows closed with no slot shown (explicit impressions)
 
 
 @dataclass(slots=True)
@@ -138,24 +164,28 @@ class UserSession:
     last_seen_wall_ms: int = 0
     last_produced_ms: int = 0
     recent_ids: list[int] = field(default_factory=list)
-    shown: list[dict[str, Any]] = field(default_factory=list)
+    #: Open reward windows, oldest first (dicts: see ``Sessionizer.on_recommendation``).
+    slates: list[dict[str, Any]] = field(default_factory=list)
+    slate_seq: int = 0
+    closed_recs: list[str] = field(default_factory=list)
+    #: rec_id -> [ts_ms, positions] of impressions read before their recommendation.
+    early_impressions: dict[str, list[Any]] = field(default_factory=dict)
 
     # --- persistence (Table values are bytes) ---------------------------------------------
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             [self.history, [x.as_list() for x in self.buffer],
              list(self.last_key) if self.last_key else None, self.pending, self.seq,
-             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.shown,
-             self.last_produced_ms]
+             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.slates,
+             self.last_produced_ms, self.slate_seq, self.closed_recs, self.early_impressions]
         )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSession:
         if not raw:
             return cls()
-        h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, shown, produced = orjson.loads(
-            raw
-        )
+        (h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, slates, produced,
+         slate_seq, closed, early) = orjson.loads(raw)  # fmt: skip
         return cls(
             history=h,
             buffer=[Interaction.from_list(x) for x in buf],
@@ -167,7 +197,10 @@ class UserSession:
             last_seen_wall_ms=wall,
             last_produced_ms=produced,
             recent_ids=ids,
-            shown=shown,
+            slates=slates,
+            slate_seq=slate_seq,
+            closed_recs=closed,
+            early_impressions=early,
         )
 
 
@@ -210,21 +243,74 @@ class Sessionizer:
         return out
 
     def on_recommendation(
-        self, session: UserSession, rec_id: str, served_ts_ms: int, shown: dict[int, float]
+        self,
+        session: UserSession,
+        *,
+        rec_id: str,
+        served_ts_ms: int,
+        items: list[int],
+        propensities: list[float],
+        policy: str,
+        model_version: str,
+        wall_ms: int,
+        produced_ms: int = 0,
     ) -> None:
-        """Remember what was shown (item index -> propensity) and the user's state then."""
-        known = session.history + [x.entry() for x in session.buffer if x.ts_ms <= served_ts_ms]
-        window = self.rules.attribution_window_ms
-        session.shown = [s for s in session.shown if s["ts"] + window >= served_ts_ms]
-        session.shown.append(
+        """Open the reward window of a published recommendation (a repeat is ignored)."""
+        if rec_id in session.closed_recs or any(w["rec_id"] == rec_id for w in session.slates):
+            return
+        known = [h for h in session.history if h[2] <= served_ts_ms]
+        for x in session.buffer:
+            if x.ts_ms <= served_ts_ms:
+                features.insert(known, x.entry(), len(known) + 1)
+        shown = [self.rules.implicit_impressions] * len(items)
+        early = session.early_impressions.pop(rec_id, None)
+        if early is not None:
+            for position in early[1]:
+                if position < len(shown):
+                    shown[position] = True
+        session.slates.append(
             {
                 "rec_id": rec_id,
                 "ts": served_ts_ms,
-                "items": {str(k): v for k, v in shown.items()},
+                "wall": wall_ms,
+                "produced": produced_ms,
+                "items": items,
+                "propensities": propensities,
+                "policy": policy,
+                "model_version": model_version,
                 "history": known[-self.rules.history_length :],
+                "shown": shown,
+                "responses": [0] * len(items),
+                "rewards": [0.0] * len(items),
+                "next_state": None,
             }
         )
-        del session.shown[:-MAX_SHOWN]
+
+    def on_impression(
+        self, session: UserSession, rec_id: str, positions: list[int], ts_ms: int
+    ) -> Outcome:
+        """Mark rendered positions of a recommendation (explicit impressions)."""
+        out = Outcome()
+        window = next((w for w in session.slates if w["rec_id"] == rec_id), None)
+        if window is not None:
+            for position in positions:
+                if position < len(window["shown"]):
+                    window["shown"][position] = True
+        elif rec_id in session.closed_recs:
+            out.late_rewards += 1
+        else:
+            # Read before its recommendation (another topic): kept until it arrives, or
+            # for the reward wait.
+            early = session.early_impressions
+            for stale in [r for r, (ts, _) in early.items() if ts + self.rules.reward_wait_ms < ts_ms]:
+                del early[stale]
+                out.unattributed += 1
+            early[rec_id] = [ts_ms, positions]
+            if len(session.early_impressions) > EARLY_IMPRESSIONS:
+                oldest = min(session.early_impressions, key=lambda r: session.early_impressions[r][0])
+                del session.early_impressions[oldest]
+                out.unattributed += 1
+        return out
 
     def on_tick(
         self,
@@ -242,7 +328,10 @@ class Sessionizer:
             and not session.buffer
             and self._idle(session, wall_ms, resumed_ms, synced_ms)
         ):
-            self._close(session, out)
+            self._close(session, user_id, out)
+        due = [w for w in session.slates if self._window_due(w, wall_ms, resumed_ms, synced_ms)]
+        if due:
+            self._close_windows(session, user_id, due, "reward_wait", out)
         return out
 
     def ready(
@@ -252,11 +341,26 @@ class Sessionizer:
         if session.buffer:
             head = session.buffer[0]
             waited_from = max(head.arrival_ms, resumed_ms)
-            return (
+            if (
                 waited_from <= wall_ms - self.rules.reorder_window_ms
                 and head.produced_ms <= synced_ms
-            )
-        return session.open and self._idle(session, wall_ms, resumed_ms, synced_ms)
+            ):
+                return True
+        elif session.open and self._idle(session, wall_ms, resumed_ms, synced_ms):
+            return True
+        return any(self._window_due(w, wall_ms, resumed_ms, synced_ms) for w in session.slates)
+
+    def _window_due(
+        self, window: dict[str, Any], wall_ms: int, resumed_ms: int, synced_ms: int
+    ) -> bool:
+        """The reward wait is over in wall-clock time (plus the reorder window, so a
+        response that arrived in time has been applied), or, while a backlog is read,
+        the inputs were read that far past the recommendation."""
+        wait = self.rules.reward_wait_ms
+        if synced_ms >= CAUGHT_UP:
+            opened = max(window["wall"], resumed_ms)
+            return wall_ms - opened >= wait + self.rules.reorder_window_ms
+        return synced_ms - window["produced"] >= wait
 
     def _idle(self, session: UserSession, wall_ms: int, resumed_ms: int, synced_ms: int) -> bool:
         timeout = self.rules.session_timeout_ms
@@ -290,11 +394,11 @@ class Sessionizer:
         else:
             session.last_key = x.order_key
         if session.open and ts - session.last_ts > rules.session_timeout_ms:
-            self._close(session, out)
+            self._close(session, user_id, out)
         session.open = True
         session.last_ts = max(session.last_ts, ts)
 
-        reward = rules.reward.of(x.code)
+        reward = rules.reward.of(x.code, x.revenue)
         state = encode_state(session.history, ts)
         # A late interaction takes its place in event-time order (features.insert), as it
         # does in every other state builder; its transition is dated the last released time.
@@ -313,53 +417,105 @@ class Sessionizer:
             "ts_ms": ts,
         }
         if x.rec_id is not None:
-            self._attribute(session, user_id, x, ts, reward, next_state, out)
+            self._attribute(session, x, ts, reward, next_state, out)
+        expired = [w for w in session.slates if ts - w["ts"] > rules.reward_wait_ms]
+        if expired:
+            self._close_windows(session, user_id, expired, "event_time", out)
         session.seq += 1
         if x.code == EVENT_CODES["purchase"] and rules.done_on_purchase and x.last_line:
             out.transitions.append({**transition, "done": True})
             session.pending = None
             session.open = False
+            self._end_slates(session, user_id, ts, out)
         else:
             session.pending = transition
 
     def _attribute(
         self,
         session: UserSession,
-        user_id: str,
         x: Interaction,
         ts: int,
         reward: float,
         next_state: dict[str, list[int]],
         out: Outcome,
     ) -> None:
-        shown = next((s for s in session.shown if s["rec_id"] == x.rec_id), None)
-        propensity = None if shown is None else shown["items"].get(str(x.item))
+        """Add an interaction's reward to the slot of the recommendation it responds to."""
+        window = next((w for w in session.slates if w["rec_id"] == x.rec_id), None)
+        if window is None:
+            if x.rec_id in session.closed_recs:
+                out.late_rewards += 1
+            else:
+                out.unattributed += 1
+            return
+        slot = x.position
         if (
-            shown is None
-            or propensity is None
-            or ts - shown["ts"] > self.rules.attribution_window_ms
-            or ts < shown["ts"]
+            slot is None
+            or slot >= len(window["items"])
+            or window["items"][slot] != x.item
+            or ts < window["ts"]
         ):
-            out.unattributed += 1
+            out.unattributed += 1  # not that slot's item, or before it was served
+            return
+        if ts - window["ts"] > self.rules.reward_wait_ms:
+            out.late_rewards += 1
             return
         out.attributed += 1
-        out.transitions.append(
-            {
-                "user_id": user_id,
-                "seq": session.seq,
-                "kind": "feedback",
-                "state": encode_state(shown["history"], shown["ts"]),
-                "action": x.item,
-                "reward": reward,
-                "next_state": next_state,
-                "done": False,
-                "propensity": propensity,
-                "ts_ms": ts,
-            }
-        )
+        window["shown"][slot] = True  # a slot responded to was evidently rendered
+        window["rewards"][slot] += reward
+        if x.code <= STRONGEST_RESPONSE:
+            window["responses"][slot] = max(window["responses"][slot], x.code)
+        if window["next_state"] is None and x.code <= STRONGEST_RESPONSE:
+            window["next_state"] = next_state
 
-    def _close(self, session: UserSession, out: Outcome) -> None:
+    def _close(self, session: UserSession, user_id: str, out: Outcome) -> None:
+        """The session ended by inactivity: its last transition is done, and the reward
+        windows of slates served before its end close."""
         if session.pending is not None:
             out.transitions.append({**session.pending, "done": True})
         session.pending = None
         session.open = False
+        self._end_slates(session, user_id, session.last_ts + self.rules.session_timeout_ms, out)
+
+    def _end_slates(self, session: UserSession, user_id: str, end_ts: int, out: Outcome) -> None:
+        """Close the windows of slates served up to ``end_ts``; the newest is ``done``."""
+        ended = [w for w in session.slates if w["ts"] <= end_ts]
+        if ended:
+            self._close_windows(session, user_id, ended, "session_end", out, last_done=True)
+
+    def _close_windows(
+        self,
+        session: UserSession,
+        user_id: str,
+        windows: list[dict[str, Any]],
+        closed_by: str,
+        out: Outcome,
+        last_done: bool = False,
+    ) -> None:
+        closing = {id(w) for w in windows}
+        session.slates = [w for w in session.slates if id(w) not in closing]
+        session.closed_recs += [w["rec_id"] for w in windows]
+        del session.closed_recs[:-CLOSED_REMEMBERED]
+        shown = [w for w in windows if any(w["shown"])]
+        out.unshown += len(windows) - len(shown)
+        for n, w in enumerate(shown):
+            out.transitions.append(
+                {
+                    "kind": "slate",
+                    "user_id": user_id,
+                    "seq": session.slate_seq,
+                    "rec_id": w["rec_id"],
+                    "policy": w["policy"],
+                    "model_version": w["model_version"],
+                    "state": encode_state(w["history"], w["ts"]),
+                    "items": w["items"],
+                    "propensities": w["propensities"],
+                    "shown": w["shown"],
+                    "responses": w["responses"],
+                    "rewards": w["rewards"],
+                    "next_state": w["next_state"],
+                    "done": last_done and n == len(shown) - 1,
+                    "closed_by": closed_by,
+                    "ts_ms": w["ts"],
+                }
+            )
+            session.slate_seq += 1

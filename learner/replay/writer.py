@@ -7,8 +7,8 @@ discount gamma^n. When a transition is ``done`` every pending one is emitted wit
 return truncated at the end of the episode (discount 0). A gap in ``seq`` (a restart that
 refilled from the middle of a session) or the eviction of a long-idle user emits the
 pending ones as shorter k-step samples bootstrapped from the last next state, which is
-still an unbiased k-step target. Feedback transitions (a reward for a shown
-recommendation) are one-step samples.
+still an unbiased k-step target. (Slate transitions go to their own store:
+``learner.replay.slates``.)
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ class NStepWriter:
     def add(self, transition: Transition) -> None:
         t = transition
         step = _Step(t.state, t.action, t.reward, t.next_state, t.done)
-        if t.kind == "feedback":
-            self._out.append((step, t.reward, t.next_state, 0.0 if t.done else self.gamma))
-            return
         last_seq, steps = self._pending.pop(t.user_id, (t.seq - 1, deque()))
         if steps and t.seq != last_seq + 1:
             self._emit_all(steps, terminal=False)

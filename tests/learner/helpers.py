@@ -18,12 +18,11 @@ def seq(*items: int) -> InteractionSequence:
 def transition(
     user: str, seq_no: int, action: int, reward: float, *, done: bool = False,
     state: tuple[int, ...] = (), next_state: tuple[int, ...] | None = None,
-    kind: str = "organic", propensity: float | None = None,
 ) -> Transition:  # fmt: skip
     return Transition(
-        user_id=user, seq=seq_no, kind=kind, state=seq(*state), action=action, reward=reward,  # type: ignore[arg-type]
+        user_id=user, seq=seq_no, state=seq(*state), action=action, reward=reward,
         next_state=seq(*(next_state if next_state is not None else (*state, action))),
-        done=done, propensity=propensity, ts_ms=1_700_000_000_000 + seq_no,
+        done=done, ts_ms=1_700_000_000_000 + seq_no,
     )  # fmt: skip
 
 

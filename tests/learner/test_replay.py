@@ -143,16 +143,14 @@ def test_a_gap_in_seq_flushes_shorter_bootstrapped_samples() -> None:
     assert [(a, d) for a, _, d, _ in drain(w)] == [(3, pytest.approx(g))]
 
 
-def test_feedback_transitions_are_one_step_and_users_do_not_mix() -> None:
+def test_users_do_not_mix() -> None:
     w = NStepWriter(n=2, gamma=0.5, history_length=L)
     w.add(transition("a", 0, 1, 1.0))
     w.add(transition("b", 0, 5, 3.0))
-    w.add(transition("a", 0, 9, 0.5, kind="feedback", propensity=0.2))
     w.add(transition("a", 1, 2, 2.0))
     w.add(transition("b", 1, 6, 4.0, done=True))
     out = drain(w)
     assert [(a, ret, d) for a, ret, d, _ in out] == [
-        (9, 0.5, 0.5),
         (1, 1 + 0.5 * 2, 0.25),
         (5, 3 + 0.5 * 4, 0.0),
         (6, 4.0, 0.0),

@@ -42,7 +42,8 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     assert metrics["serving_latency_mean_ms"] == 6.0 and metrics["snapshots"] == 2.0
     assert metrics["stages"]["serve"] == {"exit_code": 1, "scrape_failures": 0}
     # the report says which reward scored the arms
-    assert metrics["reward"] == {"click": 0.3, "cart": 0.5, "purchase": 2.0, "cart_remove": -0.1}
+    assert metrics["reward"] == {"click": 0.3, "cart": 0.5, "purchase": 2.0, "cart_remove": -0.1,
+                                 "revenue": 0.0}
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -16,6 +16,7 @@ def test_catalog_names_and_co_partitioning() -> None:
         TopicRole.CLICKS,
         TopicRole.CARTS,
         TopicRole.PURCHASES,
+        TopicRole.IMPRESSIONS,
         TopicRole.REC_REQUESTS,
         TopicRole.RECOMMENDATIONS,
         TopicRole.SESSION_TICKS,

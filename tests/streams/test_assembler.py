@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import orjson
 
 from schemas.codec import Limits, Source, encode
-from schemas.records import ClickEvent, DeadLetter, Recommendation, RecommendedItem, SessionTick
+from schemas.records import (
+    ClickEvent,
+    DeadLetter,
+    Recommendation,
+    RecommendedItem,
+    SessionTick,
+    SlateTransition,
+)
 from schemas.topics import TopicCatalog, TopicRole
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer
@@ -89,12 +96,13 @@ async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
     assert b"u2" not in table  # nothing applied for a mis-keyed event
 
 
-async def test_recommendation_then_click_yields_feedback() -> None:
+async def test_recommendation_then_click_yields_a_slate_transition() -> None:
     a = assembler()
     table: dict[bytes, bytes] = {}
     rec = Recommendation(
         rec_id="r1", request_id="q1", user_id="u1", model_version="7", policy="dqn",
-        items=[RecommendedItem(item_id="sku-x", score=1.5, propensity=0.7)],
+        items=[RecommendedItem(item_id="sku-x", score=1.5, propensity=0.7),
+               RecommendedItem(item_id="sku-y", score=1.0, propensity=0.3)],
         requested_ts_ms=T0, received_ts_ms=T0, served_ts_ms=T0,
     )  # fmt: skip
     assert (
@@ -105,8 +113,17 @@ async def test_recommendation_then_click_yields_feedback() -> None:
     click = ClickEvent(
         event_id="c", user_id="u1", ts_ms=T0 + 500, item_id="sku-x", rec_id="r1", position=0
     )
-    result = await a.handle(
+    await a.handle(
         table, key=b"u1", value=encode(click), source=src(TopicRole.CLICKS), wall_ms=T0 + 500
     )
-    feedback = [orjson.loads(o.value) for o in result.outputs]
-    assert [(f["kind"], f["propensity"], f["action"]) for f in feedback] == [("feedback", 0.7, 0)]
+    # Idle past the session timeout: the organic transition and the slate are written.
+    tick = SessionTick(user_id="u1", ts_ms=T0)
+    result = await a.handle(
+        table, key=b"u1", value=encode(tick), source=src(TopicRole.SESSION_TICKS),
+        wall_ms=T0 + 10**8,
+    )  # fmt: skip
+    slates = [SlateTransition.model_validate_json(o.value) for o in result.outputs
+              if b'"slate"' in o.value]  # fmt: skip
+    assert [(s.items, s.propensities, s.responses, s.rewards, s.model_version) for s in slates] == [
+        ([0, 1], [0.7, 0.3], [1, 0], [0.2, 0.0], "7")
+    ]
