@@ -15,6 +15,8 @@ from learner.dqn import DQN
 from schemas.features import FEATURE_VERSION
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: 2: the network has the choice model's parameters.
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ def save(path: Path, dqn: DQN, offsets: dict[int, int]) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     torch.save(
         {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "feature_version": FEATURE_VERSION,
             "updates": dqn.updates,
             "offsets": {int(p): int(o) for p, o in offsets.items()},
@@ -64,6 +66,11 @@ def restore(path: Path, dqn: DQN) -> Checkpoint | None:
             f"checkpoint {path} was trained on feature version {data.get('feature_version', 1)}"
             f", this build encodes states with version {FEATURE_VERSION} (schemas/features.py)"
             ": delete it (and the model store) to start fresh"
+        )
+    if data.get("format", 1) != CHECKPOINT_FORMAT:
+        raise RuntimeError(
+            f"checkpoint {path} has format {data.get('format', 1)}, this build writes "
+            f"{CHECKPOINT_FORMAT} (the network gained the choice model): delete it to start fresh"
         )
     dqn.ensure_items(data["n_items"])
     if dqn.online.capacity != data["capacity"]:

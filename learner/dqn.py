@@ -8,11 +8,29 @@ the online argmax at s'; the target network is evaluated at that argmax only. Th
 supervised head uses a sampled softmax (uniform negatives shared by the batch) unless
 ``negatives == 0``. ``full_catalog_step`` is the straightforward version (three full
 scorings, full softmax) kept as the benchmark baseline and as the reference in tests.
+
+Slates (``RECQ_SLATE_LEARNING``, README "Learning from slates") add, in the same step:
+
+    td:      answered slot j:  Q(s, a_j) -> r_j + gamma * Q_target(s', argmax Q(s', .))
+             ignored slot k:   Q(s, a_k) -> 0  (shown, not taken: DRN's negative feedback)
+    slateq:  choice loss       -log P(answered slots | s, A), or -log P(no click | s, A)
+             answered slot j:  Q(s, a_j) -> r_j + gamma * sum_{i in A*} P(i | s', A*) Q_target(s', i)
+             A* = the top-k of exp(v(s', a)) * Q(s', a) (the slate the learned policy shows)
+
+The slateq target bootstraps from the slate the learned policy would show (SlateQ's
+Q-learning form), not from the logged next slate (its SARSA form), because the logged
+slates come from several policies (exploration, the popularity fallback, baselines):
+the SARSA target would evaluate their mixture. With that choice no term needs an
+importance weight: the choice model is conditioned on the slate shown (a logging policy
+changes which slates are seen, not P(j | s, A)), and each TD term conditions on the
+action taken. The logged propensities are kept on every slate transition for
+off-policy evaluation of snapshots.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +40,7 @@ from torch.nn import functional as F
 
 from learner.optim import RowAdamW
 from learner.qnet import ItemRows, QNetwork
+from learner.replay.slates import SlateBatch
 from learner.replay.storage import Batch
 from schemas.settings import LearnerSettings
 
@@ -33,6 +52,10 @@ SUPERVISED_WEIGHT = 1.0
 #: 2022). Off-policy data only ever shows taken actions; without this, Q of every other
 #: item is unconstrained and the double-DQN argmax chases the most over-estimated one.
 NEGATIVE_WEIGHT = 1.0
+#: Weight of the slate terms (TD on answered slots, zero target on ignored ones, choice).
+SLATE_WEIGHT = 1.0
+#: Slate size of the SlateQ target's A*: what serving shows by default.
+TARGET_SLATE_SIZE = 10
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,8 @@ class UpdateStats:
     loss_ce: float
     q_mean: float
     grad_norm: float
+    loss_slate: float = 0.0
+    loss_choice: float = 0.0
 
 
 class DQN:
@@ -120,14 +145,18 @@ class DQN:
         q_next = target.q_at(user_t.float(), value_t.float(), best)
         return batch.ret + batch.discount * q_next
 
-    def update(self, batch: Batch) -> UpdateStats:
+    def update(self, batch: Batch, slates: SlateBatch | None = None) -> UpdateStats:
         cfg, net = self.config, self.online
         sampled = net.supervised and 0 < cfg.supervised_negatives < net.n_items
         count = max(cfg.supervised_negatives if sampled else 0, cfg.negative_actions)
         negatives = torch.randint(net.n_items, (count,), device=self.device)
+        slate_terms: tuple[torch.Tensor, torch.Tensor] | None = None
         with self._autocast():
             y = self.td_target(batch)
-            rows = net.rows(batch.items, batch.action, negatives)
+            extra = () if slates is None else (slates.items, slates.slate)
+            rows = net.rows(batch.items, batch.action, negatives, *extra)
+            if slates is not None:
+                slate_terms = self._slate_losses(slates, rows)
             hidden, user, value = net.encode(batch.items, batch.events, batch.ages, rows)
             q = net.q_at(user.float(), value.float(), batch.action, rows)
             loss_ce = (
@@ -147,7 +176,58 @@ class DQN:
             loss = loss + SUPERVISED_WEIGHT * loss_ce
         if loss_neg is not None:
             loss = loss + NEGATIVE_WEIGHT * loss_neg
-        return self._step(loss, td, loss_td, loss_ce, q, rows)
+        if slate_terms is not None:
+            loss = loss + SLATE_WEIGHT * (slate_terms[0] + slate_terms[1])
+        stats = self._step(loss, td, loss_td, loss_ce, q, rows)
+        if slate_terms is None:
+            return stats
+        return dataclasses.replace(stats, loss_slate=float(slate_terms[0].detach()),
+                                   loss_choice=float(slate_terms[1].detach()))  # fmt: skip
+
+    # --- slates ---------------------------------------------------------------------------
+    def _slate_losses(
+        self, slates: SlateBatch, rows: ItemRows
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slate TD loss, choice loss) of a batch of slates (see the module docstring)."""
+        net, mode = self.online, self.config.slate_learning
+        hidden, user, value = net.encode(slates.items, slates.events, slates.ages, rows)
+        q = net.q_slots(user.float(), value.float(), slates.slate, rows)  # [B, S]
+        answered = (slates.responses > 0) & slates.shown
+        ignored = slates.shown & ~answered
+        with torch.no_grad():
+            next_value = self.slate_next_value(slates) if mode == "slateq" else self._dqn_next(slates)
+        y = slates.rewards + self.config.gamma * slates.bootstrap.unsqueeze(1) * next_value.unsqueeze(1)
+        huber = F.huber_loss(q, y, reduction="none", delta=HUBER_DELTA)
+        terms = huber * answered
+        count = answered.sum()
+        if mode == "td":
+            zero = F.huber_loss(q, torch.zeros_like(q), reduction="none", delta=HUBER_DELTA)
+            terms = terms + zero * ignored
+            count = count + ignored.sum()
+        loss_td = terms.sum() / count.clamp(min=1)
+        if mode != "slateq":
+            return loss_td, torch.zeros((), device=self.device)
+        return loss_td, choice_loss(net, hidden, slates, rows)
+
+    def _dqn_next(self, slates: SlateBatch) -> torch.Tensor:
+        """Q_target(s', argmax_a Q_online(s', a)): the organic transitions' bootstrap."""
+        online, target = self.online, self.target
+        _, user_next, _ = online.encode(slates.next_items, slates.next_events, slates.next_ages)
+        best = online.best_items(user_next.float(), self.select_dtype, self._selection)
+        _, user_t, value_t = target.encode(slates.next_items, slates.next_events, slates.next_ages)
+        return target.q_at(user_t.float(), value_t.float(), best)
+
+    @torch.no_grad()
+    def slate_next_value(self, slates: SlateBatch) -> torch.Tensor:
+        """sum_{i in A*} P(i | s', A*) Q_target(s', i), A* the SlateQ top-k at s' chosen by
+        the online network and valued by the target network (double-Q style)."""
+        online, target = self.online, self.target
+        hidden, user, value = online.encode(slates.next_items, slates.next_events, slates.next_ages)
+        chosen = slateq_top_k(online, hidden, user, value, TARGET_SLATE_SIZE)
+        h_t, u_t, v_t = target.encode(slates.next_items, slates.next_events, slates.next_ages)
+        shown = torch.ones_like(chosen, dtype=torch.bool)
+        probs = torch.softmax(target.choice_logits(h_t, chosen, shown).float(), 1)[:, 1:]
+        return (probs * target.q_slots(u_t.float(), v_t.float(), chosen, None)).sum(1)
 
     def _negative_loss(
         self,
@@ -277,6 +357,33 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
                              delta=HUBER_DELTA)  # fmt: skip
         loss = loss + NEGATIVE_WEIGHT * (huber * untaken).sum() / untaken.sum().clamp(min=1.0)
     return dqn._step(loss, y - q, loss_td, loss_ce, q, None)
+
+
+def slateq_top_k(
+    net: QNetwork, hidden: torch.Tensor, user: torch.Tensor, value: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The SlateQ top-k rule: the k items with the largest exp(v(s, a)) * Q(s, a)."""
+    score = slateq_score(net.appeal_all(hidden), net.q_all(user, value))
+    return torch.topk(score, min(k, score.shape[1]), dim=1).indices
+
+
+def slateq_score(appeal: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """exp(v) * Q, the item's share of the slate value before normalisation; v is clamped
+    so the exponential stays finite in float32 (and in the exported graph)."""
+    return torch.exp(appeal.clamp(-30.0, 30.0)) * q
+
+
+def choice_loss(
+    net: QNetwork, hidden: torch.Tensor, slates: SlateBatch, rows: ItemRows | None
+) -> torch.Tensor:
+    """Negative log-likelihood of the conditional logit: the answered slots of each slate
+    (their mean when several were), or no click."""
+    logits = net.choice_logits(hidden, slates.slate, slates.shown, rows).float()
+    log_p = torch.log_softmax(logits, 1)
+    answered = ((slates.responses > 0) & slates.shown).float()
+    picked = torch.cat([(answered.sum(1, keepdim=True) == 0).float(), answered], 1)
+    per_row = -(log_p.masked_fill(picked == 0, 0.0) * picked).sum(1) / picked.sum(1)
+    return per_row.mean()
 
 
 def select_dtype_for(device: torch.device) -> torch.dtype:

@@ -2,9 +2,11 @@
 
 The exported graph takes a batch of left-padded states (items, events, ages: int64
 [B, L]) and an exclusion list (int64 [B, X], -1 = no item; X may be 0) and returns the
-top-K item indices (int64 [B, K]) and their Q-values (float32 [B, K]) over the catalog
-as it was at export time. Excluded items score ``EXCLUDED_SCORE``. Parity with torch is
-measured on a sample batch before anything is written.
+top-K item indices (int64 [B, K]) and their scores (float32 [B, K]) over the catalog
+as it was at export time: Q-values, or with ``ranking="slateq"`` the SlateQ top-k score
+exp(v(s, a)) x Q(s, a) of the choice model and Q (``learner.dqn.slateq_score``).
+Excluded items score ``EXCLUDED_SCORE``. Parity with torch is measured on a sample batch
+before anything is written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from learner.dqn import slateq_score
 from learner.qnet import QNetwork
 from schemas.features import N_EVENT_CODES
 from schemas.manifest import EXCLUDED_SCORE, INPUT_NAMES, OUTPUT_NAMES, Parity
@@ -49,10 +52,15 @@ class TopKPolicy(nn.Module):
     mean_bias: torch.Tensor
     score_item: torch.Tensor
     score_bias: torch.Tensor
+    choice_bias: torch.Tensor
+    live: torch.Tensor
 
-    def __init__(self, net: QNetwork, k: int, n_active: int | None = None) -> None:
+    def __init__(
+        self, net: QNetwork, k: int, n_active: int | None = None, ranking: str = "q"
+    ) -> None:
         super().__init__()
         self.net = net
+        self.ranking = ranking
         self.k = min(k, net.capacity)
         active = net.n_items if n_active is None else min(n_active, net.n_items)
         self.width = score_width(active, self.k, net.capacity)
@@ -63,8 +71,15 @@ class TopKPolicy(nn.Module):
             self.register_buffer("mean_item", item[:active].mean(0))
             self.register_buffer("mean_bias", bias[:active].mean())
             self.register_buffer("score_item", item[: self.width].clone())
-            scored_bias = bias[: self.width].masked_fill(~live, EXCLUDED_SCORE)
-            self.register_buffer("score_bias", scored_bias)
+            if ranking == "slateq":
+                # The product exp(v) * Q is masked after it is formed: a masked bias
+                # times a tiny exp(v) would not stay excluded.
+                self.register_buffer("score_bias", bias[: self.width].clone())
+                self.register_buffer("choice_bias", net.choice_bias.detach()[: self.width].clone())
+                self.register_buffer("live", live)
+            else:
+                scored_bias = bias[: self.width].masked_fill(~live, EXCLUDED_SCORE)
+                self.register_buffer("score_bias", scored_bias)
 
     def forward(
         self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor, exclude: torch.Tensor
@@ -72,9 +87,12 @@ class TopKPolicy(nn.Module):
         net = self.net
         # States name active items only, so the scored rows serve as the embedding table
         # too (the graph carries no second, full-capacity copy of it).
-        _, user, value = net.encode(items, events, ages, table=self.score_item)
+        hidden, user, value = net.encode(items, events, ages, table=self.score_item)
         shift = value - (user @ self.mean_item + self.mean_bias)
         q = user @ self.score_item.T + self.score_bias + shift.unsqueeze(-1)
+        if self.ranking == "slateq":
+            appeal = net.appeal_all(hidden, self.score_item, self.choice_bias)
+            q = slateq_score(appeal, q).masked_fill(~self.live, EXCLUDED_SCORE)
         # Padding (-1) and items outside the catalog go to a spare column, then dropped.
         rows = self.score_item.shape[0]
         spare = torch.full_like(exclude, rows)
@@ -138,16 +156,17 @@ class SnapshotExporter:
     (row capacity, K, architecture) and otherwise writing the current weights into the
     cached graph. Every result is still parity-checked against torch by the caller."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, ranking: str = "q") -> None:
         self.k = k
+        self.ranking = ranking
         self._template: onnx.ModelProto | None = None
         self._signature: tuple[object, ...] | None = None
         self.traces = 0
 
     def export(self, net: QNetwork, n_active: int | None = None) -> tuple[bytes, TopKPolicy]:
-        policy = TopKPolicy(net, self.k, n_active).eval()
+        policy = TopKPolicy(net, self.k, n_active, self.ranking).eval()
         signature = (net.capacity, policy.width, policy.k, net.encoder_kind, net.dim,
-                     net.history_length, net.supervised)  # fmt: skip
+                     net.history_length, net.supervised, self.ranking)  # fmt: skip
         if self._template is None or signature != self._signature:
             self._template = export_onnx(policy)
             self._signature = signature

@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from learner import metrics
 from learner.replay.buffer import ReplayBuffer
+from learner.replay.slates import SlateStore
 from schemas.codec import Limits, Source, decode, encode
-from schemas.records import DeadLetter, Transition
+from schemas.records import AnyTransition, DeadLetter, SlateTransition, Transition
 
 log = logging.getLogger("recq.learner")
 
@@ -34,12 +35,14 @@ class TransitionFeed:
         dead_letter_topic: str,
         replay: ReplayBuffer,
         limits: Limits,
+        slates: SlateStore | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
         self.replay = replay
+        self.slates = slates
         self.limits = limits
         self.positions: dict[int, int] = {}
         self.consumed = 0
@@ -76,14 +79,19 @@ class TransitionFeed:
         while not stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=200, max_records=5_000)
             transitions: list[Transition] = []
+            slates: list[SlateTransition] = []
             letters: list[DeadLetter] = []
             for tp, messages in batches.items():
                 for m in messages:
                     source = Source(tp.topic, tp.partition, m.offset)
-                    record = decode(m.value, Transition, limits=self.limits, source=source)
+                    record: Transition | SlateTransition | DeadLetter = decode(
+                        m.value, AnyTransition, limits=self.limits, source=source
+                    )
                     if isinstance(record, DeadLetter):
                         if m.offset >= self._refill_until.get(tp.partition, 0):
                             letters.append(record)
+                    elif isinstance(record, SlateTransition):
+                        slates.append(record)
                     else:
                         transitions.append(record)
                 if messages:
@@ -93,6 +101,11 @@ class TransitionFeed:
                 await self.producer.send_and_wait(self.dead_letter_topic, encode(letter))
                 metrics.DEAD_LETTERS.labels(letter.code).inc()
                 log.warning("dead-lettered a transition: %s", letter.reason)
+            if slates:
+                metrics.TRANSITIONS_IN.labels("slate").inc(len(slates))
+                if self.slates is not None:
+                    self.slates.add(slates)
+                    metrics.SLATES_STORED.set(len(self.slates))
             if transitions:
                 for kind, count in Counter(t.kind for t in transitions).items():
                     metrics.TRANSITIONS_IN.labels(kind).inc(count)

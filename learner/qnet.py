@@ -12,6 +12,15 @@ that grow with the vocabulary (``ensure_items``) without restarting.
 
 The optional supervised head (SQN, Xin et al. 2020) scores the next item as
 W_s h . e_a + c_a on the same encoder and embeddings.
+
+The choice model (SlateQ, Ie et al. 2019) is a conditional logit on the same encoder:
+a shopper shown slate A picks slot j with probability
+
+    P(j | s, A) = exp(v(s, a_j) + pos_j) / (exp(v0(s)) + sum_k exp(v(s, a_k) + pos_k))
+    v(s, a) = W_c h . e_a + g_a        (item appeal to this shopper)
+    v0(s)   = w_0 . h + b_0            (no click), pos_0 = 0 (position effect)
+
+and the snapshot can rank by the SlateQ top-k rule, exp(v(s, a)) * Q(s, a).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from torch.nn import functional as F
 from schemas.features import N_AGE_BUCKETS, N_EVENT_CODES
 
 SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
+#: Slots with a position effect of their own; later slots share the last one.
+POSITION_SLOTS = 20
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,13 @@ class ItemRows:
     vector: torch.Tensor  # [U, d]
     bias: torch.Tensor  # [U]
     next_bias: torch.Tensor | None  # [U] (supervised head)
+    choice_bias: torch.Tensor  # [U] (choice model: item appeal)
 
     def locate(self, items: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.index, items)
 
     def leaves(self) -> dict[str, torch.Tensor]:
-        out = {"item": self.vector, "item_bias": self.bias}
+        out = {"item": self.vector, "item_bias": self.bias, "choice_bias": self.choice_bias}
         if self.next_bias is not None:
             out["next_item_bias"] = self.next_bias
         return out
@@ -94,6 +106,11 @@ class QNetwork(nn.Module):
         if supervised_head:
             self.next_item = nn.Linear(dim, dim)
             self.next_item_bias = nn.Parameter(torch.zeros(capacity))
+        # Choice model (trained only when the learner learns from slates).
+        self.choice_query = nn.Linear(dim, dim)
+        self.choice_bias = nn.Parameter(torch.zeros(capacity))
+        self.no_click = nn.Linear(dim, 1)
+        self.position_effect = nn.Parameter(torch.zeros(POSITION_SLOTS - 1))
 
     # --- catalog --------------------------------------------------------------------------
     @property
@@ -101,7 +118,8 @@ class QNetwork(nn.Module):
         return int(self.item.shape[0])
 
     def per_item_parameters(self) -> list[str]:
-        return ["item", "item_bias", *(["next_item_bias"] if self.supervised else [])]
+        return ["item", "item_bias", "choice_bias",
+                *(["next_item_bias"] if self.supervised else [])]  # fmt: skip
 
     def ensure_items(self, n_items: int) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
         """Make room for ``n_items``; returns {name: (old, new)} of reallocated parameters
@@ -135,6 +153,7 @@ class QNetwork(nn.Module):
             vector=leaf(self.item),
             bias=leaf(self.item_bias),
             next_bias=leaf(self.next_item_bias) if self.supervised else None,
+            choice_bias=leaf(self.choice_bias),
         )
 
     # --- forward pieces -------------------------------------------------------------------
@@ -255,6 +274,50 @@ class QNetwork(nn.Module):
             scores = query[rows] @ table[start : start + SELECT_CHUNK].T
             best[rows] = scores.float().argmax(1) + start
         return best
+
+    def q_slots(
+        self, user: torch.Tensor, value: torch.Tensor, slate: torch.Tensor, rows: ItemRows | None
+    ) -> torch.Tensor:
+        """Q(s, a) at each row's own items ``slate`` [B, S]: [B, S]."""
+        vector, bias = self._action_rows(slate, rows)
+        adv = (user.unsqueeze(1) * vector).sum(-1) + bias
+        return adv + (value - self.mean_advantage(user)).unsqueeze(1)
+
+    # --- choice model ---------------------------------------------------------------------
+    def positions(self, slots: int) -> torch.Tensor:
+        """pos_j for slots 0..slots-1 (pos_0 = 0: the no-click logit absorbs the level)."""
+        effect = torch.cat([self.position_effect.new_zeros(1), self.position_effect])
+        index = torch.arange(slots, device=effect.device).clamp(max=POSITION_SLOTS - 1)
+        return effect[index]
+
+    def appeal(
+        self, hidden: torch.Tensor, slate: torch.Tensor, rows: ItemRows | None = None
+    ) -> torch.Tensor:
+        """v(s, a) at each row's items ``slate`` [B, S]."""
+        query = self.choice_query(hidden)
+        if rows is None:
+            vector, bias = self.item[slate], self.choice_bias[slate]
+        else:
+            at = rows.locate(slate)
+            vector, bias = rows.vector[at], rows.choice_bias[at]
+        return (query.unsqueeze(1) * vector).sum(-1) + bias
+
+    def choice_logits(
+        self, hidden: torch.Tensor, slate: torch.Tensor, shown: torch.Tensor,
+        rows: ItemRows | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """[B, 1 + S] logits of (no click, slot 0, ..., slot S-1); unshown slots -inf."""
+        logits = self.appeal(hidden, slate, rows) + self.positions(slate.shape[1])
+        logits = logits.masked_fill(~shown, -math.inf)
+        return torch.cat([self.no_click(hidden), logits], 1)
+
+    def appeal_all(self, hidden: torch.Tensor, table: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """v(s, a) over the active catalog (or the given rows): [B, N]."""
+        n = self.n_items
+        item = self.item[:n] if table is None else table
+        choice_bias = self.choice_bias[:n] if bias is None else bias
+        return torch.addmm(choice_bias, self.choice_query(hidden), item.T)
 
     def supervised_logits(
         self, hidden: torch.Tensor, items: torch.Tensor | None, rows: ItemRows | None = None

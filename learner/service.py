@@ -23,6 +23,7 @@ from learner.feed import TransitionFeed
 from learner.metrics import TensorBoard
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
+from learner.replay.slates import SlateStore
 from learner.trainer import Trainer
 from schemas.codec import Limits, encode
 from schemas.connection import client_options, quiet_retriable_client_errors
@@ -85,6 +86,7 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
         device=device, prioritized=settings.replay_prioritized, n_step=settings.n_step,
         gamma=settings.gamma, alpha=settings.per_alpha,
     )  # fmt: skip
+    slates = SlateStore(settings.slate_replay_capacity, settings.history_length, device)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=settings.learner_group_id,
         enable_auto_commit=False, isolation_level="read_committed", **options,
@@ -95,7 +97,7 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     feed = TransitionFeed(
         consumer=consumer, producer=producer, topic=catalog.name(TopicRole.TRANSITIONS),
         dead_letter_topic=catalog.name(TopicRole.DEAD_LETTER), replay=replay,
-        limits=Limits.from_settings(settings),
+        slates=slates, limits=Limits.from_settings(settings),
     )  # fmt: skip
     starts = await feed.assign(saved.offsets if saved else None)
     announcements: asyncio.Queue[SnapshotAnnouncement] = asyncio.Queue()
@@ -103,7 +105,10 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     store.clean_temp()
     tensorboard_dir = settings.data_dir / "tensorboard" if settings.tensorboard else None
     trainer = Trainer(
-        dqn=dqn, replay=replay, store=store, exporter=SnapshotExporter(settings.snapshot_top_k),
+        dqn=dqn, replay=replay, slates=slates, store=store,
+        exporter=SnapshotExporter(
+            settings.snapshot_top_k, "slateq" if settings.slate_learning == "slateq" else "q"
+        ),
         item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
         offsets=lambda: dict(feed.positions),
         announce=lambda a: _call_soon(loop, announcements.put_nowait, a),

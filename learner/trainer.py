@@ -16,6 +16,7 @@ from learner import checkpoint, metrics
 from learner.dqn import DQN
 from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.replay.buffer import ReplayBuffer
+from learner.replay.slates import SlateStore
 from schemas.manifest import Parity
 from schemas.model_store import ModelStore, WrittenSnapshot
 from schemas.records import SnapshotAnnouncement
@@ -27,6 +28,8 @@ log = logging.getLogger("recq.learner")
 #: A snapshot whose ONNX top-K disagrees with torch beyond these is not written.
 PARITY_MIN_TOPK_EQUAL = 0.98
 PARITY_MAX_ABS_DIFF = 1e-3
+#: Slate terms join the updates once the slate store holds this many slates.
+SLATE_WARMUP = 64
 
 
 def snapshot_due(cfg: LearnerSettings, *, updates: int, since_last: int, seconds: float) -> bool:
@@ -44,6 +47,7 @@ class Trainer(threading.Thread):
         dqn: DQN,
         replay: ReplayBuffer,
         store: ModelStore,
+        slates: SlateStore | None = None,
         exporter: SnapshotExporter,
         item_ids: Callable[[], list[str]],
         catalog_size: Callable[[], int],
@@ -58,6 +62,7 @@ class Trainer(threading.Thread):
         super().__init__(name="recq-trainer", daemon=True)
         self.dqn = dqn
         self.replay = replay
+        self.slates = slates
         self.store = store
         self.exporter = exporter
         self.item_ids = item_ids
@@ -122,7 +127,8 @@ class Trainer(threading.Thread):
 
     # --- steps ----------------------------------------------------------------------------
     def grow_catalog(self) -> None:
-        needed = max(self.catalog_size(), self.replay.storage.max_item + 1)
+        needed = max(self.catalog_size(), self.replay.storage.max_item + 1,
+                     self.slates.max_item + 1 if self.slates is not None else 0)  # fmt: skip
         if needed > self.dqn.online.n_items:
             self.dqn.ensure_items(needed)
         metrics.CATALOG.set(self.dqn.online.n_items)
@@ -132,15 +138,25 @@ class Trainer(threading.Thread):
         progress = min(1.0, self.dqn.updates / cfg.per_beta_updates)
         beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress
         batch = self.replay.sample(cfg.batch_size, beta)
-        stats = self.dqn.update(batch)
+        slates = None
+        if (
+            self.slates is not None
+            and cfg.slate_learning != "off"
+            and len(self.slates) >= SLATE_WARMUP
+        ):
+            slates = self.slates.sample(cfg.slate_batch_size)
+        stats = self.dqn.update(batch, slates)
         self.replay.update_priorities(batch, stats.td_error)
         self._since_snapshot += 1
         metrics.UPDATES.inc()
         metrics.LOSS.labels("td").set(stats.loss_td)
         metrics.LOSS.labels("ce").set(stats.loss_ce)
+        metrics.LOSS.labels("slate").set(stats.loss_slate)
+        metrics.LOSS.labels("choice").set(stats.loss_choice)
         metrics.Q_MEAN.set(stats.q_mean)
         metrics.REPLAY_SIZE.set(len(self.replay))
         self.last_losses = {"losses/td": stats.loss_td, "losses/ce": stats.loss_ce,
+                            "losses/slate": stats.loss_slate, "losses/choice": stats.loss_choice,
                             "q/mean": stats.q_mean}  # fmt: skip
         return self.last_losses
 
@@ -169,8 +185,10 @@ class Trainer(threading.Thread):
             encoder=self.dqn.online.encoder_kind,
             reward=self.reward,
             io_spec=io_spec(self.dqn.online.history_length, policy.k),
+            ranking="slateq" if self.exporter.ranking == "slateq" else "q",
             parity=parity,
-            metrics={**self.last_losses, "replay/size": float(len(self.replay))},
+            metrics={**self.last_losses, "replay/size": float(len(self.replay)),
+                     "replay/slates": float(len(self.slates) if self.slates else 0)},  # fmt: skip
         )
         self.store.prune(self.config.snapshots_keep)
         self.last_snapshot = written

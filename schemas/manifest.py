@@ -69,6 +69,9 @@ class SnapshotManifest(BaseModel):
     feature_version: int = Field(ge=1, description="schemas.features.FEATURE_VERSION.")
     reward: dict[str, float] = Field(description="schemas.reward.Reward it was trained for.")
     encoder: str
+    ranking: Literal["q", "slateq"] = Field(
+        default="q", description="What scores mean: Q(s, a), or exp(v(s, a)) x Q(s, a) (SlateQ)."
+    )
     io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
     parity: Parity
     metrics: dict[str, float] = Field(description="Training figures at export.")

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -84,6 +84,7 @@ class ModelStore:
         encoder: str,
         reward: Reward,
         io_spec: dict[str, Any],
+        ranking: Literal["q", "slateq"] = "q",
         parity: Parity,
         metrics: dict[str, float],
     ) -> WrittenSnapshot:
@@ -106,6 +107,7 @@ class ModelStore:
             feature_version=FEATURE_VERSION,
             reward=reward.as_dict(),
             encoder=encoder,
+            ranking=ranking,
             io=io_spec,
             parity=parity,
             metrics=metrics,

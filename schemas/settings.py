@@ -345,6 +345,18 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
         description="Sampled untaken actions per batch whose Q is regressed to 0 (SNQN); "
         "0 disables. Without them the Q ranking stays near random on logged data.",
     )
+    slate_learning: Literal["off", "td", "slateq"] = Field(
+        default="slateq",
+        description="What the learner takes from slate transitions: off (organic only), "
+        "td (answered slots as TD samples, ignored ones regressed to 0), slateq (choice "
+        "model + SlateQ targets, snapshots rank by choice score x Q). README, ablation.",
+    )
+    slate_replay_capacity: int = Field(
+        default=50_000, ge=64, le=10_000_000, description="Slate transitions kept for replay."
+    )
+    slate_batch_size: int = Field(
+        default=128, ge=1, le=65_536, description="Slates per update (with each organic batch)."
+    )
     warmup_transitions: int = Field(
         default=1_000, ge=1, description="Training starts once replay holds this many."
     )
