@@ -79,16 +79,16 @@ def synthetic_slates(n: int, appeal: np.ndarray, position: np.ndarray, rng: np.r
 
 
 def test_the_choice_model_recovers_position_effects_and_item_appeal() -> None:
-    """Maximum likelihood on 20,000 synthetic slates recovers position effects within
-    0.15 (their standard error here is ~0.03) and ranks items by appeal (Spearman > 0.9)."""
+    """Maximum likelihood on 10,000 synthetic slates recovers position effects within
+    0.15 (their standard error here is ~0.04) and ranks items by appeal (Spearman > 0.9)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     appeal = rng.normal(-1.0, 1.0, 30)
     position = np.array([0.0, -0.5, -1.0, -1.5])
-    data = synthetic_slates(20_000, appeal, position, rng)
+    data = synthetic_slates(10_000, appeal, position, rng)
     net = QNetwork(n_items=30, dim=8, history_length=L)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-    for _ in range(300):
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    for _ in range(150):
         optimizer.zero_grad()
         # Every state is empty here: encode one and share it.
         hidden, _, _ = net.encode(data.items[:1], data.events[:1], data.ages[:1])
