@@ -14,7 +14,7 @@ Slates (``RECQ_SLATE_LEARNING``, README "Learning from slates") add, in the same
     td:      answered slot j:  Q(s, a_j) -> r_j + gamma * Q_target(s', argmax Q(s', .))
              ignored slot k:   Q(s, a_k) -> 0  (shown, not taken: DRN's negative feedback)
     slateq:  choice loss       -log P(answered slots | s, A), or -log P(no click | s, A)
-             answered slot j:  Q(s, a_j) -> r_j + gamma * sum_{i in A*} P(i | s', A*) Q_target(s', i)
+             answered slot j:  Q(s, a_j) -> r_j + gamma * sum_{i in A*} P(i|s',A*) Q_target(s',i)
              A* = the top-k of exp(v(s', a)) * Q(s', a) (the slate the learned policy shows)
 
 The slateq target bootstraps from the slate the learned policy would show (SlateQ's
@@ -195,8 +195,12 @@ class DQN:
         answered = (slates.responses > 0) & slates.shown
         ignored = slates.shown & ~answered
         with torch.no_grad():
-            next_value = self.slate_next_value(slates) if mode == "slateq" else self._dqn_next(slates)
-        y = slates.rewards + self.config.gamma * slates.bootstrap.unsqueeze(1) * next_value.unsqueeze(1)
+            next_value = (
+                self.slate_next_value(slates) if mode == "slateq" else self._dqn_next(slates)
+            )
+        y = slates.rewards + self.config.gamma * slates.bootstrap.unsqueeze(
+            1
+        ) * next_value.unsqueeze(1)
         huber = F.huber_loss(q, y, reduction="none", delta=HUBER_DELTA)
         terms = huber * answered
         count = answered.sum()

@@ -18,8 +18,7 @@ DEAD_LETTERS = Counter(
 REPLAY_SIZE = Gauge("recq_learner_replay_size", "Samples held by the replay store.")
 SLATES_STORED = Gauge("recq_learner_slates_size", "Slate transitions held by the slate store.")
 UPDATES_PER_S = Gauge("recq_learner_updates_per_s", "Recent gradient updates per second.")
-LOSS = Gauge("recq_learner_loss", "Most recent loss, by term (td, ce, slate, choice).", ["term"]
-)
+LOSS = Gauge("recq_learner_loss", "Most recent loss, by term (td, ce, slate, choice).", ["term"])
 Q_MEAN = Gauge("recq_learner_q_mean", "Mean Q at the taken actions of the latest batch.")
 CATALOG = Gauge("recq_learner_catalog_items", "Items the Q-network scores.")
 SNAPSHOTS = Counter("recq_learner_snapshots_total", "Snapshots, by result.", ["result"])

@@ -300,7 +300,8 @@ class QNetwork(nn.Module):
         else:
             at = rows.locate(slate)
             vector, bias = rows.vector[at], rows.choice_bias[at]
-        return (query.unsqueeze(1) * vector).sum(-1) + bias
+        appeal: torch.Tensor = (query.unsqueeze(1) * vector).sum(-1) + bias
+        return appeal
 
     def choice_logits(
         self, hidden: torch.Tensor, slate: torch.Tensor, shown: torch.Tensor,
@@ -335,7 +336,8 @@ class QNetwork(nn.Module):
             vector, bias = rows.vector[at], rows.next_bias[at]
         if items.dim() == 1:
             return query @ vector.T + bias
-        return (query.unsqueeze(1) * vector).sum(-1) + bias
+        appeal: torch.Tensor = (query.unsqueeze(1) * vector).sum(-1) + bias
+        return appeal
 
 
 def _grown(n: int) -> int:

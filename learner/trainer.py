@@ -187,8 +187,11 @@ class Trainer(threading.Thread):
             io_spec=io_spec(self.dqn.online.history_length, policy.k),
             ranking="slateq" if self.exporter.ranking == "slateq" else "q",
             parity=parity,
-            metrics={**self.last_losses, "replay/size": float(len(self.replay)),
-                     "replay/slates": float(len(self.slates) if self.slates else 0)},  # fmt: skip
+            metrics={
+                **self.last_losses,
+                "replay/size": float(len(self.replay)),
+                "replay/slates": float(len(self.slates) if self.slates else 0),
+            },
         )
         self.store.prune(self.config.snapshots_keep)
         self.last_snapshot = written

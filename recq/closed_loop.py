@@ -1,7 +1,8 @@
 """The closed loop, live: an embedded broker, a streams worker, the learner, a serving
 member and simulated shoppers, for a set duration. Shoppers are split between the
-learned policy (asking recq), popularity and random; the terminal shows the loop's
-vital signs and each arm's reward, CTR and conversion as they happen. At the end,
+learned policy (asking recq), popularity, random and the oracle (the shoppers' hidden
+tastes; its shoppers stay off Kafka); the terminal shows the loop's vital signs and each
+arm's reward, CTR and conversion as they happen. At the end,
 ``reports/<run>/`` gets ``metrics.json`` and PNG plots, and every process started here
 is stopped (also on Ctrl-C)."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,13 +33,16 @@ from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.connection import quiet_retriable_client_errors
 from schemas.reward import Reward
-from schemas.settings import StageSettings, stage_env
+from schemas.settings import KNOWN_VARIABLES, StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole
-from simulator.session import oracle, run_session
 from simulator.shop import Catalog, shoppers
-from simulator.traffic import ARMS, Answers, Traffic
+from simulator.traffic import ARMS, OBJECTIVES, Answers, Traffic
 
 STAGES = ("worker", "learner", "serve")
+#: Settings the demo wires itself; any other RECQ_* variable in the environment is
+#: passed on to the stages (``RECQ_SLATE_LEARNING=off make demo``).
+PLUMBING = frozenset({"RECQ_BOOTSTRAP_SERVERS", "RECQ_TOPIC_PREFIX", "RECQ_PARTITIONS",
+                      "RECQ_DATA_DIR", "RECQ_METRICS_PORT"})  # fmt: skip
 # Concurrent simulated sessions: sized so one streams worker keeps up on a 2-core laptop
 # (it shares the cores with the broker, the learner and the serving member): ~100 events/s.
 SHOPPER_LOOPS = 12
@@ -75,10 +80,12 @@ class Stage(StageProcess):
 
 @dataclass
 class Timeline:
-    """Finished sessions (time, arm, reward, shown, clicked, purchased) and samples of
-    the loop's vital signs over time."""
+    """Finished sessions (time, arm, reward, shown, clicked, purchased, objectives) and
+    samples of the loop's vital signs over time."""
 
-    sessions: list[tuple[float, str, float, int, int, int]] = field(default_factory=list)
+    sessions: list[tuple[float, str, float, int, int, int, dict[str, float]]] = field(
+        default_factory=list
+    )
     vitals: list[dict[str, float]] = field(default_factory=list)
     #: How the learned arm's requests were answered: by a model snapshot, by the serving
     #: member's popularity fallback (before the first snapshot, or no history), or not.
@@ -96,7 +103,15 @@ class Timeline:
             "reward_per_session": sum(r[2] for r in rows) / n if n else 0.0,
             "ctr": sum(r[4] for r in rows) / shown if shown else 0.0,
             "conversion": sum(r[5] for r in rows) / n if n else 0.0,
+            **{
+                f"{name}_per_session": sum(r[6][name] for r in rows) / n if n else 0.0
+                for name in OBJECTIVES
+            },
         }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
 
 
 def process_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
@@ -177,8 +192,13 @@ def _run(
             RECQ_REWARD_CART=reward.cart,
             RECQ_REWARD_PURCHASE=reward.purchase,
             RECQ_REWARD_CART_REMOVE=reward.cart_remove,
+            RECQ_REWARD_REVENUE=reward.revenue,
+        )
+        base.update(
+            {k: v for k, v in os.environ.items() if k in KNOWN_VARIABLES and k not in PLUMBING}
         )
         base["PYTHONUNBUFFERED"] = "1"
+        impressions = base.get("RECQ_IMPRESSIONS", "implicit") == "explicit"
         ports = {n: free_port() for n in STAGES}
         stages = [
             Stage(n, process_env(base, n, ports[n]), out / "logs" / f"{n}.log", ports[n])
@@ -190,7 +210,7 @@ def _run(
             for s in stages:
                 s.start()
             timeline = asyncio.run(
-                _drive(bootstrap, catalog, stages, duration_s, seed, reward, console)
+                _drive(bootstrap, catalog, stages, duration_s, seed, reward, impressions, console)
             )
         finally:
             with console.status("stopping worker, learner and serving member..."):
@@ -198,20 +218,7 @@ def _run(
                     s.stop(timeout_s=60)  # the learner writes a final checkpoint
                 if kafka is not None:
                     kafka.stop()
-    shop = Catalog.generate(2000, 20, seed)
-    rng = np.random.default_rng(seed + 1)
-    now = int(time.time() * 1000)
-    oracle_reward = float(
-        np.mean(
-            [
-                run_session(
-                    shop, s, rng, oracle(shop, reward=reward), now, step_ms=1000, reward=reward
-                ).reward
-                for s in shoppers(shop, 300, seed + 1)
-            ]
-        )
-    )
-    _report(out, timeline, stages, oracle_reward, duration_s, seed, reward, console)
+    _report(out, timeline, stages, duration_s, seed, reward, console)
     return out
 
 
@@ -222,6 +229,7 @@ async def _drive(
     duration_s: float,
     seed: int,
     reward: Reward,
+    impressions: bool,
     console: Console,
 ) -> Timeline:
     shop = Catalog.generate(2000, 20, seed)
@@ -243,6 +251,7 @@ async def _drive(
         seed=seed,
         answer_timeout_s=1.0,
         reward=reward,
+        impressions=impressions,
     )
     timeline = Timeline()
     start = time.monotonic()
@@ -260,8 +269,9 @@ async def _drive(
                     return
                 arm = ARMS[i % len(ARMS)]
                 o = await traffic.session(arm, population[i], think_s=THINK_S, live=True)
+                at = time.monotonic() - start
                 timeline.sessions.append(
-                    (time.monotonic() - start, arm, o.reward, o.shown, o.clicked_shown, o.purchases)
+                    (at, arm, o.reward, o.shown, o.clicked_shown, o.purchases, o.objectives())
                 )
 
     shoppers_tasks = [asyncio.create_task(shopper_loop(w)) for w in range(SHOPPER_LOOPS)]
@@ -349,7 +359,6 @@ def _report(
     out: Path,
     timeline: Timeline,
     stages: list[Stage],
-    oracle_reward: float,
     duration_s: float,
     seed: int,
     reward: Reward,
@@ -361,20 +370,24 @@ def _report(
     import matplotlib.pyplot as plt
 
     second_half = duration_s / 2
+    oracle, oracle_late = timeline.arm("oracle"), timeline.arm("oracle", since=second_half)
+    oracle_reward = oracle["reward_per_session"]
     metrics: dict[str, Any] = {
         "duration_s": duration_s,
         "seed": seed,
-        # Every arm (and the oracle) is scored with this reward, the one the stages used.
+        # Every arm (the live oracle too) is scored with this reward, the one the stages used.
         "reward": reward.as_dict(),
         "oracle_reward_per_session": oracle_reward,
         "policies": {},
     }
     for arm in ARMS:
         overall, late = timeline.arm(arm), timeline.arm(arm, since=second_half)
+        late["fraction_of_oracle"] = _ratio(late["reward_per_session"],
+                                            oracle_late["reward_per_session"])  # fmt: skip
         metrics["policies"][arm] = {
             **overall,
             "second_half": late,
-            "fraction_of_oracle": overall["reward_per_session"] / oracle_reward,
+            "fraction_of_oracle": _ratio(overall["reward_per_session"], oracle_reward),
         }
     last = timeline.vitals[-1] if timeline.vitals else {}
     metrics["snapshots"] = last.get("snapshot", 0.0)
@@ -399,7 +412,6 @@ def _report(
             ctrs.append(sum(r[4] for r in chunk) / shown if shown else np.nan)
         ax_r.plot(edges[1:], rewards, marker="o", label=arm)
         ax_c.plot(edges[1:], ctrs, marker="o", label=arm)
-    ax_r.axhline(oracle_reward, color="grey", linestyle="--", label="oracle")
     ax_r.set(title="reward per session", xlabel="seconds")
     ax_c.set(title="CTR of shown slates", xlabel="seconds")
     ax_r.legend()
@@ -425,25 +437,19 @@ def _report(
         plt.close(fig)
 
     table = Table(
-        "policy",
-        "sessions",
-        "reward/session",
-        "of oracle",
-        "CTR",
-        "conversion",
-        title=f"closed loop, {duration_s:.0f} s, seed {seed}: {out}",
-    )
+        "policy", "sessions", "reward/session", "of oracle", "2nd half", "of oracle", "CTR",
+        "clicks", "carts", "purchases", "revenue",
+        title=f"closed loop, {duration_s:.0f} s, seed {seed}: {out} (per session)",
+    )  # fmt: skip
     for arm in ARMS:
         p = metrics["policies"][arm]
+        late = p["second_half"]
         table.add_row(
-            arm,
-            str(p["sessions"]),
-            f"{p['reward_per_session']:.3f}",
-            f"{p['fraction_of_oracle']:.0%}",
-            f"{p['ctr']:.3f}",
-            f"{p['conversion']:.3f}",
-        )
-    table.add_row("oracle (offline)", "300", f"{oracle_reward:.3f}", "100%", "", "")
+            arm, str(p["sessions"]), f"{p['reward_per_session']:.3f}",
+            f"{p['fraction_of_oracle']:.0%}", f"{late['reward_per_session']:.3f}",
+            f"{late['fraction_of_oracle']:.0%}", f"{p['ctr']:.3f}",
+            *(f"{p[f'{name}_per_session']:.2f}" for name in OBJECTIVES),
+        )  # fmt: skip
     console.print(table)
     for name, status in timeline.stages.items():
         if status["exit_code"] is not None:

@@ -16,8 +16,8 @@ from pydantic_core import ErrorDetails
 
 from schemas.records import (
     DEFAULT_MAX_CLOCK_SKEW_MS,
-    DeadLetter,
     AnyTransition,
+    DeadLetter,
     DeadLetterCode,
     Event,
     Record,
@@ -220,7 +220,11 @@ def _classify(err: ErrorDetails) -> DeadLetterCode:
 def _describe(err: ErrorDetails) -> str:
     loc = err["loc"]
     # A discriminated union puts the tag first ("purchase", "items", 0, ...): drop it.
-    if loc and isinstance(loc[0], str) and loc[0] in ("click", "cart", "purchase", "organic", "slate"):
+    if (
+        loc
+        and isinstance(loc[0], str)
+        and loc[0] in ("click", "cart", "purchase", "organic", "slate")
+    ):
         loc = loc[1:]
     kind = err["type"]
     if kind == "union_tag_not_found":

@@ -290,9 +290,13 @@ class SlateTransition(Record):
     @model_validator(mode="after")
     def _slots_agree(self) -> Self:
         n = len(self.items)
-        if not len(self.propensities) == len(self.shown) == len(self.responses) == len(
-            self.rewards
-        ) == n:
+        if (
+            not len(self.propensities)
+            == len(self.shown)
+            == len(self.responses)
+            == len(self.rewards)
+            == n
+        ):
             raise ValueError("items, propensities, shown, responses and rewards must align")
         if (self.next_state is None) == any(self.responses):
             raise ValueError("next_state is given exactly when some slot has a response")

@@ -44,9 +44,7 @@ class Reward:
 
     def of_events(self, events: Iterable[Any]) -> float:
         """The summed reward of shop events (click, cart, purchase records)."""
-        return sum(
-            self.of(x.code, x.revenue) for event in events for x in interactions_of(event)
-        )
+        return sum(self.of(x.code, x.revenue) for event in events for x in interactions_of(event))
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

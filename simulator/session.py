@@ -46,7 +46,15 @@ class SessionOutcome:
     reward: float = 0.0
     shown: int = 0  # slates shown
     clicked_shown: int = 0  # clicks on a shown item
-    purchases: int = 0
+    purchases: int = 0  # orders
+    # The objectives the reward weighs (schemas.reward): counts and revenue.
+    clicks: int = 0
+    carts: int = 0
+    revenue: float = 0.0
+
+    def objectives(self) -> dict[str, float]:
+        return {"clicks": self.clicks, "carts": self.carts, "purchases": self.purchases,
+                "revenue": self.revenue}  # fmt: skip
 
 
 def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
@@ -120,6 +128,7 @@ class ShoppingSession:
             )
         ]  # fmt: skip
         self.history.append(clicked)
+        out.clicks += 1
         if (
             catalog.price[clicked] <= shopper.budget
             and clicked not in self.owned
@@ -135,6 +144,7 @@ class ShoppingSession:
                 )
             )  # fmt: skip
             self.cart.append(clicked)
+            out.carts += 1
         if self.cart and rng.random() < 0.3:
             self.ts += 1 if self.clock else 2_000
             lines = [
@@ -150,6 +160,7 @@ class ShoppingSession:
                 )
             )  # fmt: skip
             out.purchases += 1
+            out.revenue += sum(line.unit_price * line.quantity for line in lines)
             self.owned.update(self.cart)
             self.cart.clear()
             self.ended = True
@@ -180,19 +191,39 @@ def run_session(
     return session.outcome
 
 
-def oracle(catalog: Catalog, k: int = 10, reward: Reward | None = None) -> Recommend:
-    """Shows each shopper the k items with the highest true click-and-cart value under
-    ``reward``: the best a recommender could do knowing the hidden tastes (the
-    evaluation's ceiling)."""
+def oracle_slate(
+    catalog: Catalog,
+    shopper: Shopper,
+    k: int = 10,
+    reward: Reward | None = None,
+    cart: list[int] | None = None,
+    owned: set[int] | None = None,
+) -> list[int]:
+    """The k items with the highest true value of showing them under ``reward``: click,
+    plus cart (and revenue, when weighted) where the shopper would cart it (affordable,
+    not owned, not in the cart). The best a recommender could do knowing the hidden
+    tastes, one item at a time."""
     weights = reward or Reward()
+    u = utility(catalog, shopper)
+    cartable = catalog.price <= shopper.budget
+    unavailable = list(cart or []) + list(owned or [])
+    if unavailable:
+        cartable = cartable.copy()
+        cartable[unavailable] = False
+    cart_value = weights.cart + 0.3 * (weights.purchase + weights.revenue * catalog.price)
+    value = _sigmoid(u - CLICK_BAR) * (
+        weights.click + np.where(cartable, _sigmoid(u - CART_BAR) * cart_value, 0.0)
+    )
+    return [int(i) for i in np.argsort(-value)[:k]]
+
+
+def oracle(catalog: Catalog, k: int = 10, reward: Reward | None = None) -> Recommend:
+    """``oracle_slate`` as a synchronous recommender for fresh shoppers (offline runs)."""
 
     def recommend(shopper: Shopper, history: list[int]) -> Slate:
-        u = utility(catalog, shopper)
-        value = _sigmoid(u - CLICK_BAR) * (weights.click + weights.cart * _sigmoid(u - CART_BAR))
-        value = np.where(catalog.price <= shopper.budget, value, 0.0)
         return (
             f"oracle-{shopper.user_id}-{len(history)}",
-            [int(i) for i in np.argsort(-value)[:k]],
+            oracle_slate(catalog, shopper, k, reward),
         )
 
     return recommend

@@ -4,8 +4,15 @@ the event topics keyed by user_id, carrying the recommendation's rec_id and posi
 
 Shoppers are split between arms: ``learned`` asks recq; ``popularity`` and ``random``
 are baselines computed here (popularity from the events this driver has produced), so
-the same simulated shop measures all three side by side. A request recq does not answer
-within ``answer_timeout_s`` counts as unanswered and the shopper browses on its own."""
+the same simulated shop measures them side by side. The baselines log their slates on
+the recommendations topic like any policy recq could learn from (policy ``popularity`` /
+``random``, model_version ``baseline``, with their propensities: random shows slot j
+with 1 / (catalog - j)). ``oracle`` reads the shoppers' hidden tastes
+(``simulator.session.oracle_slate``); its shoppers' events and slates are kept off Kafka,
+so recq never learns from the oracle. A request recq does not answer within
+``answer_timeout_s`` counts as unanswered and the shopper browses on its own. With
+``impressions`` the shop reports each shown slate's rendered positions (explicit
+impressions, ``RECQ_IMPRESSIONS=explicit``)."""
 
 from __future__ import annotations
 
@@ -19,14 +26,23 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import decode, encode
-from schemas.records import ClickEvent, Recommendation, RecRequest
+from schemas.records import (
+    ClickEvent,
+    ImpressionEvent,
+    Recommendation,
+    RecommendedItem,
+    RecRequest,
+)
 from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator import metrics
-from simulator.session import SessionOutcome, ShoppingSession, Slate
+from simulator.session import SessionOutcome, ShoppingSession, Slate, oracle_slate
 from simulator.shop import Catalog, Shopper, shoppers
 
-ARMS = ("learned", "popularity", "random")
+ARMS = ("learned", "popularity", "random", "oracle")
+#: Arms whose shoppers' events reach recq (the oracle's stay off Kafka).
+LOGGED_ARMS = ("learned", "popularity", "random")
+OBJECTIVES = ("clicks", "carts", "purchases", "revenue")
 
 
 @dataclass
@@ -38,6 +54,7 @@ class ArmStats:
     purchases: int = 0
     unanswered: int = 0
     versions: Counter[str] = field(default_factory=Counter)
+    objectives: Counter[str] = field(default_factory=Counter)
 
     def add(self, outcome: SessionOutcome) -> None:
         self.sessions += 1
@@ -45,6 +62,7 @@ class ArmStats:
         self.shown += outcome.shown
         self.clicked_shown += outcome.clicked_shown
         self.purchases += outcome.purchases
+        self.objectives.update(outcome.objectives())
 
     def summary(self) -> dict[str, float]:
         n = max(1, self.sessions)
@@ -54,6 +72,7 @@ class ArmStats:
             "ctr": self.clicked_shown / max(1, self.shown),
             "conversion": self.purchases / n,
             "unanswered": self.unanswered,
+            **{f"{name}_per_session": self.objectives[name] / n for name in OBJECTIVES},
         }
 
 
@@ -87,6 +106,7 @@ class Traffic:
         k: int = 10,
         answer_timeout_s: float = 2.0,
         reward: Reward | None = None,
+        impressions: bool = False,
     ) -> None:
         self.catalog = catalog
         self.reward = reward or Reward()  # how sessions are scored (schemas.reward)
@@ -97,6 +117,7 @@ class Traffic:
         self.seed = seed
         self.k = k
         self.answer_timeout_s = answer_timeout_s
+        self.impressions = impressions
         self.stats: dict[str, ArmStats] = defaultdict(ArmStats)
         #: The latest sessions (bounded: ``recq simulate --forever`` runs for days).
         self.sessions_log: deque[SessionOutcome] = deque(maxlen=100_000)
@@ -107,12 +128,20 @@ class Traffic:
         self.index_of = {item: i for i, item in enumerate(catalog.item_ids)}
 
     async def slate(self, arm: str, shopper: Shopper, history: list[int]) -> Slate | None:
+        if arm == "oracle":
+            user = shopper.user_id
+            chosen = oracle_slate(self.catalog, shopper, self.k, self.reward,
+                                  self.carts[user], self.owned[user])  # fmt: skip
+            return (f"oracle-{uuid.uuid4().hex}", chosen)
         if arm == "random":
-            drawn = self.rng.choice(len(self.catalog), self.k, replace=False)
-            return (f"random-{uuid.uuid4().hex}", [int(i) for i in drawn])
+            drawn = [int(i) for i in self.rng.choice(len(self.catalog), self.k, replace=False)]
+            n = len(self.catalog)
+            return await self._logged(
+                arm, shopper, drawn, [1.0 / (n - j) for j in range(len(drawn))]
+            )
         if arm == "popularity":
             top = [i for i, _ in self.popularity.most_common(self.k)]
-            return (f"popularity-{uuid.uuid4().hex}", top) if top else None
+            return await self._logged(arm, shopper, top, [1.0] * len(top)) if top else None
         request = RecRequest(request_id=uuid.uuid4().hex, user_id=shopper.user_id, k=self.k,
                              ts_ms=int(time.time() * 1000))  # fmt: skip
         future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
@@ -128,6 +157,30 @@ class Traffic:
         self.stats[arm].versions[answer.model_version] += 1
         shown = [self.index_of[i.item_id] for i in answer.items if i.item_id in self.index_of]
         return (answer.rec_id, shown)
+
+    async def _logged(
+        self, policy: str, shopper: Shopper, items: list[int], propensities: list[float]
+    ) -> Slate:
+        """A baseline's slate, published on the recommendations topic as a policy's would be."""
+        now = int(time.time() * 1000)
+        rec = Recommendation(
+            rec_id=f"{policy}-{uuid.uuid4().hex}", request_id=uuid.uuid4().hex,
+            user_id=shopper.user_id, model_version="baseline", policy=policy,
+            items=[RecommendedItem(item_id=self.catalog.item_ids[i], score=0.0, propensity=p)
+                   for i, p in zip(items, propensities, strict=True)],
+            requested_ts_ms=now, received_ts_ms=now, served_ts_ms=now,
+        )  # fmt: skip
+        await self.producer.send(self.topics.name(TopicRole.RECOMMENDATIONS), encode(rec),
+                                 key=shopper.user_id.encode())  # fmt: skip
+        return (rec.rec_id, items)
+
+    async def _report_impression(self, shopper: Shopper, slate: Slate) -> None:
+        impression = ImpressionEvent(
+            event_id=uuid.uuid4().hex, user_id=shopper.user_id, ts_ms=int(time.time() * 1000),
+            rec_id=slate[0], positions=list(range(len(slate[1]))),
+        )  # fmt: skip
+        await self.producer.send(self.topics.name(TopicRole.IMPRESSIONS), encode(impression),
+                                 key=shopper.user_id.encode())  # fmt: skip
 
     async def session(
         self,
@@ -152,7 +205,12 @@ class Traffic:
             if think_s:
                 await asyncio.sleep(think_s)  # a shopper reads the page before acting
             slate = await self.slate(arm, shopper, list(session.history))
+            logged = arm in LOGGED_ARMS
+            if slate is not None and slate[1] and logged and self.impressions:
+                await self._report_impression(shopper, slate)
             for event in session.step(slate):
+                if not logged:
+                    continue
                 topic = self.topics.name(EVENT_ROLES[event.type])
                 await self.producer.send(topic, encode(event), key=shopper.user_id.encode())
                 if isinstance(event, ClickEvent):
@@ -166,7 +224,7 @@ class Traffic:
         self, n_shoppers: int, concurrency: int = 16, think_s: float = 0.0, live: bool = False
     ) -> dict[str, ArmStats]:
         """One session for each of ``n_shoppers`` (the same shoppers on every call, so
-        calling again makes them returning shoppers), a third per arm."""
+        calling again makes them returning shoppers), a quarter per arm."""
         population = shoppers(self.catalog, n_shoppers, self.seed)
         queue: asyncio.Queue[tuple[str, Shopper]] = asyncio.Queue()
         for i, s in enumerate(population):

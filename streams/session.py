@@ -302,12 +302,16 @@ class Sessionizer:
             # Read before its recommendation (another topic): kept until it arrives, or
             # for the reward wait.
             early = session.early_impressions
-            for stale in [r for r, (ts, _) in early.items() if ts + self.rules.reward_wait_ms < ts_ms]:
+            for stale in [
+                r for r, (ts, _) in early.items() if ts + self.rules.reward_wait_ms < ts_ms
+            ]:
                 del early[stale]
                 out.unattributed += 1
             early[rec_id] = [ts_ms, positions]
             if len(session.early_impressions) > EARLY_IMPRESSIONS:
-                oldest = min(session.early_impressions, key=lambda r: session.early_impressions[r][0])
+                oldest = min(
+                    session.early_impressions, key=lambda r: session.early_impressions[r][0]
+                )
                 del session.early_impressions[oldest]
                 out.unattributed += 1
         return out
@@ -358,9 +362,9 @@ class Sessionizer:
         the inputs were read that far past the recommendation."""
         wait = self.rules.reward_wait_ms
         if synced_ms >= CAUGHT_UP:
-            opened = max(window["wall"], resumed_ms)
+            opened = max(int(window["wall"]), resumed_ms)
             return wall_ms - opened >= wait + self.rules.reorder_window_ms
-        return synced_ms - window["produced"] >= wait
+        return synced_ms - int(window["produced"]) >= wait
 
     def _idle(self, session: UserSession, wall_ms: int, resumed_ms: int, synced_ms: int) -> bool:
         timeout = self.rules.session_timeout_ms

@@ -86,7 +86,11 @@ class SlateStore:
         row: dict[str, torch.Tensor] = {}
         for prefix, seq in (("", t.state), ("next_", t.next_state)):
             items, events, ages = _left_padded(seq, self.history_length)
-            row[prefix + "items"], row[prefix + "events"], row[prefix + "ages"] = items, events, ages
+            row[prefix + "items"], row[prefix + "events"], row[prefix + "ages"] = (
+                items,
+                events,
+                ages,
+            )
 
         def slots(values: list[float] | list[int] | list[bool], dtype: torch.dtype) -> torch.Tensor:
             out = torch.zeros(SLATE_SLOTS, dtype=dtype)
@@ -123,5 +127,7 @@ def _left_padded(
         if k:
             items[length - k :] = torch.tensor(seq.items[-k:], dtype=torch.int32)
             events[length - k :] = torch.tensor(seq.events[-k:], dtype=torch.uint8)
-            ages[length - k :] = torch.tensor([min(a, 255) for a in seq.ages[-k:]], dtype=torch.uint8)
+            ages[length - k :] = torch.tensor(
+                [min(a, 255) for a in seq.ages[-k:]], dtype=torch.uint8
+            )
     return items, events, ages

@@ -13,7 +13,7 @@ from learner.export import SnapshotExporter, check_parity, sample_states
 from learner.qnet import QNetwork
 from learner.replay.slates import SLATE_SLOTS, SlateBatch, SlateStore
 from schemas.manifest import OUTPUT_NAMES
-from schemas.records import InteractionSequence, SlateTransition
+from schemas.records import SlateTransition
 from schemas.settings import LearnerSettings
 
 from .helpers import L, seq
@@ -146,7 +146,9 @@ def pytest_approx(x: float) -> object:
 
 def test_a_slate_update_trains_the_choice_model_and_q() -> None:
     torch.manual_seed(2)
-    dqn = DQN(QNetwork(n_items=16, dim=8, history_length=L), LearnerSettings(slate_learning="slateq"))
+    dqn = DQN(
+        QNetwork(n_items=16, dim=8, history_length=L), LearnerSettings(slate_learning="slateq")
+    )
     store = SlateStore(64, L, torch.device("cpu"))
     store.add([slate([3, 4, 5], [0, 1, 0], [0.0, 1.0, 0.0], state=(1,)) for _ in range(32)])
     from learner.replay.buffer import ReplayBuffer

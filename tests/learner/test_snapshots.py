@@ -61,8 +61,13 @@ def test_a_reader_never_sees_a_partial_snapshot(tmp_path: Path) -> None:
     assert manifest.files[MODEL_FILE].bytes == 200_039
     vocabulary = (store.path(40) / VOCABULARY_FILE).read_bytes()
     assert manifest.files[VOCABULARY_FILE].sha256 == hashlib.sha256(vocabulary).hexdigest()
-    assert manifest.reward == {"click": 0.2, "cart": 0.5, "purchase": 1.0, "cart_remove": -0.5,
-                               "revenue": 0.0}
+    assert manifest.reward == {
+        "click": 0.2,
+        "cart": 0.5,
+        "purchase": 1.0,
+        "cart_remove": -0.5,
+        "revenue": 0.0,
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

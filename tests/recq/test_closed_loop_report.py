@@ -18,11 +18,16 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     timeline = Timeline()
     for i in range(60):
         t = float(i)
+        bought = 1 if i % 2 else 0
         timeline.sessions += [
-            (t, "learned", 1.0, 2, 1, 1 if i % 2 else 0),
-            (t, "popularity", 0.5, 2, 1, 0),
-            (t, "random", 0.2, 1, 0, 0),
-        ]
+            (t, "learned", 1.0, 2, 1, bought,
+             {"clicks": 2, "carts": 1, "purchases": bought, "revenue": 30.0 * bought}),
+            (t, "popularity", 0.5, 2, 1, 0, {"clicks": 1, "carts": 0, "purchases": 0, "revenue": 0}),
+            (t, "random", 0.2, 1, 0, 0, {"clicks": 1, "carts": 0, "purchases": 0, "revenue": 0}),
+            # the live oracle arm earns 2.0 per session, 2.5 in the second half
+            (t, "oracle", 1.5 if t < 30 else 2.5, 2, 2, 1,
+             {"clicks": 3, "carts": 2, "purchases": 1, "revenue": 50.0}),
+        ]  # fmt: skip
         timeline.vitals.append({"t": t, "events": 10.0 * i, "transitions": 5.0 * i, "replay": 1.0,
                                 "updates": float(i), "loss_td": 0.1, "snapshot": 2.0,
                                 "serving_snapshot": 2.0, "latency_ms_sum": 12.0 * i,
@@ -30,20 +35,31 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     timeline.stages = {"learner": {"exit_code": None, "scrape_failures": 3},
                        "serve": {"exit_code": 1, "scrape_failures": 0}}  # fmt: skip
     reward = Reward(click=0.3, cart=0.5, purchase=2.0, cart_remove=-0.1)
-    _report(tmp_path, timeline, [], oracle_reward=2.0, duration_s=60.0, seed=3, reward=reward,
+    _report(tmp_path, timeline, [], duration_s=60.0, seed=3, reward=reward,
             console=Console(quiet=True))  # fmt: skip
     metrics = orjson.loads((tmp_path / "metrics.json").read_bytes())
     learned = metrics["policies"]["learned"]
     assert learned["sessions"] == 60 and learned["reward_per_session"] == 1.0
     assert learned["ctr"] == 0.5 and learned["conversion"] == 0.5
     assert learned["fraction_of_oracle"] == 0.5
+    assert learned["second_half"]["fraction_of_oracle"] == 0.4  # 1.0 / 2.5
+    assert metrics["oracle_reward_per_session"] == 2.0
+    # every objective, per session, per arm
+    assert (learned["clicks_per_session"], learned["carts_per_session"]) == (2.0, 1.0)
+    assert (learned["purchases_per_session"], learned["revenue_per_session"]) == (0.5, 15.0)
+    assert metrics["policies"]["oracle"]["revenue_per_session"] == 50.0
     assert metrics["policies"]["random"]["ctr"] == 0.0
     assert metrics["policies"]["popularity"]["second_half"]["sessions"] == 30
     assert metrics["serving_latency_mean_ms"] == 6.0 and metrics["snapshots"] == 2.0
     assert metrics["stages"]["serve"] == {"exit_code": 1, "scrape_failures": 0}
     # the report says which reward scored the arms
-    assert metrics["reward"] == {"click": 0.3, "cart": 0.5, "purchase": 2.0, "cart_remove": -0.1,
-                                 "revenue": 0.0}
+    assert metrics["reward"] == {
+        "click": 0.3,
+        "cart": 0.5,
+        "purchase": 2.0,
+        "cart_remove": -0.1,
+        "revenue": 0.0,
+    }
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
