@@ -4,7 +4,8 @@ The exported graph takes a batch of left-padded states (items, events, ages: int
 [B, L]) and an exclusion list (int64 [B, X], -1 = no item; X may be 0) and returns the
 top-K item indices (int64 [B, K]) and their scores (float32 [B, K]) over the catalog
 as it was at export time: Q-values, or with ``ranking="slateq"`` the SlateQ top-k score
-exp(v(s, a)) x Q(s, a) of the choice model and Q (``learner.dqn.slateq_score``).
+exp(v(s, a) - max_a' v(s, a')) x Q(s, a) of the choice model and Q
+(``learner.dqn.slateq_score``, relative to the row's most appealing item).
 Excluded items score ``EXCLUDED_SCORE``. Parity with torch is measured on a sample batch
 before anything is written.
 """
@@ -12,6 +13,7 @@ before anything is written.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any
 
@@ -92,7 +94,10 @@ class TopKPolicy(nn.Module):
         q = user @ self.score_item.T + self.score_bias + shift.unsqueeze(-1)
         if self.ranking == "slateq":
             appeal = net.appeal_all(hidden, self.score_item, self.choice_bias)
-            q = slateq_score(appeal, q).masked_fill(~self.live, EXCLUDED_SCORE)
+            # Relative to the row's most appealing item: the same ranking, and scores of
+            # the size of Q (exp(v) alone reaches 1e6 and float32 parity would be lost).
+            top = appeal.masked_fill(~self.live, -math.inf).amax(1, keepdim=True)
+            q = slateq_score(appeal - top, q).masked_fill(~self.live, EXCLUDED_SCORE)
         # Padding (-1) and items outside the catalog go to a spare column, then dropped.
         rows = self.score_item.shape[0]
         spare = torch.full_like(exclude, rows)

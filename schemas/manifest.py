@@ -70,7 +70,8 @@ class SnapshotManifest(BaseModel):
     reward: dict[str, float] = Field(description="schemas.reward.Reward it was trained for.")
     encoder: str
     ranking: Literal["q", "slateq"] = Field(
-        default="q", description="What scores mean: Q(s, a), or exp(v(s, a)) x Q(s, a) (SlateQ)."
+        default="q",
+        description="What scores mean: Q(s, a), or exp(v(s, a) - max v) x Q(s, a) (SlateQ).",
     )
     io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
     parity: Parity

@@ -16,14 +16,15 @@ from schemas.reward import Reward
 
 def test_report_metrics_and_plots(tmp_path: Path) -> None:
     timeline = Timeline()
+    none = {"clicks": 0, "carts": 0, "purchases": 0, "revenue": 0.0}
     for i in range(60):
         t = float(i)
         bought = 1 if i % 2 else 0
         timeline.sessions += [
             (t, "learned", 1.0, 2, 1, bought,
              {"clicks": 2, "carts": 1, "purchases": bought, "revenue": 30.0 * bought}),
-            (t, "popularity", 0.5, 2, 1, 0, {"clicks": 1, "carts": 0, "purchases": 0, "revenue": 0}),
-            (t, "random", 0.2, 1, 0, 0, {"clicks": 1, "carts": 0, "purchases": 0, "revenue": 0}),
+            (t, "popularity", 0.5, 2, 1, 0, {**none, "clicks": 1}),
+            (t, "random", 0.2, 1, 0, 0, {**none, "clicks": 1}),
             # the live oracle arm earns 2.0 per session, 2.5 in the second half
             (t, "oracle", 1.5 if t < 30 else 2.5, 2, 2, 1,
              {"clicks": 3, "carts": 2, "purchases": 1, "revenue": 50.0}),
