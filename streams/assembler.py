@@ -118,7 +118,7 @@ class TransitionAssembler:
         elif isinstance(record, Recommendation):
             outcome = Outcome()
             if record.items:
-                self.sessionizer.on_recommendation(
+                outcome = self.sessionizer.on_recommendation(
                     session,
                     rec_id=record.rec_id,
                     served_ts_ms=record.served_ts_ms,
@@ -128,6 +128,9 @@ class TransitionAssembler:
                     model_version=record.model_version,
                     wall_ms=wall_ms,
                     produced_ms=produced_ms,
+                    resumed_ms=self.resumed_ms,
+                    synced_ms=synced_ms,
+                    user_id=record.user_id,
                 )
         elif isinstance(record, ImpressionEvent):
             metrics.EVENTS_IN.labels(record.type).inc()

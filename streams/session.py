@@ -65,6 +65,8 @@ CLOSED_REMEMBERED = 64
 EARLY_IMPRESSIONS = 256
 #: Responses recorded per slot: the strongest of click, cart, purchase.
 STRONGEST_RESPONSE = EVENT_CODES["purchase"]
+#: Code of the buffer entry that stands for a recommendation until its window opens.
+SHOWN = 0
 
 
 def _order(x: Interaction) -> tuple[int, str, int]:
@@ -170,6 +172,8 @@ class UserSession:
     closed_recs: list[str] = field(default_factory=list)
     #: rec_id -> [ts_ms, positions] of impressions read before their recommendation.
     early_impressions: dict[str, list[Any]] = field(default_factory=dict)
+    #: Recommendations waiting in the buffer to open their window (rec_id -> window).
+    waiting_recs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- persistence (Table values are bytes) ---------------------------------------------
     def to_bytes(self) -> bytes:
@@ -177,7 +181,8 @@ class UserSession:
             [self.history, [x.as_list() for x in self.buffer],
              list(self.last_key) if self.last_key else None, self.pending, self.seq,
              self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.slates,
-             self.last_produced_ms, self.slate_seq, self.closed_recs, self.early_impressions]
+             self.last_produced_ms, self.slate_seq, self.closed_recs, self.early_impressions,
+             self.waiting_recs]
         )  # fmt: skip
 
     @classmethod
@@ -185,7 +190,7 @@ class UserSession:
         if not raw:
             return cls()
         (h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, slates, produced,
-         slate_seq, closed, early) = orjson.loads(raw)  # fmt: skip
+         slate_seq, closed, early, waiting) = orjson.loads(raw)  # fmt: skip
         return cls(
             history=h,
             buffer=[Interaction.from_list(x) for x in buf],
@@ -201,6 +206,7 @@ class UserSession:
             slate_seq=slate_seq,
             closed_recs=closed,
             early_impressions=early,
+            waiting_recs=waiting,
         )
 
 
@@ -254,37 +260,54 @@ class Sessionizer:
         model_version: str,
         wall_ms: int,
         produced_ms: int = 0,
-    ) -> None:
-        """Open the reward window of a published recommendation (a repeat is ignored)."""
-        if rec_id in session.closed_recs or any(w["rec_id"] == rec_id for w in session.slates):
-            return
-        known = [h for h in session.history if h[2] <= served_ts_ms]
-        for x in session.buffer:
-            if x.ts_ms <= served_ts_ms:
-                features.insert(known, x.entry(), len(known) + 1)
+        resumed_ms: int = 0,
+        synced_ms: int = CAUGHT_UP,
+        user_id: str = "",
+    ) -> Outcome:
+        """A published recommendation: it waits in the user's buffer like an interaction
+        (same reorder window and synchronisation) and opens its reward window when it
+        leaves it, so its state is every interaction before its serving time whatever
+        order the topics were read in (a repeat is ignored)."""
+        out = Outcome()
+        if (
+            rec_id in session.closed_recs
+            or rec_id in session.waiting_recs
+            or any(w["rec_id"] == rec_id for w in session.slates)
+        ):
+            return out
+        session.waiting_recs[rec_id] = {
+            "rec_id": rec_id, "ts": served_ts_ms, "wall": wall_ms, "produced": produced_ms,
+            "items": items, "propensities": propensities, "policy": policy,
+            "model_version": model_version,
+        }  # fmt: skip
+        # Ordered before interactions of the same millisecond (event_id "" sorts first).
+        marker = Interaction(served_ts_ms, "", 0, -1, SHOWN, rec_id, True, wall_ms, produced_ms)
+        if session.last_key is not None and marker.order_key < session.last_key:
+            self._open_window(session, marker)  # late: opens at once, as late events apply
+        else:
+            insort(session.buffer, marker, key=_order)
+        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
+        return out
+
+    def _open_window(self, session: UserSession, marker: Interaction) -> None:
+        window = session.waiting_recs.pop(marker.rec_id or "")
+        items = window["items"]
         shown = [self.rules.implicit_impressions] * len(items)
-        early = session.early_impressions.pop(rec_id, None)
+        early = session.early_impressions.pop(window["rec_id"], None)
         if early is not None:
             for position in early[1]:
                 if position < len(shown):
                     shown[position] = True
-        session.slates.append(
-            {
-                "rec_id": rec_id,
-                "ts": served_ts_ms,
-                "wall": wall_ms,
-                "produced": produced_ms,
-                "items": items,
-                "propensities": propensities,
-                "policy": policy,
-                "model_version": model_version,
-                "history": known[-self.rules.history_length :],
-                "shown": shown,
-                "responses": [0] * len(items),
-                "rewards": [0.0] * len(items),
-                "next_state": None,
-            }
+        window.update(
+            history=[h for h in session.history if h[2] < marker.ts_ms][
+                -self.rules.history_length :
+            ],
+            shown=shown,
+            responses=[0] * len(items),
+            rewards=[0.0] * len(items),
+            next_state=None,
         )
+        session.slates.append(window)
 
     def on_impression(
         self, session: UserSession, rec_id: str, positions: list[int], ts_ms: int
@@ -391,6 +414,9 @@ class Sessionizer:
             self._apply(session, user_id, session.buffer.pop(0), out)
 
     def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:
+        if x.code == SHOWN:
+            self._open_window(session, x)
+            return
         rules = self.rules
         ts = x.ts_ms
         if session.last_key is not None and x.order_key < session.last_key:

@@ -85,3 +85,88 @@ def reference_transitions(
             )
             history = after
     return out
+
+
+def reference_slates(
+    log: list[Any], *, history_length: int, session_timeout_ms: int
+) -> list[dict[str, Any]]:
+    """The README's slate transitions ("Impressions and slate transitions") for a log of
+    events and recommendation records, implicit impressions, under the same condition
+    (every message within the reorder window; each recommendation followed by one of its
+    shopper's events; the reward wait longer than any session).
+
+    * A recommendation's window opens with the state of the interactions before its
+      serving time (ages at the serving time); a repeated rec_id counts once.
+    * An event with its rec_id and position, whose item is in that slot, adds its reward
+      to the slot; the slot's response is the strongest of click 1, cart 2, purchase 3
+      (a removal only adds its reward); next_state is the state just after the first
+      response (an interaction with code 1..3).
+    * Windows close when the session ends: at checkout (windows served up to the
+      purchase), at a gap over the timeout and when the shopper idles out (windows
+      served up to last event + timeout). The last window closed by an end is done.
+    """
+    events: dict[str, dict[str, Any]] = {}
+    for record in log:
+        key = record.rec_id if record.record_name == "recommendation" else record.event_id
+        events.setdefault(record.user_id, {}).setdefault(key, record)
+    out: list[dict[str, Any]] = []
+    for user, records in events.items():
+        timeline = []
+        for r in records.values():
+            if r.record_name == "recommendation":
+                timeline.append(((r.served_ts_ms, "", 0), "rec", r))
+            else:
+                for line, (item, code, checkout) in enumerate(interactions(r)):
+                    timeline.append(((r.ts_ms, r.event_id, line), "x", (r, item, code, checkout)))
+        timeline.sort(key=lambda t: t[0])
+        history: list[tuple[str, int, int]] = []
+        windows: list[dict[str, Any]] = []
+        seq = 0
+        is_open, last_ts = False, 0
+
+        def close(end_ts: int) -> None:
+            nonlocal seq, windows
+            ended = [w for w in windows if w["ts_ms"] <= end_ts]
+            windows = [w for w in windows if w["ts_ms"] > end_ts]
+            for n, w in enumerate(ended):
+                out.append({**w, "seq": seq, "done": n == len(ended) - 1})
+                seq += 1
+
+        for (ts, _, _), kind, payload in timeline:
+            if kind == "rec":
+                r = payload
+                windows.append({
+                    "kind": "slate", "user_id": user, "rec_id": r.rec_id, "policy": r.policy,
+                    "model_version": r.model_version,
+                    "state": state(history[-history_length:], ts),
+                    "items": [i.item_id for i in r.items],
+                    "propensities": [i.propensity for i in r.items],
+                    "shown": [True] * len(r.items), "responses": [0] * len(r.items),
+                    "rewards": [0.0] * len(r.items), "next_state": None,
+                    "closed_by": "session_end", "ts_ms": ts,
+                })  # fmt: skip
+                continue
+            event, item, code, checkout = payload
+            if is_open and ts - last_ts > session_timeout_ms:
+                close(last_ts + session_timeout_ms)
+            is_open, last_ts = True, max(last_ts, ts)
+            history = [*history, (item, code, ts)][-history_length:]
+            rec_id, position = getattr(event, "rec_id", None), getattr(event, "position", None)
+            window = next((w for w in windows if w["rec_id"] == rec_id), None)
+            if (
+                window is not None
+                and position < len(window["items"])
+                and window["items"][position] == item
+                and ts >= window["ts_ms"]
+            ):
+                window["rewards"][position] += REWARDS[code]
+                if code <= 3:
+                    window["responses"][position] = max(window["responses"][position], code)
+                    if window["next_state"] is None:
+                        window["next_state"] = state(history, ts)
+            if checkout:
+                close(ts)
+                is_open = False
+        if is_open:
+            close(last_ts + session_timeout_ms)
+    return out

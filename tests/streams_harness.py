@@ -15,25 +15,33 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recq.processes import StageProcess, recq_command
 from schemas.codec import encode
-from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.records import (
+    CartEvent,
+    ClickEvent,
+    LineItem,
+    PurchaseEvent,
+    Recommendation,
+    RecommendedItem,
+)
 from schemas.settings import stage_env
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
-from tests.reference_rules import reference_transitions
+from tests.reference_rules import reference_slates, reference_transitions
 
 ShopEvent = ClickEvent | CartEvent | PurchaseEvent
+LogRecord = ShopEvent | Recommendation
 REORDER_WINDOW_S = 3.0
 SESSION_TIMEOUT_S = 8.0
 HISTORY_LENGTH = 10  # the setting's default, which the worker under test runs with
 
 
-def scripted_log(users: int, events_per_user: int, seed: int) -> list[ShopEvent]:
+def scripted_log(users: int, events_per_user: int, seed: int) -> list[LogRecord]:
     """Journeys of browsing, carting, taking out of the cart and buying, with event-time
     gaps that end sessions, events produced out of order within a second, and repeated
     deliveries."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - 3_600_000
-    log: list[ShopEvent] = []
+    log: list[LogRecord] = []
     for u in range(users):
         user = f"user-{seed}-{u}"
         ts = start + rng.randrange(60_000)
@@ -64,13 +72,51 @@ def scripted_log(users: int, events_per_user: int, seed: int) -> list[ShopEvent]
                         event_id=eid, user_id=user, ts_ms=ts, order_id=f"o{eid}", items=lines
                     )
                 )
+        shown = _recommendations(journey, user, rng)
         # Out of order: swap neighbours less than a second apart; and re-deliver one event.
         for i in range(len(journey) - 1):
             if journey[i + 1].ts_ms - journey[i].ts_ms < 1_000 and rng.random() < 0.5:
                 journey[i], journey[i + 1] = journey[i + 1], journey[i]
         journey.insert(rng.randrange(1, len(journey) + 1), journey[rng.randrange(len(journey))])
+        for at, rec in shown:  # produced near the event it was served after
+            journey.insert(min(at, len(journey)), rec)  # type: ignore[arg-type]
         log += journey
     return log
+
+
+def _recommendations(
+    journey: list[ShopEvent], user: str, rng: random.Random
+) -> list[tuple[int, Recommendation]]:
+    """Recommendations served 1 ms after some of the journey's events (never after the
+    last), each with 3 slots; the next event, when a click or cart add, answers one of
+    them (60 %: its item put in the slot it names) or names a slot it is not in (10 %).
+    A repeated delivery of one of them tests the rec_id dedupe."""
+    out: list[tuple[int, Recommendation]] = []
+    for i in range(len(journey) - 1):
+        if rng.random() >= 0.35:
+            continue
+        served = journey[i].ts_ms + 1
+        items = [f"sku-{rng.randrange(60)}" for _ in range(3)]
+        nxt, roll = journey[i + 1], rng.random()
+        position = rng.randrange(3)
+        if isinstance(nxt, ClickEvent | CartEvent) and roll < 0.7:
+            if roll < 0.6:
+                items[position] = nxt.item_id
+            elif nxt.item_id in items:
+                position = (items.index(nxt.item_id) + 1) % 3
+            rec_id = f"{user}-r{i}"
+            journey[i + 1] = nxt.model_copy(update={"rec_id": rec_id, "position": position})
+        rec = Recommendation(
+            rec_id=f"{user}-r{i}", request_id=f"{user}-q{i}", user_id=user,
+            items=[RecommendedItem(item_id=item, score=1.0 - 0.1 * n, propensity=p)
+                   for n, (item, p) in enumerate(zip(items, (0.9, 0.05, 0.05), strict=True))],
+            model_version="7", policy="epsilon-0.1", requested_ts_ms=served,
+            received_ts_ms=served, served_ts_ms=served,
+        )  # fmt: skip
+        out.append((i + 1 + len(out), rec))
+    if out:
+        out.append((len(journey) + len(out), out[0][1]))  # delivered twice
+    return out
 
 
 def item_ids(event: ShopEvent) -> list[str]:
@@ -81,38 +127,45 @@ def item_ids(event: ShopEvent) -> list[str]:
     )
 
 
-def expected_transitions(log: list[ShopEvent]) -> Counter[bytes]:
+def expected_transitions(log: list[LogRecord]) -> Counter[bytes]:
     """What the README's rules say the worker must write for ``log`` (every event of a
     user within the reorder window, then the session idles out), from the independent
     reference in tests/reference_rules.py; items as ids, canonical JSON, as a multiset."""
-    out = reference_transitions(
-        log, history_length=HISTORY_LENGTH, session_timeout_ms=int(SESSION_TIMEOUT_S * 1000)
-    )
+    rules = {"history_length": HISTORY_LENGTH, "session_timeout_ms": int(SESSION_TIMEOUT_S * 1000)}
+    events = [e for e in log if not isinstance(e, Recommendation)]
+    out = reference_transitions(events, **rules) + reference_slates(log, **rules)
     return Counter(canonical(t, lambda item: item) for t in out)
 
 
 def canonical(transition: dict[str, Any], item_of: Any) -> bytes:
     t = dict(transition)
     t.pop("schema_version", None)
-    t["action"] = item_of(t["action"])
+    if t["kind"] == "slate":
+        t["items"] = [item_of(i) for i in t["items"]]
+    else:
+        t["action"] = item_of(t["action"])
     for key in ("state", "next_state"):
-        t[key] = {**t[key], "items": [item_of(i) for i in t[key]["items"]]}
+        if t.get(key) is not None:
+            t[key] = {**t[key], "items": [item_of(i) for i in t[key]["items"]]}
     return orjson.dumps(t, option=orjson.OPT_SORT_KEYS)
 
 
 async def produce(
     bootstrap: str,
     catalog: TopicCatalog,
-    log: list[ShopEvent],
+    log: list[LogRecord],
     extra: list[tuple[str, bytes | None, bytes]] = (),
 ) -> None:  # type: ignore[assignment]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         for event in log:
-            await producer.send(
-                catalog.name(EVENT_ROLES[event.type]), encode(event), key=event.user_id.encode()
+            role = (
+                TopicRole.RECOMMENDATIONS
+                if isinstance(event, Recommendation)
+                else EVENT_ROLES[event.type]
             )
+            await producer.send(catalog.name(role), encode(event), key=event.user_id.encode())
         for topic, key, value in extra:
             await producer.send(topic, value, key=key)
         await producer.flush()

@@ -53,10 +53,10 @@ def play(rules: Rules, script: list[tuple[str, int, Any]]) -> tuple[list[dict[st
             absorb(sessionizer.on_event(session, "u", payload, wall))
         elif kind == "rec":
             rec_id, items, props = payload
-            sessionizer.on_recommendation(
+            absorb(sessionizer.on_recommendation(
                 session, rec_id=rec_id, served_ts_ms=T0 + ts, items=items, propensities=props,
-                policy="epsilon-0.1", model_version="3", wall_ms=wall,
-            )  # fmt: skip
+                policy="epsilon-0.1", model_version="3", wall_ms=wall, user_id="u",
+            ))  # fmt: skip
         else:
             absorb(sessionizer.on_impression(session, payload[0], payload[1], T0 + ts))
         raw = session.to_bytes()
