@@ -190,7 +190,7 @@ def main() -> None:
                     loop.train()
                     progress.advance(task)
             late = {
-                arm: float(np.mean(sum(rows[args.rounds // 2 :], [])))
+                arm: float(np.mean([x for row in rows[args.rounds // 2 :] for x in row]))
                 for arm, rows in rewards.items()
             }
             curve = [round(float(np.mean(r)), 3) for r in rewards["learned"]]
@@ -198,7 +198,8 @@ def main() -> None:
                    baseline="oracle", baseline_value=late["oracle"], mode=mode, seed=seed,
                    of_popularity=round(late["learned"] / late["popularity"], 3),
                    popularity=round(late["popularity"], 3), random=round(late["random"], 3),
-                   learned_by_round=curve, rounds=args.rounds, updates_per_round=args.updates)  # fmt: skip
+                   learned_by_round=curve, rounds=args.rounds,
+                   updates_per_round=args.updates)  # fmt: skip
 
 
 if __name__ == "__main__":
