@@ -50,14 +50,21 @@ TIMEOUT_MS = 10_000  # the demo's RECQ_SESSION_TIMEOUT_S
 
 
 class Loop:
-    def __init__(self, mode: str, seed: int, updates: int) -> None:
+    def __init__(
+        self, mode: str, seed: int, updates: int, population: int = POPULATION,
+        **overrides: object,
+    ) -> None:  # fmt: skip
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.shop = Catalog.generate(2000, 20, seed)
-        self.population = shoppers(self.shop, POPULATION, seed * 1000 + 1)
+        self.population = shoppers(self.shop, population, seed * 1000 + 1)
         self.reward = Reward()
         self.settings = LearnerSettings(
-            slate_learning=mode, batch_size=128, history_length=HISTORY, learner_seed=seed
+            slate_learning=mode,
+            batch_size=128,
+            history_length=HISTORY,
+            learner_seed=seed,
+            **overrides,
         )  # type: ignore[call-arg]
         self.dqn = DQN(QNetwork(n_items=len(self.shop), dim=64, history_length=HISTORY),
                        self.settings)  # fmt: skip
@@ -170,12 +177,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="off,td,slateq")
     parser.add_argument("--seeds", default="1")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--updates", type=int, default=400, help="updates per round")
+    # The demo's 240 s: each shopper comes back ~40 times; the learner makes ~3,700 updates.
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--updates", type=int, default=100, help="updates per round")
+    parser.add_argument("--population", type=int, default=POPULATION, help="shoppers")
     args = parser.parse_args()
     for seed in [int(s) for s in args.seeds.split(",")]:
         for mode in args.modes.split(","):
-            loop = Loop(mode, seed, args.updates)
+            loop = Loop(mode, seed, args.updates, args.population)
             rewards: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
             with Progress(transient=True) as progress:
                 task = progress.add_task(f"{mode}, seed {seed}", total=args.rounds)
@@ -198,7 +207,7 @@ def main() -> None:
                    baseline="oracle", baseline_value=late["oracle"], mode=mode, seed=seed,
                    of_popularity=round(late["learned"] / late["popularity"], 3),
                    popularity=round(late["popularity"], 3), random=round(late["random"], 3),
-                   learned_by_round=curve, rounds=args.rounds,
+                   learned_by_round=curve, rounds=args.rounds, population=args.population,
                    updates_per_round=args.updates)  # fmt: skip
 
 

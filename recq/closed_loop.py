@@ -321,6 +321,7 @@ async def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
         "events": m["worker"].get("recq_streams_events_total", 0.0),
         "transitions": m["worker"].get("recq_streams_transitions_total", 0.0),
         "replay": m["learner"].get("recq_learner_replay_size", 0.0),
+        "slates": m["learner"].get('recq_learner_transitions_total{kind="slate"}', 0.0),
         "updates": m["learner"].get("recq_learner_updates_total", 0.0),
         "loss_td": m["learner"].get('recq_learner_loss{term="td"}', 0.0),
         "snapshot": m["learner"].get("recq_learner_snapshot_version", 0.0),
@@ -393,6 +394,7 @@ def _report(
     metrics["snapshots"] = last.get("snapshot", 0.0)
     metrics["updates"] = last.get("updates", 0.0)
     metrics["transitions"] = last.get("transitions", 0.0)
+    metrics["slate_transitions_learned"] = last.get("slates", 0.0)
     count = last.get("latency_count", 0.0)
     metrics["learned_answers"] = timeline.learned_answers
     metrics["stages"] = timeline.stages

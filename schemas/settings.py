@@ -346,10 +346,11 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
         "0 disables. Without them the Q ranking stays near random on logged data.",
     )
     slate_learning: Literal["off", "td", "slateq"] = Field(
-        default="slateq",
+        default="td",
         description="What the learner takes from slate transitions: off (organic only), "
         "td (answered slots as TD samples, ignored ones regressed to 0), slateq (choice "
-        "model + SlateQ targets, snapshots rank by choice score x Q). README, ablation.",
+        "model + SlateQ targets, snapshots rank by choice score x Q). td measured best "
+        "(bench/slate_loop.py; README, ablation).",
     )
     slate_replay_capacity: int = Field(
         default=50_000, ge=64, le=10_000_000, description="Slate transitions kept for replay."

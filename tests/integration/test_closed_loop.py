@@ -1,10 +1,11 @@
 """A short closed loop on the real broker (`recq demo`): worker, learner and serving
 member as processes, simulated shoppers split by user between the learned policy,
-popularity and random. The learned arm must be answered by model snapshots once the
-learner has trained (the first ~40 s go to popularity: RECQ_SNAPSHOT_MIN_UPDATES), and
-beat random: at least 1.2x its reward per session in the second half, with a higher CTR
-(240 s runs measured so far: 1.52x and 1.67x; 150 s runs were too close to call, 1.19-1.30x).
-The report must be complete."""
+popularity, random and the live oracle. The learned arm must be answered by model
+snapshots once the learner has trained (the first ~40 s go to popularity:
+RECQ_SNAPSHOT_MIN_UPDATES), learn from slate transitions, and beat random: at least 1.2x
+its reward per session in the second half, with a higher CTR (240 s runs measured so
+far: 1.4x-1.7x). It is not asserted to beat popularity: measured runs are level with it
+(README, "The closed loop"). The report must be complete."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     assert late_learned["reward_per_session"] >= 1.2 * late_random["reward_per_session"], summary
     assert late_learned["ctr"] > late_random["ctr"], summary
     assert 0 < learned["fraction_of_oracle"] < 1, summary
+    oracle = policies["oracle"]  # the live ceiling: the best arm, with every objective
+    assert oracle["reward_per_session"] > max(
+        p["reward_per_session"] for p in (learned, random, policies["popularity"])
+    ), summary
+    assert oracle["purchases_per_session"] > 0 and oracle["revenue_per_session"] > 0, summary
+    assert metrics["slate_transitions_learned"] > 1000, summary  # impressions reach the learner
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for stage in ("worker", "learner", "serve"):

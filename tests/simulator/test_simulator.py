@@ -56,3 +56,38 @@ def test_events_follow_the_contract_and_attribution() -> None:
         expected = sum(0.2 if isinstance(e, ClickEvent) else 0.5 if isinstance(e, CartEvent)
                        else len(e.items) for e in o.events)  # fmt: skip
         assert o.reward == pytest.approx(expected, abs=1e-9)
+
+
+def test_objectives_count_what_the_events_say_and_revenue_is_weighted() -> None:
+    from schemas.reward import Reward
+
+    catalog = Catalog.generate(n_items=500, n_categories=10, seed=5)
+    rng = np.random.default_rng(5)
+    weights = Reward(revenue=0.01)
+    outs = [run_session(catalog, s, rng, oracle(catalog, reward=weights), START, reward=weights)
+            for s in shoppers(catalog, 80, 5)]  # fmt: skip
+    for o in outs:
+        orders = [e for e in o.events if isinstance(e, PurchaseEvent)]
+        revenue = sum(line.unit_price * line.quantity for e in orders for line in e.items)
+        assert o.objectives() == {
+            "clicks": sum(isinstance(e, ClickEvent) for e in o.events),
+            "carts": sum(isinstance(e, CartEvent) and e.action == "add" for e in o.events),
+            "purchases": len(orders),
+            "revenue": pytest.approx(revenue),
+        }
+        lines = sum(len(e.items) for e in orders)
+        base = 0.2 * o.objectives()["clicks"] + 0.5 * o.objectives()["carts"] + lines
+        assert o.reward == pytest.approx(base + 0.01 * revenue)
+    assert sum(o.revenue for o in outs) > 0
+
+
+def test_the_oracle_does_not_show_what_the_shopper_cannot_cart_first() -> None:
+    from simulator.session import oracle_slate
+
+    catalog = Catalog.generate(n_items=300, n_categories=5, seed=2)
+    shopper = shoppers(catalog, 1, 2)[0]
+    best = oracle_slate(catalog, shopper, 10)
+    owned = set(best[:5])
+    again = oracle_slate(catalog, shopper, 10, owned=owned)
+    # Owned items lose their cart value: they fall behind items still worth carting.
+    assert again[:5] != best[:5] and set(again[:5]).isdisjoint(owned)
