@@ -251,7 +251,7 @@ class Transition(Record):
     ts_ms: TimestampMs
 
 
-SlateClose = Literal["reward_wait", "session_end", "event_time"]
+SlateClose = Literal["reward_wait", "session_end", "event_time", "capacity"]
 
 
 class SlateTransition(Record):

@@ -174,6 +174,8 @@ class TransitionAssembler:
             transition["schema_version"] = 1
             result.outputs.append(Output(self.transitions_topic, user, orjson.dumps(transition)))
             metrics.TRANSITIONS_OUT.labels(transition["kind"]).inc()
+            if transition["kind"] == "slate":
+                metrics.SLATES_CLOSED.labels(transition["closed_by"]).inc()
         result.transitions = len(outcome.transitions)
         if outcome.late:
             metrics.LATE_EVENTS.inc(outcome.late)

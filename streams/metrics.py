@@ -24,6 +24,12 @@ ATTRIBUTIONS = Counter(
     "unattributed (unknown rec_id, wrong slot or item), or late (the window had closed).",
     ["result"],
 )
+SLATES_CLOSED = Counter(
+    "recq_streams_slates_closed_total",
+    "Slate transitions written, by what closed the reward window (reward_wait, "
+    "session_end, event_time, capacity: over MAX_OPEN_WINDOWS open for one shopper).",
+    ["by"],
+)
 UNSHOWN_SLATES = Counter(
     "recq_streams_unshown_slates_total",
     "Reward windows closed with no slot rendered (explicit impressions): no transition.",

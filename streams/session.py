@@ -67,6 +67,9 @@ EARLY_IMPRESSIONS = 256
 STRONGEST_RESPONSE = EVENT_CODES["purchase"]
 #: Code of the buffer entry that stands for a recommendation until its window opens.
 SHOWN = 0
+#: Open windows live in the shopper's Table value (~1 KB each) and its changelog message
+#: (1 MiB by default): past this many, the oldest closes early (``closed_by="capacity"``).
+MAX_OPEN_WINDOWS = 500
 
 
 def _order(x: Interaction) -> tuple[int, str, int]:
@@ -283,13 +286,15 @@ class Sessionizer:
         # Ordered before interactions of the same millisecond (event_id "" sorts first).
         marker = Interaction(served_ts_ms, "", 0, -1, SHOWN, rec_id, True, wall_ms, produced_ms)
         if session.last_key is not None and marker.order_key < session.last_key:
-            self._open_window(session, marker)  # late: opens at once, as late events apply
+            self._open_window(session, user_id, marker, out)  # late: opens at once
         else:
             insort(session.buffer, marker, key=_order)
         self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
         return out
 
-    def _open_window(self, session: UserSession, marker: Interaction) -> None:
+    def _open_window(
+        self, session: UserSession, user_id: str, marker: Interaction, out: Outcome
+    ) -> None:
         window = session.waiting_recs.pop(marker.rec_id or "")
         items = window["items"]
         shown = [self.rules.implicit_impressions] * len(items)
@@ -308,6 +313,8 @@ class Sessionizer:
             next_state=None,
         )
         session.slates.append(window)
+        if len(session.slates) > MAX_OPEN_WINDOWS:
+            self._close_windows(session, user_id, session.slates[:1], "capacity", out)
 
     def on_impression(
         self, session: UserSession, rec_id: str, positions: list[int], ts_ms: int
@@ -415,7 +422,7 @@ class Sessionizer:
 
     def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:
         if x.code == SHOWN:
-            self._open_window(session, x)
+            self._open_window(session, user_id, x, out)
             return
         rules = self.rules
         ts = x.ts_ms

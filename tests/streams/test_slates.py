@@ -157,3 +157,14 @@ def test_windows_are_kept_however_fast_slates_come() -> None:
 def test_a_repeated_recommendation_opens_one_window() -> None:
     got, _ = play(IMPLICIT, [rec(0, "r1", [1], [1.0]), rec(0, "r1", [1], [1.0]), event(500, 2)])
     assert [t["rec_id"] for t in got] == ["r1"]
+
+
+def test_past_the_open_window_bound_the_oldest_closes_early_and_is_said_so() -> None:
+    from streams.session import MAX_OPEN_WINDOWS
+
+    script = [rec(n, f"r{n}", [n], [1.0]) for n in range(MAX_OPEN_WINDOWS + 3)]
+    got, _ = play(IMPLICIT, [*script, event(MAX_OPEN_WINDOWS + 10, 1)])
+    closed = [(t["rec_id"], t["closed_by"]) for t in got]
+    assert closed[:3] == [("r0", "capacity"), ("r1", "capacity"), ("r2", "capacity")]
+    assert {by for _, by in closed[3:]} == {"session_end"}
+    assert len(got) == MAX_OPEN_WINDOWS + 3  # every slate written once
