@@ -127,3 +127,21 @@ async def test_recommendation_then_click_yields_a_slate_transition() -> None:
     assert [(s.items, s.propensities, s.responses, s.rewards, s.model_version) for s in slates] == [
         ([0, 1], [0.7, 0.3], [1, 0], [0.2, 0.0], "7")
     ]
+
+
+async def test_an_impression_is_validated_dead_lettered_and_marks_positions() -> None:
+    a = assembler()
+    table: dict[bytes, bytes] = {}
+    bad = b'{"type": "impression", "event_id": "i1", "user_id": "u1", "ts_ms": %d, ' % T0
+    bad += b'"rec_id": "r1", "positions": [0, 0]}'
+    result = await a.handle(
+        table, key=b"u1", value=bad, source=src(TopicRole.IMPRESSIONS), wall_ms=T0
+    )
+    letter = DeadLetter.model_validate_json(result.outputs[0].value)
+    assert letter.code == "invalid_value" and "distinct" in letter.reason
+    assert letter.original == bad and letter.expected == "impression"
+    good = bad.replace(b"[0, 0]", b"[1]")
+    assert (
+        await a.handle(table, key=b"u1", value=good, source=src(TopicRole.IMPRESSIONS), wall_ms=T0)
+    ).outputs == []
+    assert b"u1" in table  # kept until its recommendation arrives
