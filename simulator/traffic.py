@@ -120,7 +120,7 @@ class Traffic:
         self.impressions = impressions
         self.stats: dict[str, ArmStats] = defaultdict(ArmStats)
         #: The latest sessions (bounded: ``recq simulate --forever`` runs for days).
-        self.sessions_log: deque[SessionOutcome] = deque(maxlen=100_000)
+        self.sessions_log: deque[tuple[str, SessionOutcome]] = deque(maxlen=100_000)
         self.popularity: Counter[int] = Counter()
         # Returning shoppers keep their cart and what they own between sessions.
         self.carts: dict[str, list[int]] = defaultdict(list)
@@ -217,7 +217,7 @@ class Traffic:
                     self.popularity[self.index_of[event.item_id]] += 1
         self.stats[arm].add(session.outcome)
         metrics.record(arm, session.outcome)
-        self.sessions_log.append(session.outcome)
+        self.sessions_log.append((arm, session.outcome))
         return session.outcome
 
     async def run(

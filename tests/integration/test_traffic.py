@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from inference.service import run_server
 from recq.topics import ensure_topics
 from schemas.codec import decode
-from schemas.records import Event
+from schemas.records import Event, Recommendation
 from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
-from simulator.shop import Catalog
+from simulator.shop import Catalog, shoppers
 from simulator.traffic import Answers, Traffic
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_shoppers_ask_recq_and_react(
             seed=5,
             answer_timeout_s=20.0,
         )
-        stats = await asyncio.wait_for(traffic.run(30, concurrency=10), 240)
+        stats = await asyncio.wait_for(traffic.run(32, concurrency=10), 240)
     finally:
         router.cancel()
         stopping.set()
@@ -68,30 +68,47 @@ async def test_shoppers_ask_recq_and_react(
         await answers_in.stop()
 
     assert {arm: s.sessions for arm, s in stats.items()} == {
-        "learned": 10,
-        "popularity": 10,
-        "random": 10,
+        "learned": 8,
+        "popularity": 8,
+        "random": 8,
+        "oracle": 8,
     }
     learned = stats["learned"]
     assert learned.unanswered == 0 and learned.shown > 0
     assert set(learned.versions) == {"popularity"}  # no snapshot in this store yet
     produced = sum(s.reward > 0 for s in stats.values())
-    assert produced == 3
+    assert produced == 4
 
     reader = AIOKafkaConsumer(
         *(catalog.name(r) for r in EVENT_ROLES.values()),
+        catalog.name(TopicRole.RECOMMENDATIONS),
         bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest",
     )
     await reader.start()
     try:
-        events = []
+        events, logged = [], []
         for _ in range(20):
-            for messages in (await reader.getmany(timeout_ms=500)).values():
-                events += [decode(m.value, Event) for m in messages]
+            for tp, messages in (await reader.getmany(timeout_ms=500)).items():
+                if tp.topic == catalog.name(TopicRole.RECOMMENDATIONS):
+                    logged += [decode(m.value, Recommendation) for m in messages]
+                else:
+                    events += [decode(m.value, Event) for m in messages]
     finally:
         await reader.stop()
-    total = sum(len(s.events) for s in traffic.sessions_log)
+    # Every event of the logged arms reaches Kafka; the oracle's shoppers stay off it.
+    total = sum(len(s.events) for arm, s in traffic.sessions_log if arm != "oracle")
     assert len(events) == total and all(not hasattr(e, "code") for e in events)
+    oracle_users = {s.user_id for s in shoppers(shop, 32, 5)[3::4]}
+    assert not oracle_users & {e.user_id for e in events}
+    # The baselines log their slates like a policy, with their propensities.
+    baseline = [
+        r for r in logged if isinstance(r, Recommendation) and r.model_version == "baseline"
+    ]
+    assert {r.policy for r in baseline} == {"popularity", "random"}
+    assert all(
+        [i.propensity for i in r.items] == [1 / (300 - j) for j in range(len(r.items))]
+        for r in baseline if r.policy == "random"
+    )  # fmt: skip
     recq_rec_ids = {e.rec_id for e in events if e.rec_id and len(e.rec_id) == 32}
     assert recq_rec_ids  # the learned arm clicked on recq's recommendations
