@@ -22,6 +22,7 @@ from schemas.settings import LearnerSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
 from tests.learner.helpers import transition
+from tests.learner.test_slateq import slate
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,10 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
             t = transition(f"user-{i % 12}", i // 12, i % 30, 1.0 if i % 30 == 7 else 0.1,
                            state=((i + 3) % 30,), done=i % 5 == 0)  # fmt: skip
             await producer.send(transitions_topic, encode(t), key=t.user_id.encode())
+        for i in range(60):  # shown slates, every other one answered in slot 1
+            items = [i % 30, (i + 1) % 30, (i + 2) % 30]
+            s = slate(items, [0, i % 2, 0], [0.0, 0.2 * (i % 2), 0.0], state=((i + 5) % 30,))
+            await producer.send(transitions_topic, encode(s), key=b"user-0")
         bad = b'{"record": "transition", "seq": -1}'
         await producer.send_and_wait(transitions_topic, bad, key=b"user-0")
     finally:
@@ -95,6 +100,7 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
         assert manifest.parity.topk_equal == 1.0
         assert manifest.parity.max_abs_diff < 1e-3
         assert manifest.step == first.step >= 25
+        assert manifest.metrics["replay/slates"] == 60  # slate transitions reach the learner
         stopping.set()
         await asyncio.wait_for(task, 60)
 
