@@ -58,7 +58,8 @@ class LoggedSlates:
     def slot_weights(self) -> np.ndarray:
         ratio = np.divide(self.target, self.logging, out=np.zeros_like(self.target, dtype=float),
                           where=self.shown & (self.logging > 0))  # fmt: skip
-        return np.minimum(ratio, self.clip)
+        clipped: np.ndarray = np.minimum(ratio, self.clip)
+        return clipped
 
 
 def slot_ips(data: LoggedSlates) -> float:
