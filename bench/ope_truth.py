@@ -102,7 +102,8 @@ class Bandit:
             for _ in range(marginal_draws):
                 draw = policy.choose(scores, K, self.rng).positions
                 counts[np.arange(K), draw] += 1
-            marginal[i] = (counts[np.arange(K), slate] + 1e-3) / marginal_draws
+            # The logged draw is one more sample of the same policy: no zero marginals.
+            marginal[i] = (counts[np.arange(K), slate] + 1) / (marginal_draws + 1)
             want = self.target(target, person)
             pi[i] = (slate == want) if want is not None else 1.0 / len(self.shop)
             reward[i] = self.rewards(person, slate)
