@@ -1,6 +1,8 @@
 """Learner update throughput: updates/s of the double-DQN step at a 50,000-item catalog
 and batch 256, against the straightforward step that scores the full catalog three times
-(plus a full softmax for the supervised head), in the same run on the same replay data.
+(plus a full softmax for the supervised head), in the same run on the same replay data;
+and the cost of learning from slates (``RECQ_SLATE_LEARNING`` td / slateq, 128 slates of
+10 slots per update) against the organic-only update.
 Prints JSON lines (bench/report.py). Run from the repo root after `make test`:
 
     .venv/bin/python bench/learner.py [--items 50000] [--batch 256] [--seconds 8]
@@ -27,6 +29,7 @@ from learner.device import pick_device
 from learner.dqn import DQN, UpdateStats, full_catalog_step, select_dtype_for
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
+from learner.replay.slates import SLATE_SLOTS, SlateStore
 from learner.replay.storage import Batch, Samples
 from schemas.settings import LearnerSettings
 
@@ -51,6 +54,27 @@ def synthetic_samples(n: int, items: int, seed: int = 0) -> Samples:
         ret=rng.random(n, dtype=np.float32), next_items=ni, next_events=ne, next_ages=na,
         discount=np.where(rng.random(n) < 0.1, 0.0, 0.9**3).astype(np.float32),
     )  # fmt: skip
+
+
+def synthetic_slates(n: int, items: int, device: torch.device) -> SlateStore:
+    """A slate store filled directly: 10 shown slots, about a third answered once."""
+    store = SlateStore(n, HISTORY, device)
+    g = torch.Generator().manual_seed(1)
+    t = store._t
+    t["items"][:] = torch.randint(0, items, (n, HISTORY), generator=g).to(device)
+    t["events"][:] = 1
+    t["ages"][:] = 1
+    t["next_items"][:] = torch.randint(0, items, (n, HISTORY), generator=g).to(device)
+    t["next_events"][:] = 1
+    t["next_ages"][:] = 1
+    t["slate"][:] = torch.randint(0, items, (n, SLATE_SLOTS), generator=g).to(device)
+    t["shown"][:, :10] = True
+    answered = torch.rand(n, generator=g) < 0.35
+    t["responses"][answered.to(device), 0] = 1
+    t["rewards"][answered.to(device), 0] = 0.2
+    t["bootstrap"][:] = 1.0
+    store._size, store.written, store.max_item = n, n, items - 1
+    return store
 
 
 def rate(
@@ -98,6 +122,21 @@ def main() -> None:
             batch=args.batch, device=device.type,
             select_dtype=str(dqn.select_dtype).removeprefix("torch."),
         )  # fmt: skip
+    slates = synthetic_slates(20_000, args.items, device)
+    for mode in ("td", "slateq"):
+        net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=False)
+        dqn = DQN(net.to(device), LearnerSettings(slate_learning=mode),
+                  select_dtype=select_dtype_for(device),
+                  mixed_precision=device.type == "cuda")  # fmt: skip
+        organic = rate(dqn.update, replay, args.batch, args.seconds)
+
+        def with_slate_batch(b: Batch, dqn: DQN = dqn) -> UpdateStats:
+            return dqn.update(b, slates.sample(128))
+
+        with_slates = rate(with_slate_batch, replay, args.batch, args.seconds)
+        figure("learner", f"updates_per_s_slates_{mode}", with_slates, "1/s",
+               baseline="organic_only", baseline_value=organic, digits=1, items=args.items,
+               batch=args.batch, slate_batch=128, device=device.type)  # fmt: skip
 
 
 if __name__ == "__main__":
