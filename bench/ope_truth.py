@@ -83,8 +83,8 @@ class Bandit:
             total += self.rewards(person, slate).sum()
         return total / n
 
-    def log(self, policy: Policy, target: str, n: int, marginal_draws: int) -> tuple[
-            LoggedSlates, LoggedSlates]:  # fmt: skip
+    def log(self, policy: Policy, target: str, n: int, marginal_draws: int,
+            clip: float) -> tuple[LoggedSlates, LoggedSlates]:  # fmt: skip
         """n logged slates, as LoggedSlates with the logged (conditional) propensities
         and with Monte-Carlo marginal propensities of the logging policy."""
         shape = (n, K)
@@ -112,8 +112,8 @@ class Bandit:
             guess = sigmoid(scores - CLICK_BAR) * (REWARD.click + REWARD.cart * 0.3)
             q_logged[i] = exam * guess[slate]
             q_target[i] = exam * (guess[want] if want is not None else guess.mean())
-        conditional = LoggedSlates(shown, mu, pi, reward, q_logged, q_target, clip=50.0)
-        by_marginal = LoggedSlates(shown, marginal, pi, reward, q_logged, q_target, clip=50.0)
+        conditional = LoggedSlates(shown, mu, pi, reward, q_logged, q_target, clip=clip)
+        by_marginal = LoggedSlates(shown, marginal, pi, reward, q_logged, q_target, clip=clip)
         return conditional, by_marginal
 
 
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--slates", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--marginal-draws", type=int, default=200)
+    parser.add_argument("--clip", type=float, default=50.0, help="largest importance weight")
     args = parser.parse_args()
     bandit = Bandit(seed=1)
     logging = {"epsilon-0.3": Policy("epsilon", epsilon=0.3),
@@ -138,7 +139,7 @@ def main() -> None:
             estimates: dict[str, list[float]] = {}
             for _ in range(args.repeats):
                 conditional, by_marginal = bandit.log(policy, target, args.slates,
-                                                      args.marginal_draws)  # fmt: skip
+                                                      args.marginal_draws, args.clip)  # fmt: skip
                 for name, estimator in ESTIMATORS.items():
                     estimates.setdefault(name, []).append(estimator(conditional))
                     if name != "slate_snips":
@@ -149,7 +150,7 @@ def main() -> None:
                        target=target, logging=log_name, estimator=name,
                        truth=round(float(truth), 4),
                        relative_rmse=round(float(np.sqrt((errors**2).mean()) / truth), 3),
-                       slates=args.slates, repeats=args.repeats)  # fmt: skip
+                       slates=args.slates, repeats=args.repeats, clip=args.clip)  # fmt: skip
 
 
 if __name__ == "__main__":
