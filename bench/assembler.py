@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -23,9 +22,10 @@ sys.path.insert(0, os.environ.get("RECQ_BENCH_ROOT") or str(Path(__file__).resol
 sys.path.append(str(Path(__file__).resolve().parent))  # this bench/, for report.py
 
 from report import figure
+from workload import make_events
 
-from schemas.codec import Limits, Source, decode, encode
-from schemas.records import CartEvent, ClickEvent, Event, LineItem, PurchaseEvent
+from schemas.codec import Limits, Source, decode
+from schemas.records import Event
 from schemas.topics import EVENT_ROLES, TopicCatalog
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer
@@ -39,26 +39,6 @@ class ListVocabulary:
 
     async def indices(self, item_ids: Sequence[str]) -> list[int]:
         return [self.index.setdefault(i, len(self.index)) for i in item_ids]
-
-
-def events(n: int, users: int, items: int, seed: int = 1) -> list[tuple[str, bytes, bytes]]:
-    rng = random.Random(seed)
-    now = int(time.time() * 1000) - 3_600_000
-    out = []
-    for i in range(n):
-        user = f"u{rng.randrange(users)}"
-        ts, item, roll = now + i * 10, f"sku-{rng.randrange(items)}", rng.random()
-        event: ClickEvent | CartEvent | PurchaseEvent
-        if roll < 0.75:
-            event = ClickEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item)
-        elif roll < 0.95:
-            event = CartEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item, action="add")
-        else:
-            line = LineItem(item_id=item, quantity=1, unit_price=5.0)
-            event = PurchaseEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, order_id=f"o{i}",
-                                  items=[line])  # fmt: skip
-        out.append((event.type, user.encode(), encode(event)))
-    return out
 
 
 async def assemble(batch: list[tuple[str, bytes, bytes]]) -> float:
@@ -87,7 +67,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=500)
     args = parser.parse_args()
-    batch = events(args.events, args.users, 2_000)
+    batch, _ = make_events(args.events, args.users, 2_000)
     asyncio.run(assemble(batch[:2_000]))  # warm-up
     rate, baseline = asyncio.run(assemble(batch)), decode_only(batch)
     figure("assembler", "events_per_s", rate, "1/s", baseline="decode_only",

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import sys
 import tempfile
@@ -27,10 +26,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import figure
+from bench.workload import make_events
 from recq.embedded_kafka import EmbeddedKafka
 from recq.topics import ensure_topics
-from schemas.codec import decode, encode
-from schemas.records import EVENT_CLASSES, CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.codec import decode
+from schemas.records import EVENT_CLASSES
 from schemas.settings import StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.streams_harness import WorkerProcess, worker_env
@@ -50,33 +50,6 @@ def broker() -> Iterator[str]:
             yield kafka.start().bootstrap_servers
         finally:
             kafka.stop()
-
-
-def make_events(
-    n: int, users: int, items: int, seed: int = 1
-) -> tuple[list[tuple[str, bytes, bytes]], int]:
-    """(event type, key, value) and the number of interactions (transitions to expect)."""
-    rng = random.Random(seed)
-    now = int(time.time() * 1000) - 3_600_000
-    out, lines = [], 0
-    for i in range(n):
-        user = f"u{rng.randrange(users)}"
-        ts = now + i * 10
-        item = f"sku-{rng.randrange(items)}"
-        roll = rng.random()
-        event: ClickEvent | CartEvent | PurchaseEvent
-        if roll < 0.75:
-            event = ClickEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item)
-        elif roll < 0.95:
-            event = CartEvent(event_id=f"e{i}", user_id=user, ts_ms=ts, item_id=item, action="add")
-        else:
-            event = PurchaseEvent(
-                event_id=f"e{i}", user_id=user, ts_ms=ts, order_id=f"o{i}",
-                items=[LineItem(item_id=item, quantity=1, unit_price=5.0)],
-            )  # fmt: skip
-        lines += len(event.items) if isinstance(event, PurchaseEvent) else 1
-        out.append((event.type, user.encode(), encode(event)))
-    return out, lines
 
 
 async def produce(

@@ -138,12 +138,19 @@ class DQN:
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        online, target = self.online, self.target
-        _, user_next, _ = online.encode(batch.next_items, batch.next_events, batch.next_ages)
-        best = online.best_items(user_next.float(), self.select_dtype, self._selection)
-        _, user_t, value_t = target.encode(batch.next_items, batch.next_events, batch.next_ages)
-        q_next = target.q_at(user_t.float(), value_t.float(), best)
+        q_next = self.double_q_next(batch.next_items, batch.next_events, batch.next_ages)
         return batch.ret + batch.discount * q_next
+
+    @torch.no_grad()
+    def double_q_next(
+        self, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor
+    ) -> torch.Tensor:
+        """Q_target(s', argmax_a Q_online(s', a)) at next states s' (double DQN)."""
+        online, target = self.online, self.target
+        _, user_next, _ = online.encode(items, events, ages)
+        best = online.best_items(user_next.float(), self.select_dtype, self._selection)
+        _, user_t, value_t = target.encode(items, events, ages)
+        return target.q_at(user_t.float(), value_t.float(), best)
 
     def update(self, batch: Batch, slates: SlateBatch | None = None) -> UpdateStats:
         cfg, net = self.config, self.online
@@ -194,13 +201,12 @@ class DQN:
         q = net.q_slots(user.float(), value.float(), slates.slate, rows)  # [B, S]
         answered = (slates.responses > 0) & slates.shown
         ignored = slates.shown & ~answered
-        with torch.no_grad():
-            next_value = (
-                self.slate_next_value(slates) if mode == "slateq" else self._dqn_next(slates)
-            )
-        y = slates.rewards + self.config.gamma * slates.bootstrap.unsqueeze(
-            1
-        ) * next_value.unsqueeze(1)
+        if mode == "slateq":
+            next_value = self.slate_next_value(slates)
+        else:
+            next_value = self.double_q_next(slates.next_items, slates.next_events, slates.next_ages)
+        bootstrap = self.config.gamma * slates.bootstrap * next_value
+        y = slates.rewards + bootstrap.unsqueeze(1)
         huber = F.huber_loss(q, y, reduction="none", delta=HUBER_DELTA)
         terms = huber * answered
         count = answered.sum()
@@ -212,14 +218,6 @@ class DQN:
         if mode != "slateq":
             return loss_td, torch.zeros((), device=self.device)
         return loss_td, choice_loss(net, hidden, slates, rows)
-
-    def _dqn_next(self, slates: SlateBatch) -> torch.Tensor:
-        """Q_target(s', argmax_a Q_online(s', a)): the organic transitions' bootstrap."""
-        online, target = self.online, self.target
-        _, user_next, _ = online.encode(slates.next_items, slates.next_events, slates.next_ages)
-        best = online.best_items(user_next.float(), self.select_dtype, self._selection)
-        _, user_t, value_t = target.encode(slates.next_items, slates.next_events, slates.next_ages)
-        return target.q_at(user_t.float(), value_t.float(), best)
 
     @torch.no_grad()
     def slate_next_value(self, slates: SlateBatch) -> torch.Tensor:

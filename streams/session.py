@@ -303,10 +303,11 @@ class Sessionizer:
             for position in early[1]:
                 if position < len(shown):
                     shown[position] = True
+        before = [h for h in session.history if h[2] < marker.ts_ms]
         window.update(
-            history=[h for h in session.history if h[2] < marker.ts_ms][
-                -self.rules.history_length :
-            ],
+            # Encoded once, at the serving time: the open window lives in the shopper's
+            # Table value, re-encoded on every message (entries carry event ids).
+            state=encode_state(before[-self.rules.history_length :], marker.ts_ms),
             shown=shown,
             responses=[0] * len(items),
             rewards=[0.0] * len(items),
@@ -543,7 +544,7 @@ class Sessionizer:
                     "rec_id": w["rec_id"],
                     "policy": w["policy"],
                     "model_version": w["model_version"],
-                    "state": encode_state(w["history"], w["ts"]),
+                    "state": w["state"],
                     "items": w["items"],
                     "propensities": w["propensities"],
                     "shown": w["shown"],

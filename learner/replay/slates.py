@@ -14,9 +14,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from schemas.records import InteractionSequence, SlateTransition
+from schemas.records import SlateTransition
 
 SLATE_SLOTS = 20
 
@@ -68,42 +69,39 @@ class SlateStore:
         return self._size
 
     def add(self, transitions: Iterable[SlateTransition]) -> int:
-        rows = [self._row(t) for t in transitions]
-        if not rows:
+        """Write a block of slates: host arrays first, then one copy per field (as the
+        replay storage does), not a tensor per slate and field."""
+        given = list(transitions)
+        block = given[-self.capacity :]  # only the newest capacity slates can survive
+        n = len(block)
+        if n == 0:
             return 0
+        length = self.history_length
+        host = {name: np.zeros((n, *t.shape[1:]), dtype=_NUMPY[t.dtype])
+                for name, t in self._t.items()}  # fmt: skip
+        for i, t in enumerate(block):
+            k = min(len(t.items), SLATE_SLOTS)
+            for prefix, seq in (("", t.state), ("next_", t.next_state)):
+                if seq is not None and seq.items:
+                    m = min(length, len(seq.items))
+                    host[prefix + "items"][i, length - m :] = seq.items[-m:]
+                    host[prefix + "events"][i, length - m :] = seq.events[-m:]
+                    host[prefix + "ages"][i, length - m :] = np.minimum(seq.ages[-m:], 255)
+            host["slate"][i, :k] = t.items[:k]
+            host["shown"][i, :k] = t.shown[:k]
+            host["responses"][i, :k] = t.responses[:k]
+            host["rewards"][i, :k] = t.rewards[:k]
+            host["bootstrap"][i] = float(t.next_state is not None and not t.done)
+            self.max_item = max(self.max_item, max(t.items), max(t.state.items, default=-1))
         with self._lock:
-            for row in rows:
-                slot = self._cursor
-                for name, value in row.items():
-                    self._t[name][slot] = value
-                self._cursor = (self._cursor + 1) % self.capacity
-                self._size = min(self.capacity, self._size + 1)
-                self.written += 1
-        return len(rows)
-
-    def _row(self, t: SlateTransition) -> dict[str, torch.Tensor]:
-        n = min(len(t.items), SLATE_SLOTS)
-        row: dict[str, torch.Tensor] = {}
-        for prefix, seq in (("", t.state), ("next_", t.next_state)):
-            items, events, ages = _left_padded(seq, self.history_length)
-            row[prefix + "items"], row[prefix + "events"], row[prefix + "ages"] = (
-                items,
-                events,
-                ages,
-            )
-
-        def slots(values: list[float] | list[int] | list[bool], dtype: torch.dtype) -> torch.Tensor:
-            out = torch.zeros(SLATE_SLOTS, dtype=dtype)
-            out[:n] = torch.tensor(values[:n], dtype=dtype)
-            return out
-
-        row["slate"] = slots(t.items, torch.int32)
-        row["shown"] = slots(t.shown, torch.bool)
-        row["responses"] = slots(t.responses, torch.uint8)
-        row["rewards"] = slots(t.rewards, torch.float32)
-        row["bootstrap"] = torch.tensor(float(t.next_state is not None and not t.done))
-        self.max_item = max(self.max_item, max(t.items), max(t.state.items, default=-1))
-        return row
+            slots = (self._cursor + torch.arange(n)) % self.capacity
+            slots = slots.to(self.device)
+            for name, dst in self._t.items():
+                dst.index_copy_(0, slots, torch.from_numpy(host[name]).to(self.device))
+            self._cursor = (self._cursor + n) % self.capacity
+            self._size = min(self.capacity, self._size + n)
+            self.written += len(given)
+        return len(given)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> SlateBatch:
         with self._lock:
@@ -116,18 +114,5 @@ class SlateStore:
         return SlateBatch(**{n: (v.long() if n in long else v) for n, v in t.items()})
 
 
-def _left_padded(
-    seq: InteractionSequence | None, length: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    items = torch.zeros(length, dtype=torch.int32)
-    events = torch.zeros(length, dtype=torch.uint8)
-    ages = torch.zeros(length, dtype=torch.uint8)
-    if seq is not None:
-        k = min(length, len(seq.items))
-        if k:
-            items[length - k :] = torch.tensor(seq.items[-k:], dtype=torch.int32)
-            events[length - k :] = torch.tensor(seq.events[-k:], dtype=torch.uint8)
-            ages[length - k :] = torch.tensor(
-                [min(a, 255) for a in seq.ages[-k:]], dtype=torch.uint8
-            )
-    return items, events, ages
+_NUMPY = {torch.int32: np.int32, torch.uint8: np.uint8, torch.bool: np.bool_,
+          torch.float32: np.float32}  # fmt: skip
