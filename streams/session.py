@@ -456,9 +456,10 @@ class Sessionizer:
         }
         if x.rec_id is not None:
             self._attribute(session, x, ts, reward, next_state, out)
-        expired = [w for w in session.slates if ts - w["ts"] > rules.reward_wait_ms]
-        if expired:
-            self._close_windows(session, user_id, expired, "event_time", out)
+        if session.slates:  # most interactions meet no open window: no list per event
+            expired = [w for w in session.slates if ts - w["ts"] > rules.reward_wait_ms]
+            if expired:
+                self._close_windows(session, user_id, expired, "event_time", out)
         session.seq += 1
         if x.code == EVENT_CODES["purchase"] and rules.done_on_purchase and x.last_line:
             out.transitions.append({**transition, "done": True})
