@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from schemas.codec import Limits, Source, decode, encode
 from schemas.examples import example_journey
-from schemas.records import CartEvent, ClickEvent, DeadLetter, Event, PurchaseEvent, RecRequest
+from schemas.records import (
+    CartEvent,
+    ClickEvent,
+    DeadLetter,
+    Event,
+    ImpressionEvent,
+    PurchaseEvent,
+    RecRequest,
+)
 
 NOW = 1_790_000_000_000  # fixed "now" so the clock never decides a test
 TEN_YEARS_MS = 3650 * 86_400_000
@@ -27,6 +35,13 @@ def click(**overrides: object) -> bytes:
         "ts_ms": NOW,
         "item_id": "sku-1",
     }
+    body.update(overrides)
+    return orjson.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+def impression(**overrides: object) -> bytes:
+    body: dict[str, object] = {"type": "impression", "event_id": "e3", "user_id": "u1",
+                               "ts_ms": NOW, "rec_id": "r1", "positions": [0, 1]}  # fmt: skip
     body.update(overrides)
     return orjson.dumps({k: v for k, v in body.items() if v is not ...})
 
@@ -118,7 +133,16 @@ CASES = [
     ("two-megabytes", b"{" + b" " * (2 * 1024 * 1024) + b"}", ClickEvent, "oversized", "2097154"),
     ("not-utf8", b'{"type": "click", "user_id": "\xff\xfe"}', ClickEvent, "not_utf8", "offset 30"),
     ("nan-price", purchase().replace(b"9.5", b"NaN"), PurchaseEvent, "malformed_json", "JSON"),
-]
+    ("impression-twice-a-position", impression(positions=[0, 0]), ImpressionEvent,
+     "invalid_value", "distinct"),
+    ("impression-no-positions", impression(positions=[]), ImpressionEvent, "out_of_range",
+     "positions"),
+    ("impression-negative-position", impression(positions=[-1]), ImpressionEvent,
+     "out_of_range", "positions.0"),
+    ("impression-without-rec-id", impression(rec_id=...), ImpressionEvent, "missing_field",
+     "rec_id"),
+    ("click-on-the-impression-topic", click(), ImpressionEvent, "unknown_type", "'click'"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from schemas.codec import encode
 from schemas.examples import example_journey, example_request
 from schemas.jsonschema import export_json_schemas
-from schemas.records import RECORDS
+from schemas.records import RECORDS, ImpressionEvent, InteractionSequence, SlateTransition
 
 NOW = 1_790_000_000_000
 
@@ -30,8 +30,19 @@ def test_one_schema_per_record(exported: dict[str, dict[str, object]]) -> None:
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
+IMPRESSION = ImpressionEvent(event_id="i1", user_id="u1", ts_ms=NOW, rec_id="r1",
+                             positions=[0, 1, 2])  # fmt: skip
+SLATE = SlateTransition(
+    user_id="u1", seq=0, rec_id="r1", policy="greedy", model_version="3",
+    state=InteractionSequence(items=[4], events=[1], ages=[2]), items=[7, 8],
+    propensities=[0.9, 0.1], shown=[True, True], responses=[0, 2], rewards=[0.0, 0.7],
+    next_state=InteractionSequence(items=[4, 8], events=[1, 1], ages=[2, 1]), done=False,
+    closed_by="session_end", ts_ms=NOW,
+)  # fmt: skip
+
+
 def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]]) -> None:
-    records = [*example_journey("u1", NOW), example_request("u1", NOW)]
+    records = [*example_journey("u1", NOW), example_request("u1", NOW), IMPRESSION, SLATE]
     for record in records:
         jsonschema.validate(orjson.loads(encode(record)), exported[record.record_name])
 
@@ -47,12 +58,19 @@ def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]])
         ("purchase", {"items": []}),
         ("cart", {"action": "wishlist"}),
         ("click", {"ts_ms": 1000}),
+        ("impression", {"positions": []}),
+        ("impression", {"positions": [-1]}),
+        ("impression", {"rec_id": None}),
+        ("slate_transition", {"responses": [0, 4]}),
+        ("slate_transition", {"closed_by": "never"}),
+        ("slate_transition", {"propensities": [0.9, 1.5]}),
     ],
 )
 def test_schemas_reject_what_recq_rejects(
     exported: dict[str, dict[str, object]], name: str, patch: dict[str, object]
 ) -> None:
-    record = next(e for e in example_journey("u1", NOW) if e.record_name == name)
+    records = [*example_journey("u1", NOW), IMPRESSION, SLATE]
+    record = next(e for e in records if e.record_name == name)
     body = {**orjson.loads(encode(record)), **patch}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, exported[name])

@@ -152,11 +152,16 @@ async def test_every_state_builder_builds_the_documented_state(tmp_path: Path) -
         assert build() == EXPECTED, name
 
 
-async def test_streams_and_the_simulators_scoring_agree_on_the_reward() -> None:
+@pytest.mark.parametrize(("weights", "total"), [(Reward(), 3.6), (Reward(revenue=0.1), 4.7)])
+async def test_streams_and_the_simulators_scoring_agree_on_the_reward(
+    weights: Reward, total: float
+) -> None:
     """The README's weights by hand: 8 clicks x 0.2, a cart add 0.5, its removal -0.5, two
-    purchase lines x 1.0 (the repeat counted once) = 3.6, from the worker's organic
+    purchase lines x 1.0 (the repeat counted once) = 3.6; with the revenue objective at
+    0.1 per EUR, the order's 5.0 x 1 + 3.0 x 2 = 11 EUR adds 1.1. From the worker's organic
     transitions and from the Reward the simulator and the demo score sessions with."""
-    rules = Rules(history_length=L, reorder_window_ms=REORDER_MS, session_timeout_ms=3_600_000)
+    rules = Rules(history_length=L, reorder_window_ms=REORDER_MS, session_timeout_ms=3_600_000,
+                  reward=weights)  # fmt: skip
     sessionizer = Sessionizer(rules)
     assembler = TransitionAssembler(catalog=CATALOG, sessionizer=sessionizer,
                                     vocabulary=ListVocabulary(), limits=Limits())  # fmt: skip
@@ -174,7 +179,7 @@ async def test_streams_and_the_simulators_scoring_agree_on_the_reward() -> None:
         t["reward"] for t in sessionizer.on_tick(session, "u1", wall_ms=T0 + 10**8).transitions
     ]
     once = list({e.event_id: e for e, _ in DELIVERY if e.user_id == "u1"}.values())
-    assert sum(rewards) == pytest.approx(3.6) == Reward().of_events(once)
+    assert sum(rewards) == pytest.approx(total) == weights.of_events(once)
 
 
 def test_serving_leaves_out_an_item_its_snapshot_does_not_know() -> None:
