@@ -11,8 +11,12 @@ point at it; a request already running keeps the model object it started with. A
 rejected with a logged reason and ``recq_serve_snapshot_rejections_total{reason}``, and
 the current one keeps serving.
 
-``recq snapshots rollback VERSION`` writes ``PINNED`` in the model store; every registry
-serves that version (if it verifies) until the pin is removed.
+Only snapshots the learner's off-policy gate let through are swapped in (the manifest's
+``gate``; one it rejected stays on disk and is skipped, counted as ``not_promoted``).
+
+``recq snapshots rollback VERSION`` (or the learner's online guard) writes ``PINNED`` in
+the model store; every registry serves that version (if it verifies, promoted or not)
+until the pin is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +42,11 @@ from schemas.manifest import (
     ManifestError,
     SnapshotManifest,
 )
-from schemas.model_store import ModelStore
+from schemas.model_store import PIN_FILE, ModelStore
 
 log = logging.getLogger("recq.serve")
 
-PIN_FILE = "PINNED"
+__all__ = ["PIN_FILE", "SnapshotRegistry", "SnapshotRejected"]
 REJECTIONS = Counter(
     "recq_serve_snapshot_rejections_total", "Snapshots refused, by reason.", ["reason"]
 )
@@ -63,16 +68,15 @@ class SnapshotRegistry:
         self._current: SnapshotModel | None = None
         self._swap = threading.Lock()
         self.rejected: dict[int, str] = {}
+        #: Called (on the swapping thread) with each snapshot swapped in: freshness.
+        self.on_swap: Callable[[SnapshotModel], None] | None = None
 
     @property
     def current(self) -> SnapshotModel | None:
         return self._current  # one reference read: atomic under the GIL
 
     def pinned(self) -> int | None:
-        try:
-            return int(orjson.loads((self.root / PIN_FILE).read_bytes())["version"])
-        except (FileNotFoundError, ValueError, KeyError, orjson.JSONDecodeError):
-            return None
+        return self.store.pinned()
 
     # --- verification -----------------------------------------------------------------
     def verify(self, relative: str, expected_sha256: str | None = None) -> SnapshotModel:
@@ -180,6 +184,14 @@ class SnapshotRegistry:
             self.rejected[version] = str(exc)
             log.error("snapshot %d rejected: %s", version, exc)
             return False
+        if pinned is None and not candidate.manifest.servable:
+            # The learner kept it on disk for people to inspect; not an error here.
+            if version not in self.rejected:
+                REJECTIONS.labels("not_promoted").inc()
+                gate = candidate.manifest.gate
+                self.rejected[version] = f"not promoted by the gate: {gate.reason if gate else ''}"
+                log.info("snapshot %d skipped: %s", version, self.rejected[version])
+            return False
         with self._swap:
             current = self._current
             newer = current is None or candidate.version > current.version
@@ -188,6 +200,8 @@ class SnapshotRegistry:
                 SWAPS.inc()
                 SERVING_VERSION.set(candidate.version)
                 log.info("serving snapshot %d", candidate.version)
+                if self.on_swap is not None:
+                    self.on_swap(candidate)
                 return True
         return False
 

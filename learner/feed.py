@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -36,6 +37,7 @@ class TransitionFeed:
         replay: ReplayBuffer,
         limits: Limits,
         slates: SlateStore | None = None,
+        slate_observers: Sequence[Callable[[list[SlateTransition]], object]] = (),
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -44,7 +46,10 @@ class TransitionFeed:
         self.replay = replay
         self.slates = slates
         self.limits = limits
+        self.slate_observers = list(slate_observers)  # the gate's window, the guard
         self.positions: dict[int, int] = {}
+        #: Newest event time of any transition read (freshness: manifest trained_through).
+        self.newest_event_ts_ms = 0
         self.consumed = 0
         # Offsets below these were processed before the restart (the refill re-reads
         # them): their dead letters were already written and are not written twice.
@@ -106,9 +111,15 @@ class TransitionFeed:
                 if self.slates is not None:
                     self.slates.add(slates)
                     metrics.SLATES_STORED.set(len(self.slates))
+                for observe in self.slate_observers:
+                    observe(slates)
+                self.newest_event_ts_ms = max(self.newest_event_ts_ms,
+                                              max(t.ts_ms for t in slates))  # fmt: skip
             if transitions:
                 for kind, count in Counter(t.kind for t in transitions).items():
                     metrics.TRANSITIONS_IN.labels(kind).inc(count)
+                self.newest_event_ts_ms = max(self.newest_event_ts_ms,
+                                              max(t.ts_ms for t in transitions))  # fmt: skip
                 stored = self.replay.add(transitions)
                 self.consumed += len(transitions)
                 metrics.SAMPLES_STORED.inc(stored)

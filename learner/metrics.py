@@ -21,7 +21,15 @@ UPDATES_PER_S = Gauge("recq_learner_updates_per_s", "Recent gradient updates per
 LOSS = Gauge("recq_learner_loss", "Most recent loss, by term (td, ce, slate, choice).", ["term"])
 Q_MEAN = Gauge("recq_learner_q_mean", "Mean Q at the taken actions of the latest batch.")
 CATALOG = Gauge("recq_learner_catalog_items", "Items the Q-network scores.")
-SNAPSHOTS = Counter("recq_learner_snapshots_total", "Snapshots, by result.", ["result"])
+SNAPSHOTS = Counter(
+    "recq_learner_snapshots_total",
+    "Snapshots, by result: written, then promoted, ope_rejected or unjudged (the gate).",
+    ["result"],
+)
+SNAPSHOT_PROMOTED = Gauge(
+    "recq_learner_snapshot_promoted_version", "Newest snapshot the gate let through."
+)
+GATE_SECONDS = Gauge("recq_learner_gate_seconds", "Time the gate took on the last snapshot.")
 SNAPSHOT_VERSION = Gauge("recq_learner_snapshot_version", "Version of the newest snapshot.")
 CONSUMER_LAG = Gauge(
     "recq_learner_consumer_lag", "Transitions not yet consumed, per partition.", ["partition"]

@@ -19,7 +19,24 @@ same item in the same slot. The estimators:
   [q_hat(s_i, target item at j) + w_ij (r_ij - q_hat(s_i, logged item at j))].
   Unbiased if either the weights or q_hat are right; lower variance when q_hat is good.
 
-``bootstrap`` gives a percentile confidence interval of any of them by resampling slates.
+* ``cascade_ips`` / ``cascade_snips``: the reward-interaction estimator (RIPS of
+  McInerney et al., KDD 2020; the IPS part of Cascade-DR, Kiyohara et al., WSDM 2022)
+  under the cascade assumption (a slot's reward depends on the context and the items in
+  it and above it): W_ij = min(c, prod_{l<=j} pi_il / mu_il) with the *conditional*
+  propensities serving logs (pi_il is the target's probability of the logged item at
+  slot l given the logged slots above it), V = sum_j mean_i W_ij r_ij; the SNIPS form
+  divides slot j's sum by sum_i W_ij. Unbiased (before clipping and normalising) for
+  any click model in which nothing below slot j changes slot j's outcome: the cascade,
+  and the position-based model as a special case. Variance grows with the depth of the
+  prefix that must match, which is what the self-normalisation tames.
+* ``cascade_dr``: its doubly robust form with a reward model (Kiyohara et al., eq. 6):
+  V = sum_j mean_i [W_ij (r_ij - q_logged_ij) + W_i(j-1) q_target_ij], where q_target_ij
+  is q_hat's value of slot j under the target given the logged slots above it.
+
+``bootstrap`` gives a percentile confidence interval of any of them by resampling slates;
+``paired_bootstrap`` one of the difference of two targets' values on the same slates.
+The gate (``learner.gate``) uses ``cascade_snips``: chosen by bias and RMSE against the
+simulator's truth (``bench/ope_truth.py``, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -61,6 +78,15 @@ class LoggedSlates:
         clipped: np.ndarray = np.minimum(ratio, self.clip)
         return clipped
 
+    def prefix_weights(self) -> np.ndarray:
+        """W_ij = min(c, prod_{l<=j} pi_il / mu_il), unshown slots counting as ratio 1
+        (they were not drawn; with implicit impressions every slot is shown)."""
+        ratio = np.divide(self.target, self.logging, out=np.zeros_like(self.target, dtype=float),
+                          where=self.logging > 0)  # fmt: skip
+        ratio = np.where(self.shown, ratio, 1.0)
+        clipped: np.ndarray = np.minimum(np.cumprod(ratio, axis=1), self.clip)
+        return clipped
+
 
 def slot_ips(data: LoggedSlates) -> float:
     return float((data.slot_weights() * data.reward * data.shown).sum(1).mean())
@@ -89,6 +115,27 @@ def slot_dr(data: LoggedSlates) -> float:
     return float((terms * data.shown).sum(1).mean())
 
 
+def cascade_ips(data: LoggedSlates) -> float:
+    return float((data.prefix_weights() * data.reward * data.shown).sum(1).mean())
+
+
+def cascade_snips(data: LoggedSlates) -> float:
+    w = data.prefix_weights() * data.shown
+    total = w.sum(0)
+    per_slot = np.divide((w * data.reward).sum(0), total, out=np.zeros(w.shape[1]),
+                         where=total > 0)  # fmt: skip
+    return float(per_slot.sum())
+
+
+def cascade_dr(data: LoggedSlates) -> float:
+    if data.q_logged is None or data.q_target is None:
+        raise ValueError("cascade_dr needs q_logged and q_target (a reward model's predictions)")
+    w = data.prefix_weights()
+    above = np.concatenate([np.ones_like(w[:, :1]), w[:, :-1]], axis=1)
+    terms = w * (data.reward - data.q_logged) + above * data.q_target
+    return float((terms * data.shown).sum(1).mean())
+
+
 @dataclass(frozen=True)
 class Interval:
     estimate: float
@@ -107,3 +154,23 @@ def bootstrap(
     tail = (1 - level) / 2
     return Interval(estimator(data), float(np.quantile(values, tail)),
                     float(np.quantile(values, 1 - tail)))  # fmt: skip
+
+
+def paired_bootstrap(
+    estimator: Estimator, candidate: LoggedSlates, current: LoggedSlates, *,
+    resamples: int = 500, level: float = 0.95, seed: int = 0,
+) -> Interval:  # fmt: skip
+    """The value of ``candidate`` minus that of ``current`` estimated on the same logged
+    slates (the two differ only in ``target``), with a percentile interval from
+    resampling slates jointly: what the shared log contributes to both cancels."""
+    if len(candidate) != len(current):
+        raise ValueError("paired_bootstrap needs the same logged slates for both targets")
+    rng = np.random.default_rng(seed)
+    n = len(candidate)
+    values = np.empty(resamples)
+    for b in range(resamples):
+        rows = rng.integers(n, size=n)
+        values[b] = estimator(candidate.take(rows)) - estimator(current.take(rows))
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return Interval(estimator(candidate) - estimator(current), float(low), float(high))

@@ -20,6 +20,8 @@ from learner.device import pick_device
 from learner.dqn import DQN, select_dtype_for
 from learner.export import SnapshotExporter
 from learner.feed import TransitionFeed
+from learner.gate import Gate, SlateWindow
+from learner.guard import OnlineGuard
 from learner.metrics import TensorBoard
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
@@ -27,8 +29,9 @@ from learner.replay.slates import SlateStore
 from learner.trainer import Trainer
 from schemas.codec import Limits, encode
 from schemas.connection import client_options, quiet_retriable_client_errors
+from schemas.manifest import TrainedThrough
 from schemas.model_store import ModelStore
-from schemas.records import SnapshotAnnouncement
+from schemas.records import SlateTransition, SnapshotAnnouncement
 from schemas.settings import LearnerSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
@@ -87,6 +90,24 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
         gamma=settings.gamma, alpha=settings.per_alpha,
     )  # fmt: skip
     slates = SlateStore(settings.slate_replay_capacity, settings.history_length, device)
+    store = ModelStore(settings.model_store_dir)
+    store.clean_temp()
+    window = SlateWindow(settings.gate_slates)
+    gate = (
+        Gate(window=window, store=store, margin=settings.gate_margin,
+             min_slates=settings.gate_min_slates, seed=settings.learner_seed)
+        if settings.gate == "on" else None
+    )  # fmt: skip
+    guard = (
+        OnlineGuard(store, alpha=settings.guard_alpha,
+                    min_impressions=settings.guard_min_impressions)
+        if settings.guard == "on" else None
+    )  # fmt: skip
+    observers: list[Callable[[list[SlateTransition]], object]] = []
+    if gate is not None:
+        observers.append(window.add)
+    if guard is not None:
+        observers.append(guard.observe)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=settings.learner_group_id,
         enable_auto_commit=False, isolation_level="read_committed", **options,
@@ -97,12 +118,10 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     feed = TransitionFeed(
         consumer=consumer, producer=producer, topic=catalog.name(TopicRole.TRANSITIONS),
         dead_letter_topic=catalog.name(TopicRole.DEAD_LETTER), replay=replay,
-        slates=slates, limits=Limits.from_settings(settings),
+        slates=slates, limits=Limits.from_settings(settings), slate_observers=observers,
     )  # fmt: skip
     starts = await feed.assign(saved.offsets if saved else None)
     announcements: asyncio.Queue[SnapshotAnnouncement] = asyncio.Queue()
-    store = ModelStore(settings.model_store_dir)
-    store.clean_temp()
     tensorboard_dir = settings.data_dir / "tensorboard" if settings.tensorboard else None
     trainer = Trainer(
         dqn=dqn, replay=replay, slates=slates, store=store,
@@ -115,6 +134,11 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
         checkpoint_path=checkpoint_path, config=settings, reward=settings.reward(),
         tensorboard=TensorBoard(tensorboard_dir),
         on_exit=lambda: _call_soon(loop, lambda _: stopping.set(), None),
+        gate=gate,
+        trained_through=lambda: TrainedThrough(
+            offsets={str(p): o for p, o in feed.positions.items()},
+            event_ts_ms=feed.newest_event_ts_ms,
+        ),
     )  # fmt: skip
     log.info(
         "learner on %s: %d items, replay refill from %s, resumed at update %d",

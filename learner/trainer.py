@@ -15,9 +15,10 @@ from pathlib import Path
 from learner import checkpoint, metrics
 from learner.dqn import DQN
 from learner.export import SnapshotExporter, check_parity, io_spec
+from learner.gate import Gate
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
-from schemas.manifest import Parity
+from schemas.manifest import GateResult, Parity, TrainedThrough
 from schemas.model_store import ModelStore, WrittenSnapshot
 from schemas.records import SnapshotAnnouncement
 from schemas.reward import Reward
@@ -58,6 +59,8 @@ class Trainer(threading.Thread):
         reward: Reward,
         tensorboard: metrics.TensorBoard | None = None,
         on_exit: Callable[[], None] | None = None,
+        gate: Gate | None = None,
+        trained_through: Callable[[], TrainedThrough] | None = None,
     ) -> None:
         super().__init__(name="recq-trainer", daemon=True)
         self.dqn = dqn
@@ -74,6 +77,8 @@ class Trainer(threading.Thread):
         self.reward = reward  # recorded in each snapshot's manifest
         self.tensorboard = tensorboard or metrics.TensorBoard(None)
         self.on_exit = on_exit
+        self.gate = gate
+        self.trained_through = trained_through
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.last_snapshot: WrittenSnapshot | None = None
@@ -161,7 +166,8 @@ class Trainer(threading.Thread):
         return self.last_losses
 
     def snapshot(self) -> WrittenSnapshot | None:
-        """Export, check parity, write atomically, prune, announce."""
+        """Export, check parity, judge (the off-policy gate), write atomically, prune,
+        and announce it if the gate promoted it."""
         self._since_snapshot, self._snapshot_at = 0, time.monotonic()
         ids = self.item_ids()
         n_active = min(self.dqn.online.n_items, len(ids))
@@ -176,6 +182,14 @@ class Trainer(threading.Thread):
             metrics.SNAPSHOTS.labels("parity_failed").inc()
             log.error("snapshot not written: ONNX/torch parity %s", parity)
             return None
+        through = self.trained_through() if self.trained_through is not None else None
+        started = time.monotonic()
+        gate = (
+            self.gate.judge(model, n_active, self.dqn.online.history_length)
+            if self.gate is not None
+            else GateResult(decision="off")
+        )
+        metrics.GATE_SECONDS.set(time.monotonic() - started)
         written = self.store.write(
             model=model,
             item_ids=ids[:n_active],
@@ -192,11 +206,30 @@ class Trainer(threading.Thread):
                 "replay/size": float(len(self.replay)),
                 "replay/slates": float(len(self.slates) if self.slates else 0),
             },
+            gate=gate,
+            trained_through=through,
         )
-        self.store.prune(self.config.snapshots_keep)
         self.last_snapshot = written
         metrics.SNAPSHOTS.labels("written").inc()
+        metrics.SNAPSHOTS.labels(GATE_RESULTS[gate.decision]).inc()
         metrics.SNAPSHOT_VERSION.set(written.version)
+        if not gate.servable:
+            log.warning("snapshot %d kept on disk, not served: %s", written.version, gate.reason)
+            self.store.prune(self.config.snapshots_keep)
+            return written
+        if gate.decision != "off":
+            log.info("snapshot %d %s: %s", written.version, gate.decision, gate.reason)
+        pin = self.store.pin_record()
+        if pin is not None and pin.get("by") == "guard":
+            # The gate judged this one against the snapshot the guard pinned.
+            self.store.unpin()
+            log.info("snapshot %d promoted: the online guard's pin of %s lifted",
+                     written.version, pin["version"])  # fmt: skip
+        self.store.prune(self.config.snapshots_keep)
+        metrics.SNAPSHOT_PROMOTED.set(written.version)
+        estimates = {f"gate/{name}": float(value) for name, value in (
+            ("candidate", gate.candidate), ("current", gate.current), ("low", gate.low),
+            ("high", gate.high), ("margin", gate.margin)) if value is not None}  # fmt: skip
         self.announce(
             SnapshotAnnouncement(
                 version=written.version,
@@ -204,7 +237,7 @@ class Trainer(threading.Thread):
                 sha256=written.manifest.model_sha256,
                 created_ts_ms=written.manifest.created_ts_ms,
                 step=written.manifest.step,
-                metrics=written.manifest.metrics,
+                metrics={**written.manifest.metrics, **estimates},
             )
         )
         return written
@@ -212,6 +245,11 @@ class Trainer(threading.Thread):
     def checkpoint(self) -> None:
         self._checkpoint_at = time.monotonic()
         checkpoint.save(self.checkpoint_path, self.dqn, self.offsets())
+
+
+#: recq_learner_snapshots_total{result} for each gate decision.
+GATE_RESULTS = {"promoted": "promoted", "rejected": "ope_rejected", "unjudged": "unjudged",
+                "off": "promoted"}  # fmt: skip
 
 
 def _parity_ok(parity: Parity) -> bool:

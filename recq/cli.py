@@ -286,15 +286,12 @@ def snapshots_rollback(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the pin.")] = False,
 ) -> None:
     """Pin every serving member to VERSION (verified first); --clear follows the newest again."""
-    import orjson
-
-    from inference.registry import PIN_FILE, SnapshotRegistry, SnapshotRejected
+    from inference.registry import SnapshotRegistry, SnapshotRejected
 
     settings = _settings()
     registry = SnapshotRegistry(settings.model_store_dir)
-    pin = settings.model_store_dir / PIN_FILE
     if clear:
-        pin.unlink(missing_ok=True)
+        registry.store.unpin()
         console.print("pin removed: members serve the newest verified snapshot")
         return
     if version is None:
@@ -307,9 +304,7 @@ def snapshots_rollback(
         registry.verify(registry.store.path(version).name)
     except SnapshotRejected as exc:
         raise RecqError(f"snapshot {version} does not verify ({exc}); not pinned") from None
-    tmp = pin.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"version": version}))
-    tmp.replace(pin)
+    registry.store.pin(version, by="operator", reason="recq snapshots rollback")
     console.print(f"pinned snapshot {version}: members swap to it within a second")
 
 

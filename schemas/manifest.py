@@ -54,6 +54,48 @@ class Parity(BaseModel):
     max_abs_diff: float = Field(ge=0.0, description="Largest |score difference| in the top-K.")
 
 
+GateDecision = Literal["promoted", "rejected", "unjudged", "off"]
+#: Decisions under which serving members may swap a snapshot in.
+SERVABLE: frozenset[str] = frozenset({"promoted", "unjudged", "off"})
+
+
+class GateResult(BaseModel):
+    """What the off-policy gate (learner/gate.py) said about a snapshot before it was
+    announced. Values are estimated reward per slate on the same recent logged slates;
+    ``low``/``high`` bound (candidate - current) at the gate's confidence level."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    decision: GateDecision
+    reason: str = Field(default="", description="Why, in words (also logged).")
+    against: str = Field(
+        default="", description="The snapshot version judged against, or 'logging'."
+    )
+    slates: int = Field(default=0, ge=0, description="Logged slates it was judged on.")
+    estimator: str = ""
+    candidate: float | None = None
+    current: float | None = None
+    low: float | None = None
+    high: float | None = None
+    margin: float | None = Field(default=None, description="Tolerated loss, reward per slate.")
+
+    @property
+    def servable(self) -> bool:
+        return self.decision in SERVABLE
+
+
+class TrainedThrough(BaseModel):
+    """The newest transitions in the replay and slate stores when the snapshot was
+    exported: what it could have trained on (freshness, README)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    offsets: dict[str, int] = Field(
+        description="Transitions-topic partition -> next offset the learner had read."
+    )
+    event_ts_ms: int = Field(ge=0, description="Newest transition event time read (ms).")
+
+
 class SnapshotManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -76,6 +118,15 @@ class SnapshotManifest(BaseModel):
     io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
     parity: Parity
     metrics: dict[str, float] = Field(description="Training figures at export.")
+    gate: GateResult | None = Field(
+        default=None, description="The off-policy gate's decision (None: written before it)."
+    )
+    trained_through: TrainedThrough | None = None
+
+    @property
+    def servable(self) -> bool:
+        """May a serving member swap to it without a pin (the gate promoted it)?"""
+        return self.gate is None or self.gate.servable
 
     @property
     def model_sha256(self) -> str:

@@ -33,12 +33,17 @@ from schemas.manifest import (
     MODEL_FILE,
     VOCABULARY_FILE,
     FileDigest,
+    GateResult,
+    ManifestError,
     Parity,
     SnapshotManifest,
+    TrainedThrough,
 )
 from schemas.reward import Reward
 
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{6,})$")
+#: The rollback pin: {"version": N, "by": "operator" | "guard", "reason": ...}.
+PIN_FILE = "PINNED"
 
 
 def snapshot_dirname(version: int) -> str:
@@ -73,6 +78,43 @@ class ModelStore:
         """The version's manifest; ``ManifestError`` when it is not a valid one."""
         return SnapshotManifest.parse((self.path(version) / MANIFEST_FILE).read_bytes())
 
+    # --- the pin ------------------------------------------------------------------------
+    def pin_record(self) -> dict[str, Any] | None:
+        try:
+            record = orjson.loads((self.root / PIN_FILE).read_bytes())
+            int(record["version"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def pinned(self) -> int | None:
+        record = self.pin_record()
+        return None if record is None else int(record["version"])
+
+    def pin(self, version: int, *, by: str = "operator", reason: str = "") -> None:
+        """Pin every serving member to ``version`` (atomic replace)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{PIN_FILE}.tmp-{os.getpid()}"
+        tmp.write_bytes(orjson.dumps({"version": version, "by": by, "reason": reason}))
+        tmp.replace(self.root / PIN_FILE)
+
+    def unpin(self) -> None:
+        (self.root / PIN_FILE).unlink(missing_ok=True)
+
+    def serving_version(self) -> int | None:
+        """What members serve when they follow the store: the pinned version, else the
+        newest snapshot the gate let through (None: popularity)."""
+        pinned = self.pinned()
+        if pinned is not None and pinned in self.versions():
+            return pinned
+        for version in sorted(self.versions(), reverse=True):
+            try:
+                if self.manifest(version).servable:
+                    return version
+            except (OSError, ManifestError):
+                continue
+        return None
+
     def write(
         self,
         *,
@@ -87,6 +129,8 @@ class ModelStore:
         ranking: Literal["q", "slateq"] = "q",
         parity: Parity,
         metrics: dict[str, float],
+        gate: GateResult | None = None,
+        trained_through: TrainedThrough | None = None,
     ) -> WrittenSnapshot:
         """Write the next version atomically and return it."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -111,6 +155,8 @@ class ModelStore:
             io=io_spec,
             parity=parity,
             metrics=metrics,
+            gate=gate,
+            trained_through=trained_through,
         )
         tmp = self.root / f".tmp-{snapshot_dirname(version)}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,9 +176,12 @@ class ModelStore:
         return WrittenSnapshot(version, final, manifest)
 
     def prune(self, keep: int) -> list[int]:
-        """Remove all but the newest ``keep`` snapshots; returns the removed versions."""
+        """Remove all but the newest ``keep`` snapshots, never the one members serve
+        (pinned, or the newest the gate let through: after a run of rejections it may be
+        older than the newest ``keep``); returns the removed versions."""
         versions = self.versions()
-        removed = versions[:-keep] if keep > 0 else versions
+        protected = self.serving_version()
+        removed = [v for v in (versions[:-keep] if keep > 0 else versions) if v != protected]
         for version in removed:
             # Rename first so a reader never meets a half-deleted directory.
             doomed = self.root / f".del-{snapshot_dirname(version)}-{os.getpid()}"

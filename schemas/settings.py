@@ -379,6 +379,40 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
     checkpoint_every_s: float = Field(
         default=30.0, gt=0.0, description="Checkpoint cadence (and one at shutdown)."
     )
+    gate: Literal["on", "off"] = Field(
+        default="on",
+        description="Off-policy gate: a snapshot is served only if the recent logged "
+        "slates say it is not worse than the one serving (learner/gate.py); off: every "
+        "well-formed snapshot is served.",
+    )
+    gate_margin: float = Field(
+        default=0.05, ge=0.0, le=10.0,
+        description="Loss the gate tolerates, as a fraction of the serving policy's "
+        "estimated reward per slate: promoted if the lower confidence bound of "
+        "(candidate - current) > -margin x current.",
+    )  # fmt: skip
+    gate_slates: int = Field(
+        default=5_000, ge=10, le=1_000_000, description="Most recent closed slates judged on."
+    )
+    gate_min_slates: int = Field(
+        default=200, ge=1, le=1_000_000,
+        description="Below this many logged slates the gate cannot judge: promoted, "
+        "decision 'unjudged'.",
+    )  # fmt: skip
+    guard: Literal["on", "off"] = Field(
+        default="on",
+        description="Online guard: pin the previous snapshot when a served one earns "
+        "significantly less reward per impression (learner/guard.py).",
+    )
+    guard_alpha: float = Field(
+        default=0.01, gt=0.0, lt=0.5,
+        description="The guard's false-alarm rate per snapshot compared (always-valid "
+        "mSPRT).",
+    )  # fmt: skip
+    guard_min_impressions: int = Field(
+        default=1_000, ge=10, le=100_000_000,
+        description="Impressions each of two snapshots needs before the guard compares them.",
+    )  # fmt: skip
     tensorboard: bool = Field(
         default=True, description="Write TensorBoard scalars under data_dir/tensorboard."
     )

@@ -77,3 +77,44 @@ def test_large_popularity_ranking_is_refreshed_at_most_every_refresh_s() -> None
         fresh.add(f"sku-{i}", amount=float(i))
     fresh.add("sku-0", amount=1e9)
     assert fresh.top(1, exclude=set())[0] == ["sku-0"]
+
+
+def test_probabilities_of_a_logged_slate_by_hand() -> None:
+    """Candidates scored [3, 2, 1, 0]; the logged slate shows candidates 1, 0, 3."""
+    scores = np.array([[3.0, 2.0, 1.0, 0.0]])
+    picks = np.array([[1, 0, 3]])
+    # epsilon 0.2: slot 0 picks a non-best of 4: 0.2/4; slot 1 picks the best remaining
+    # (0) of 3: 0.8 + 0.2/3; slot 2 picks a non-best (best is 2) of 2: 0.2/2
+    got = Policy("epsilon", epsilon=0.2).probabilities(scores, picks)[0]
+    assert got == pytest.approx([0.05, 0.8 + 0.2 / 3, 0.1])
+    # softmax tau 1: e^2/(e^3+e^2+e^1+1), e^3/(e^3+e^1+1), 1/(e^1+1)
+    e = np.e
+    got = Policy("softmax", temperature=1.0).probabilities(scores, picks)[0]
+    assert got == pytest.approx([e**2 / (e**3 + e**2 + e + 1), e**3 / (e**3 + e + 1), 1 / (e + 1)])
+    assert Policy("greedy").probabilities(scores, picks)[0] == pytest.approx([0, 1, 0])
+    # a pick that is not a candidate (-1), a repeated pick, a row with no candidates
+    # past the second: probability 0, and the others as if it were not there
+    scores = np.array([[3.0, 2.0, -np.inf, -np.inf]])
+    got = Policy("epsilon", epsilon=0.2).probabilities(scores, np.array([[-1, 0, 0]]))[0]
+    assert got == pytest.approx([0.0, 0.8 + 0.2 / 2, 0.0])
+
+
+@pytest.mark.parametrize(
+    "policy", [Policy("epsilon", epsilon=0.3), Policy("softmax", temperature=0.5)],
+    ids=lambda p: p.name,
+)  # fmt: skip
+def test_probabilities_are_the_propensities_choose_logs(policy: Policy) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.normal(size=8)
+        choice = policy.choose(scores, 4, rng)
+        got = policy.probabilities(scores[None], np.array([choice.positions]))[0]
+        assert got == pytest.approx(choice.propensities)
+
+
+def test_policy_names_round_trip() -> None:
+    for policy in (Policy("greedy"), Policy("epsilon", epsilon=0.15), Policy("softmax", temperature=2.0)):
+        assert Policy.from_name(policy.name) == policy
+    for name in ("random", "popularity", "epsilon-x", "greedy-1"):
+        with pytest.raises(ValueError, match="not a serving policy"):
+            Policy.from_name(name)

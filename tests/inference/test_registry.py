@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from inference.registry import PIN_FILE, REJECTIONS, SnapshotRegistry
-from schemas.manifest import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE
+from schemas.manifest import MANIFEST_FILE, MODEL_FILE, VOCABULARY_FILE, GateResult
 from tests.snapshot_fixture import WriteSnapshot
 
 
@@ -130,3 +130,38 @@ def test_pin_rolls_back_and_clearing_it_rolls_forward(
     (tmp_path / PIN_FILE).unlink()
     registry.follow_pin()
     assert registry.current.version == 3
+
+
+def test_only_snapshots_the_gate_let_through_are_served_unless_pinned(
+    tmp_path: Path, snapshot_writer: WriteSnapshot
+) -> None:
+    promoted = snapshot_writer(tmp_path, GateResult(decision="promoted", against="logging"))
+    snapshot_writer(tmp_path, GateResult(decision="rejected", reason="worse"))
+    registry = SnapshotRegistry(tmp_path)
+    before = rejected("not_promoted")
+    model = registry.scan()  # walks back past the rejected one
+    assert model is not None and model.version == promoted.version == 1
+    assert not registry.offer(2, "snapshot-000002")
+    assert rejected("not_promoted") == before + 1  # counted once, however often offered
+    assert "not promoted by the gate: worse" in registry.rejected[2]
+    unjudged = snapshot_writer(tmp_path, GateResult(decision="unjudged"))
+    assert registry.offer(unjudged.version, unjudged.path.name)
+    registry.store.pin(2, by="operator")  # a person may still serve it on purpose
+    registry.follow_pin()
+    assert registry.current is not None and registry.current.version == 2
+
+
+def test_pruning_never_removes_the_snapshot_members_serve(
+    tmp_path: Path, snapshot_writer: WriteSnapshot
+) -> None:
+    snapshot_writer(tmp_path, GateResult(decision="promoted"))
+    for _ in range(6):
+        snapshot_writer(tmp_path, GateResult(decision="rejected"))
+    store = SnapshotRegistry(tmp_path).store
+    assert store.serving_version() == 1
+    assert store.prune(3) == [2, 3, 4]
+    assert store.versions() == [1, 5, 6, 7]
+    store.pin(6, by="guard")
+    assert store.serving_version() == 6
+    assert store.prune(1) == [1, 5]
+    assert store.versions() == [6, 7]
