@@ -69,7 +69,7 @@ class SnapshotRegistry:
         self._swap = threading.Lock()
         self.rejected: dict[int, str] = {}
         #: Called (on the swapping thread) with each snapshot swapped in: freshness.
-        self.on_swap: Callable[[SnapshotModel], None] | None = None
+        self.on_swap: Callable[[SnapshotModel], object] | None = None
 
     @property
     def current(self) -> SnapshotModel | None:

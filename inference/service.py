@@ -27,6 +27,7 @@ from prometheus_client import start_http_server
 from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
 from inference.policy import Policy, Popularity
 from inference.recommender import Pending, Recommender
+from inference.freshness import Freshness
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
 from schemas.codec import Limits, Source, decode, encode
@@ -62,6 +63,10 @@ async def run_server(
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     options = client_options(settings)
     registry = SnapshotRegistry(settings.model_store_dir, threads=settings.serve_threads or None)
+    freshness = Freshness()
+    registry.on_swap = lambda model: freshness.swapped(
+        model.manifest.trained_through.event_ts_ms if model.manifest.trained_through else None
+    )
     await asyncio.to_thread(registry.scan)
     policy = Policy(settings.exploration, settings.epsilon, settings.softmax_temperature)
     blocklist = frozenset(i.strip() for i in settings.serve_blocklist.split(",") if i.strip())
@@ -184,6 +189,8 @@ async def run_server(
                     for item in _items(event):
                         recommender.popularity.add(item)
                     fresh = received_ms - m.timestamp <= max_age_ms  # not replayed history
+                    if fresh:
+                        freshness.event(event.ts_ms)
                     if settings.serve_on_events and fresh:
                         request = _triggered(event, settings.serve_event_k)
                         pending.append(Pending(request, received_ms, m.timestamp))

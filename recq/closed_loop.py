@@ -328,7 +328,18 @@ async def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:
         "serving_snapshot": m["serve"].get("recq_serve_snapshot_version", 0.0),
         "latency_ms_sum": m["serve"].get("recq_serve_latency_ms_sum", 0.0),
         "latency_count": m["serve"].get("recq_serve_latency_ms_count", 0.0),
-    }
+        **{f"gate_{result}": m["learner"].get(f'recq_learner_snapshots_total{{result="{result}"}}',
+                                              0.0)
+           for result in ("promoted", "ope_rejected", "unjudged")},
+        "guard_rollbacks": m["learner"].get("recq_learner_guard_rollbacks_total", 0.0),
+        # Cumulative since the member started (NaN until a snapshot covered an event).
+        **{f"freshness_p{q}_s": _or_nan(scrape.histogram_quantile(
+            m["serve"], "recq_serve_freshness_seconds", q / 100)) for q in (50, 99)},
+    }  # fmt: skip
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _table(timeline: Timeline, v: dict[str, float], duration_s: float) -> Table:
@@ -343,6 +354,12 @@ def _table(timeline: Timeline, v: dict[str, float], duration_s: float) -> Table:
         ("updates", f"{v['updates']:.0f}"),
         ("TD loss", f"{v['loss_td']:.4f}"),
         ("snapshot (learner / serving)", f"{v['snapshot']:.0f} / {v['serving_snapshot']:.0f}"),
+        (
+            "gate: promoted / rejected / unjudged",
+            f"{v['gate_promoted']:.0f} / {v['gate_ope_rejected']:.0f} / {v['gate_unjudged']:.0f}",
+        ),
+        ("guard rollbacks", f"{v['guard_rollbacks']:.0f}"),
+        ("freshness p50 / p99", f"{v['freshness_p50_s']:.1f} / {v['freshness_p99_s']:.1f} s"),
         ("mean serving latency", f"{latency:.1f} ms"),
     ):
         table.add_row(name, value)
@@ -395,6 +412,16 @@ def _report(
     metrics["updates"] = last.get("updates", 0.0)
     metrics["transitions"] = last.get("transitions", 0.0)
     metrics["slate_transitions_learned"] = last.get("slates", 0.0)
+    metrics["gate"] = {
+        "promoted": last.get("gate_promoted", 0.0),
+        "ope_rejected": last.get("gate_ope_rejected", 0.0),
+        "unjudged": last.get("gate_unjudged", 0.0),
+    }
+    metrics["guard_rollbacks"] = last.get("guard_rollbacks", 0.0)
+    # event time -> swap of the first snapshot that trained on it (inference/freshness.py)
+    for q in ("p50", "p99"):
+        value = last.get(f"freshness_{q}_s", float("nan"))
+        metrics[f"freshness_{q}_s"] = None if value != value else value
     count = last.get("latency_count", 0.0)
     metrics["learned_answers"] = timeline.learned_answers
     metrics["stages"] = timeline.stages

@@ -32,3 +32,30 @@ def values(found: list[Metric]) -> dict[str, float]:
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
                 out[f"{sample.name}{{{labels}}}"] = float(sample.value)
     return out
+
+
+def histogram_quantile(scraped: dict[str, float], name: str, q: float) -> float | None:
+    """The q-quantile of histogram ``name`` from ``values()`` output, interpolated
+    linearly inside its bucket as Prometheus' ``histogram_quantile`` does (None when it
+    has no observations; the largest finite bound when q falls in the +Inf bucket)."""
+    prefix = f'{name}_bucket{{le="'
+    buckets = sorted(
+        (float(key[len(prefix) : -2]), count)
+        for key, count in scraped.items()
+        if key.startswith(prefix)
+    )
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return lower_bound

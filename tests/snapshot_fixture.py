@@ -19,7 +19,6 @@ ITEMS = [f"sku-{i}" for i in range(40)]
 L = 10
 
 
-
 class WriteSnapshot(Protocol):
     def __call__(self, root: Path, gate: GateResult | None = None) -> WrittenSnapshot: ...
 

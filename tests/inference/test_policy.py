@@ -113,7 +113,11 @@ def test_probabilities_are_the_propensities_choose_logs(policy: Policy) -> None:
 
 
 def test_policy_names_round_trip() -> None:
-    for policy in (Policy("greedy"), Policy("epsilon", epsilon=0.15), Policy("softmax", temperature=2.0)):
+    for policy in (
+        Policy("greedy"),
+        Policy("epsilon", epsilon=0.15),
+        Policy("softmax", temperature=2.0),
+    ):
         assert Policy.from_name(policy.name) == policy
     for name in ("random", "popularity", "epsilon-x", "greedy-1"):
         with pytest.raises(ValueError, match="not a serving policy"):

@@ -1,11 +1,7 @@
-"""The off-policy gate on real ONNX snapshots and logged slates whose truth is known.
-
-The shop: 20 items, items 0-4 liked (clicked with probability 0.6 when examined, the
-rest 0.05); a cascade of 3 slots examined with probability 1, 0.8, 0.6 until the first
-click. Snapshots whose item biases dominate their scores rank a known order. Most slates
-are logged by a uniform random baseline (propensity 1/(20 - j)), some by serving's
-epsilon-0.1 popularity fallback: the exploration the gate then assumes for its targets.
-"""
+"""The off-policy gate on real ONNX snapshots and logged slates whose truth is known
+(tests/toy_shop.py). Most slates are logged by a uniform random baseline (propensity
+1/(20 - j)), some by serving's epsilon-0.1 popularity fallback: the exploration the gate
+then assumes for its targets."""
 
 from __future__ import annotations
 
@@ -13,47 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from inference.policy import Policy
-from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.gate import Gate, SlateWindow, excluded_by_state
-from learner.qnet import QNetwork
-from schemas.manifest import GateResult
 from schemas.model_store import ModelStore
 from schemas.records import InteractionSequence, SlateTransition
-from schemas.reward import Reward
-
-N, SLOTS, L = 20, 3, 4
-LIKED = np.arange(N) < 5
-CLICK = np.where(LIKED, 0.6, 0.05)
-EXAMINE = np.array([1.0, 0.8, 0.6])
-SERVING = Policy("epsilon", epsilon=0.1)
-
-
-def ranking_model(order: np.ndarray) -> tuple[bytes, object]:
-    """An exported snapshot that ranks items in ``order`` whatever the state."""
-    torch.manual_seed(0)
-    net = QNetwork(n_items=N, dim=4, history_length=L, capacity=N)
-    bias = np.zeros(N, np.float32)
-    bias[order] = np.linspace(10.0, 0.0, N)
-    with torch.no_grad():
-        net.item.mul_(0.001)  # the user term is noise next to the biases
-        net.item_bias.copy_(torch.from_numpy(bias))
-    return SnapshotExporter(k=N).export(net, N)
-
-
-GOOD = np.argsort(-CLICK, kind="stable")  # liked items first
-BAD = GOOD[::-1].copy()
-
-
-def cascade(rng: np.random.Generator, slate: np.ndarray) -> list[float]:
-    rewards = [0.0] * len(slate)
-    for j, item in enumerate(slate):
-        if rng.random() < EXAMINE[j] and rng.random() < CLICK[item]:
-            rewards[j] = 1.0
-            break
-    return rewards
+from tests.toy_shop import (
+    BAD,
+    GOOD,
+    SERVING,
+    SLOTS,
+    L,
+    N,
+    cascade,
+    on_policy_value,
+    ranking_model,
+    write_ranking,
+)
 
 
 def log_slates(n: int, seed: int) -> list[SlateTransition]:
@@ -81,30 +52,10 @@ def log_slates(n: int, seed: int) -> list[SlateTransition]:
     return out
 
 
-def on_policy_value(order: np.ndarray, draws: int, seed: int) -> float:
-    """The truth: the ranking served with serving's exploration, run in the shop."""
-    rng = np.random.default_rng(seed)
-    scores = np.zeros(N)
-    scores[order] = np.linspace(10.0, 0.0, N)
-    return float(np.mean([sum(cascade(rng, SERVING.choose(scores, SLOTS, rng).positions))
-                          for _ in range(draws)]))  # fmt: skip
-
-
 def gate_with(tmp_path: Path, slates: list[SlateTransition], margin: float = 0.05) -> Gate:
     window = SlateWindow(10_000)
     window.add(slates)
     return Gate(window=window, store=ModelStore(tmp_path), margin=margin, min_slates=200)
-
-
-def serve(tmp_path: Path, order: np.ndarray) -> None:
-    """Write a promoted snapshot ranking ``order``: the one members serve now."""
-    model, policy = ranking_model(order)
-    ModelStore(tmp_path).write(
-        model=model, item_ids=[f"sku-{i}" for i in range(N)], step=1, k=N, history_length=L,
-        encoder="gru", reward=Reward(), io_spec=io_spec(L, N),
-        parity=check_parity(model, policy),  # type: ignore[arg-type]
-        metrics={}, gate=GateResult(decision="promoted"),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +80,7 @@ def test_a_good_first_snapshot_is_promoted_against_the_logging_policy(
 def test_a_worse_candidate_is_rejected_against_the_snapshot_serving(
     tmp_path: Path, slates: list[SlateTransition]
 ) -> None:
-    serve(tmp_path, GOOD)
+    write_ranking(tmp_path, GOOD)
     model, _ = ranking_model(BAD)
     result = gate_with(tmp_path, slates).judge(model, N, L)
     assert result.decision == "rejected" and result.against == "1"
@@ -147,7 +98,7 @@ def test_a_worse_candidate_is_rejected_against_the_snapshot_serving(
 def test_the_same_policy_is_promoted_and_a_margin_admits_a_small_loss(
     tmp_path: Path, slates: list[SlateTransition]
 ) -> None:
-    serve(tmp_path, GOOD)
+    write_ranking(tmp_path, GOOD)
     model, _ = ranking_model(GOOD)
     same = gate_with(tmp_path, slates).judge(model, N, L)
     assert same.decision == "promoted"
