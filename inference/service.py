@@ -24,10 +24,10 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import start_http_server
 
+from inference.freshness import Freshness
 from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
 from inference.policy import Policy, Popularity
 from inference.recommender import Pending, Recommender
-from inference.freshness import Freshness
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
 from schemas.codec import Limits, Source, decode, encode

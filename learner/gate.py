@@ -3,8 +3,9 @@
 Before a new snapshot is announced, it and the snapshot members serve now are both
 scored on the most recent ``RECQ_GATE_SLATES`` closed slates (``SlateWindow``), as the
 policies serving would run: each snapshot's ONNX top-K for the logged state, drawn from
-with serving's exploration (the ``policy`` the slates were logged under, e.g.
-``epsilon-0.1``). For each logged slot that gives the target's probability of the item
+with serving's exploration (``RECQ_EXPLORATION``, ``RECQ_EPSILON``,
+``RECQ_SOFTMAX_TEMPERATURE``: settings both stages read; a warning when the slates say
+serving ran another). For each logged slot that gives the target's probability of the item
 shown there given the slots above it; with the logged propensities,
 ``learner.ope.cascade_snips`` estimates each policy's reward per slate, and a paired
 bootstrap the interval of (candidate - current). The candidate is promoted if
@@ -37,7 +38,12 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.policy import Policy
-from learner.ope import LoggedSlates, cascade_snips, paired_bootstrap
+from learner.ope import (
+    LoggedSlates,
+    cascade_snips,
+    cascade_snips_terms,
+    paired_snips_bootstrap,
+)
 from schemas.features import EVENT_CODES
 from schemas.manifest import EXCLUDED_SCORE, GateResult
 from schemas.model_store import ModelStore
@@ -48,7 +54,7 @@ log = logging.getLogger("recq.learner")
 ESTIMATOR = "cascade_snips"
 #: Two-sided level of the bootstrap interval of (candidate - current).
 LEVEL = 0.9
-RESAMPLES = 300
+RESAMPLES = 500
 #: Largest importance weight of a slot prefix (bench/ope_truth.py measured the bias).
 CLIP = 50.0
 #: States scored per onnxruntime call.
@@ -99,15 +105,15 @@ class SlateWindow:
             return list(self._slates)
 
 
-def serving_policy(slates: Sequence[LoggedSlate]) -> Policy:
-    """The exploration serving runs, from the newest slate a serving member logged (a
-    baseline's slates carry other names); greedy when none did."""
+def logged_serving_policy(slates: Sequence[LoggedSlate]) -> Policy | None:
+    """The exploration serving ran, from the newest slate a serving member logged (a
+    baseline's slates carry other names); None when none did."""
     for slate in reversed(slates):
         try:
             return Policy.from_name(slate.policy)
         except ValueError:
             continue
-    return Policy("greedy")
+    return None
 
 
 def excluded_by_state(items: np.ndarray, events: np.ndarray) -> set[int]:
@@ -170,11 +176,12 @@ class SnapshotPolicy:
         indices = np.concatenate(indices_parts) if indices_parts else np.zeros((0, 1), np.int64)
         scores = np.concatenate(scores_parts).astype(np.float64) if scores_parts else indices * 0.0
         scores[scores <= EXCLUDED_SCORE / 2] = -np.inf  # not a candidate
-        picks = np.full((n, slots), -1, np.int64)
+        logged_items = np.full((n, slots), -2, np.int64)  # -2: no slot (never a candidate)
         for i, s in enumerate(slates):
-            rank = {int(item): r for r, item in enumerate(indices[i]) if np.isfinite(scores[i, r])}
-            for j, item in enumerate(s.slate[:slots].tolist()):
-                picks[i, j] = rank.get(item, -1)
+            logged_items[i, : min(slots, len(s.slate))] = s.slate[:slots]
+        # Where each logged item sits among the candidates (-1: not a candidate).
+        hit = (logged_items[:, :, None] == indices[:, None, :]) & np.isfinite(scores)[:, None, :]
+        picks = np.where(hit.any(2), hit.argmax(2), -1)
         return policy.probabilities(scores, picks), answered
 
 
@@ -199,9 +206,10 @@ def with_target(data: LoggedSlates, pi: np.ndarray, answered: np.ndarray) -> Log
 class Gate:
     """Judges candidates against the snapshot members serve (``ModelStore.serving_version``)."""
 
-    def __init__(self, *, window: SlateWindow, store: ModelStore, margin: float,
-                 min_slates: int, seed: int = 0) -> None:  # fmt: skip
-        self.window, self.store = window, store
+    def __init__(self, *, window: SlateWindow, store: ModelStore, policy: Policy,
+                 margin: float, min_slates: int, seed: int = 0) -> None:  # fmt: skip
+        self.window, self.store, self.policy = window, store, policy
+        self._warned: set[str] = set()
         self.margin, self.min_slates = margin, min_slates
         self._rng = np.random.default_rng(seed)
         self._current: SnapshotPolicy | None = None
@@ -226,7 +234,14 @@ class Gate:
                               reason=f"{len(slates)} logged slates < RECQ_GATE_MIN_SLATES "
                               f"{self.min_slates}")  # fmt: skip
         slots = max(len(s.slate) for s in slates)
-        policy = serving_policy(slates)
+        policy = self.policy
+        served = logged_serving_policy(slates)
+        if served is not None and served != policy and served.name not in self._warned:
+            self._warned.add(served.name)
+            log.warning("serving logs its slates as %s but the learner's RECQ_EXPLORATION "
+                        "settings say %s: the gate judges candidates as %s; give both stages "
+                        "the same RECQ_EXPLORATION / RECQ_EPSILON / RECQ_SOFTMAX_TEMPERATURE",
+                        served.name, policy.name, policy.name)  # fmt: skip
         data = logged(slates, slots)
         candidate = SnapshotPolicy(model, n_items, history_length, "candidate")
         cand = with_target(data, *candidate.probabilities(slates, policy, slots))
@@ -237,8 +252,8 @@ class Gate:
             base = with_target(data, *current.probabilities(slates, policy, slots))
             against = current.name
         seed = int(self._rng.integers(2**31))
-        diff = paired_bootstrap(cascade_snips, cand, base, resamples=RESAMPLES, level=LEVEL,
-                                seed=seed)  # fmt: skip
+        diff = paired_snips_bootstrap(cascade_snips_terms(cand), cascade_snips_terms(base),
+                                      resamples=RESAMPLES, level=LEVEL, seed=seed)  # fmt: skip
         current_value = cascade_snips(base)
         candidate_value = cascade_snips(cand)
         tolerated = self.margin * abs(current_value)

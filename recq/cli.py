@@ -17,6 +17,7 @@ from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
 from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
 from schemas.settings import (
+    ExplorationSettings,
     LearnerSettings,
     RewardSettings,
     ServingSettings,
@@ -466,6 +467,58 @@ def evaluate(
                        console=console)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise RecqError(str(exc)) from None
+
+
+@app.command("ope")
+def ope(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A file/folder of slate transitions (JSON lines) or a topic (recq.transitions)."
+        ),
+    ],
+    snapshot: Annotated[
+        list[int] | None,
+        typer.Option(help="Snapshot versions to score (default: every one in the model store)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Newest slate transitions used.")] = 20_000,
+) -> None:
+    """Off-policy estimates of snapshots (reward per slate) from logged slates, with the
+    gate's estimator and others, 90% bootstrap intervals, and each snapshot against the
+    one serving (learner/gate.py, learner/ope.py)."""
+    from inference.policy import Policy
+    from recq.ope import read_source, run_ope
+    from schemas.model_store import ModelStore
+
+    settings = _settings()
+    store = ModelStore(settings.model_store_dir)
+    bootstrap: str | None = None
+    if not Path(source).exists():
+        bootstrap = resolve_bootstrap(settings)
+    try:
+        with console.status(f"reading slate transitions from {source}..."):
+            read = read_source(source, bootstrap_servers=bootstrap,
+                               client_options=client_options(settings), limit=limit)  # fmt: skip
+        if not read.slates:
+            raise ValueError(f"no slate transitions in {source}")
+        with console.status(f"scoring {len(read.slates)} logged slates..."):
+            explore = load_settings(ExplorationSettings)
+            rows, policy = run_ope(read.slates, store, snapshot, Policy(
+                explore.exploration, explore.epsilon, explore.softmax_temperature))  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        raise RecqError(str(exc)) from None
+    names = list(rows[0].estimates)
+    table = Table("policy", *names, "cascade_snips vs serving",
+                  title=f"{len(read.slates)} logged slates; targets explore as {policy}; "
+                  "reward per slate [90% interval]")  # fmt: skip
+    for row in rows:
+        cells = [f"{i.estimate:.4f} [{i.low:.4f}, {i.high:.4f}]" for i in row.estimates.values()]
+        v = row.versus_serving
+        table.add_row(row.name, *cells,
+                      f"{v.estimate:+.4f} [{v.low:+.4f}, {v.high:+.4f}]" if v else "")  # fmt: skip
+    console.print(table)
+    if read.skipped:
+        console.print(f"[yellow]{read.skipped} records were not valid transitions (skipped)[/]")
 
 
 @app.command("replay")

@@ -210,6 +210,19 @@ class HistorySettings(_Settings):
     )
 
 
+class ExplorationSettings(_Settings):
+    """How serving draws shown items from a snapshot's top-K: what serving members run
+    and what the learner's off-policy gate assumes a candidate will be served with."""
+
+    exploration: Literal["greedy", "epsilon", "softmax"] = Field(
+        default="epsilon", description="How shown items are drawn from the model's top-K."
+    )
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0, description="epsilon-greedy rate.")
+    softmax_temperature: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Temperature of softmax exploration."
+    )
+
+
 class GroupSettings(_Settings):
     """Consumer-group liveness, for the stages that share partitions (streams, serving)."""
 
@@ -280,7 +293,7 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
     )
 
 
-class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
+class LearnerSettings(StageSettings, RewardSettings, HistorySettings, ExplorationSettings):
     """``recq learner``: replay store, DQN updates, snapshots and checkpoints."""
 
     learner_group_id: str = Field(
@@ -418,20 +431,13 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings):
     )
 
 
-class ServingSettings(StageSettings, GroupSettings):
+class ServingSettings(StageSettings, GroupSettings, ExplorationSettings):
     """``recq serve``: a consumer-group member answering rec-requests."""
 
     serve_group_id: str = Field(
         default="recq-serve",
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Consumer group of the serving members (rec-requests + event topics).",
-    )
-    exploration: Literal["greedy", "epsilon", "softmax"] = Field(
-        default="epsilon", description="How shown items are drawn from the model's top-K."
-    )
-    epsilon: float = Field(default=0.1, ge=0.0, le=1.0, description="epsilon-greedy rate.")
-    softmax_temperature: float = Field(
-        default=1.0, gt=0.0, le=1000.0, description="Temperature of softmax exploration."
     )
     serve_max_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="Micro-batching: longest wait for company."

@@ -55,7 +55,9 @@ def log_slates(n: int, seed: int) -> list[SlateTransition]:
 def gate_with(tmp_path: Path, slates: list[SlateTransition], margin: float = 0.05) -> Gate:
     window = SlateWindow(10_000)
     window.add(slates)
-    return Gate(window=window, store=ModelStore(tmp_path), margin=margin, min_slates=200)
+    return Gate(
+        window=window, store=ModelStore(tmp_path), policy=SERVING, margin=margin, min_slates=200
+    )
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,10 @@ def test_false_alarm_rate_under_no_difference_is_below_alpha() -> None:
         for _ in range(200):
             for r in (rng.random(100) < 0.1).astype(float):
                 served.add(float(r))
-            if served.mean < reference.mean and msprt(served, reference, 0.2 * reference.mean) >= 20:
+            if (
+                served.mean < reference.mean
+                and msprt(served, reference, 0.2 * reference.mean) >= 20
+            ):
                 fired += 1
                 break
     assert fired / runs <= 0.05, f"false alarms in {fired} of {runs} runs"

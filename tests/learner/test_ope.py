@@ -173,3 +173,20 @@ def test_cascade_estimators_are_unbiased_with_logged_conditional_propensities() 
     position_based = bootstrap(slot_snips, data, resamples=200, level=0.6827, seed=7)
     se = (position_based.high - position_based.low) / 2
     assert abs(position_based.estimate - truth) > 4 * se, (position_based, truth)
+
+
+def test_the_poisson_bootstrap_of_snips_agrees_with_resampling_the_log() -> None:
+    """The gate's fast paired bootstrap (counts x terms) against the general one (copies
+    of resampled logs): the same difference, and 90% intervals within 20% of each other's
+    width on 4,000 slates."""
+    from learner.ope import cascade_snips_terms, paired_snips_bootstrap
+
+    rng = np.random.default_rng(8)
+    data, items = uniform_log(4_000, rng, marginal=False)
+    other = LoggedSlates(data.shown, data.logging, (items == [4, 9]).astype(float), data.reward)
+    slow = paired_bootstrap(cascade_snips, data, other, resamples=400, level=0.9, seed=1)
+    fast = paired_snips_bootstrap(cascade_snips_terms(data), cascade_snips_terms(other),
+                                  resamples=400, level=0.9, seed=1)  # fmt: skip
+    assert fast.estimate == pytest.approx(slow.estimate)
+    assert fast.high - fast.low == pytest.approx(slow.high - slow.low, rel=0.2)
+    assert fast.low < fast.estimate < fast.high
