@@ -5,7 +5,7 @@ examines slot j with probability 0.85**j and clicks the first examined item they
 (simulator.session: a cascade). Reward of a slate: its click and cart rewards
 (schemas.reward).
 
-Logging policies are serving's own (inference.policy.Policy: epsilon-greedy and softmax
+Logging policies are serving's own (schemas.exploration.Policy: epsilon-greedy and softmax
 over the top-C candidates of a noisy scorer, as serving explores over the snapshot's
 top-K), with the propensities serving logs (each slot's, given the slots before it).
 Target policies: ``next-snapshot`` (the gate's case: serving's epsilon-greedy over a
@@ -29,7 +29,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import figure
-from inference.policy import Policy
 from learner.ope import (
     LoggedSlates,
     cascade_dr,
@@ -40,6 +39,7 @@ from learner.ope import (
     slot_ips,
     slot_snips,
 )
+from schemas.exploration import Policy
 from schemas.reward import Reward
 from simulator.session import CART_BAR, CLICK_BAR, POSITION_BIAS
 from simulator.shop import Catalog, shoppers, utility

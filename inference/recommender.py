@@ -11,8 +11,9 @@ import numpy as np
 
 from inference.metrics import ANSWERED, MODEL_LATENCY
 from inference.model import SnapshotModel, live
-from inference.policy import Policy, Popularity
+from inference.policy import Popularity
 from inference.state import ShopperStates
+from schemas.exploration import Policy
 from schemas.records import Recommendation, RecommendedItem, RecRequest
 
 POPULARITY = "popularity"

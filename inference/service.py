@@ -26,7 +26,7 @@ from prometheus_client import start_http_server
 
 from inference.freshness import Freshness
 from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
-from inference.policy import Policy, Popularity
+from inference.policy import Popularity
 from inference.recommender import Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
@@ -68,7 +68,7 @@ async def run_server(
         model.manifest.trained_through.event_ts_ms if model.manifest.trained_through else None
     )
     await asyncio.to_thread(registry.scan)
-    policy = Policy(settings.exploration, settings.epsilon, settings.softmax_temperature)
+    policy = settings.exploration_policy()
     blocklist = frozenset(i.strip() for i in settings.serve_blocklist.split(",") if i.strip())
     recommender = Recommender(
         states=ShopperStates(),

@@ -8,7 +8,11 @@ with serving's exploration (``RECQ_EXPLORATION``, ``RECQ_EPSILON``,
 serving ran another). For each logged slot that gives the target's probability of the item
 shown there given the slots above it; with the logged propensities,
 ``learner.ope.cascade_snips`` estimates each policy's reward per slate, and a paired
-bootstrap the interval of (candidate - current). The candidate is promoted if
+bootstrap the interval of (candidate - current). Only the leading slots whose estimates
+are worth ``MIN_EFFECTIVE_SLATES`` logged slates for both policies are compared (the
+rest are noise when the rankings differ); none, or logs that could not have shown what
+either policy puts first (``MIN_COVERAGE``): rejected, for lack of support. The
+candidate is promoted if
 
     low(candidate - current) > -RECQ_GATE_MARGIN x current
 
@@ -37,13 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from inference.policy import Policy
 from learner.ope import (
     LoggedSlates,
-    cascade_snips,
     cascade_snips_terms,
+    effective_sizes,
     paired_snips_bootstrap,
+    snips_value,
 )
+from schemas.exploration import Policy
 from schemas.features import EVENT_CODES
 from schemas.manifest import EXCLUDED_SCORE, GateResult
 from schemas.model_store import ModelStore
@@ -57,6 +62,13 @@ LEVEL = 0.9
 RESAMPLES = 500
 #: Largest importance weight of a slot prefix (bench/ope_truth.py measured the bias).
 CLIP = 50.0
+#: A slot is compared only if its estimate is worth this many logged slates (Kish's
+#: effective sample size) for both policies, and so are the slots above it.
+MIN_EFFECTIVE_SLATES = 30.0
+#: The logs must have been able to show at least this share of what each policy would
+#: put first (``LoggedSlates.coverage``): below, the estimate is the logging policies'
+#: own value in disguise.
+MIN_COVERAGE = 0.5
 #: States scored per onnxruntime call.
 CHUNK = 1024
 
@@ -251,21 +263,43 @@ class Gate:
         else:
             base = with_target(data, *current.probabilities(slates, policy, slots))
             against = current.name
+        cand_terms, base_terms = cascade_snips_terms(cand), cascade_snips_terms(base)
+        # Deep slots are matched by few logged slates when the two rankings differ: an
+        # estimate worth a handful of slates is noise, not evidence. Compare the leading
+        # slots the logs support (under the cascade their rewards depend on nothing below).
+        size = np.minimum(effective_sizes(cand_terms[1]), effective_sizes(base_terms[1]))
+        # Coverage is checked on the first slot only: deeper, its estimate rests on rare
+        # full-prefix matches (unbiased, but too noisy to decide on).
+        coverage = np.minimum(cand.coverage(), base.coverage())
+        supported = size >= MIN_EFFECTIVE_SLATES
+        depth = slots if supported.all() else int(np.argmin(supported))
+        if coverage[0] < MIN_COVERAGE:
+            depth = 0
+        if depth == 0:
+            return GateResult(
+                decision="rejected", against=against, slates=len(slates), estimator=ESTIMATOR,
+                reason=f"the {len(slates)} logged slates do not support the candidate's first "
+                f"slot (effective size {size[0]:.1f}, min {MIN_EFFECTIVE_SLATES:g}; coverage "
+                f"{coverage[0]:.3f}, min {MIN_COVERAGE:g}): serve with more exploration "
+                "(RECQ_EPSILON) so the logs cover what a new snapshot would show",
+            )  # fmt: skip
+        cand_terms = (cand_terms[0][:, :depth], cand_terms[1][:, :depth])
+        base_terms = (base_terms[0][:, :depth], base_terms[1][:, :depth])
         seed = int(self._rng.integers(2**31))
-        diff = paired_snips_bootstrap(cascade_snips_terms(cand), cascade_snips_terms(base),
-                                      resamples=RESAMPLES, level=LEVEL, seed=seed)  # fmt: skip
-        current_value = cascade_snips(base)
-        candidate_value = cascade_snips(cand)
+        diff = paired_snips_bootstrap(cand_terms, base_terms, resamples=RESAMPLES, level=LEVEL,
+                                      seed=seed)  # fmt: skip
+        current_value, candidate_value = snips_value(*base_terms), snips_value(*cand_terms)
         tolerated = self.margin * abs(current_value)
         promoted = diff.low > -tolerated
         reason = (
-            f"{ESTIMATOR} on {len(slates)} slates ({policy.name}): candidate "
-            f"{candidate_value:.4f} vs {against} {current_value:.4f} per slate, difference "
-            f"{diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] at {LEVEL:.0%}; "
-            f"{'above' if promoted else 'below'} -{tolerated:.4f} (margin {self.margin:g})"
+            f"{ESTIMATOR} on {len(slates)} slates ({policy.name}), top {depth} of {slots} "
+            f"slots: candidate {candidate_value:.4f} vs {against} {current_value:.4f} per "
+            f"slate, difference {diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] at "
+            f"{LEVEL:.0%}; {'above' if promoted else 'below'} -{tolerated:.4f} "
+            f"(margin {self.margin:g})"
         )
         return GateResult(
             decision="promoted" if promoted else "rejected", reason=reason, against=against,
-            slates=len(slates), estimator=ESTIMATOR, candidate=candidate_value,
+            slates=len(slates), slots=depth, estimator=ESTIMATOR, candidate=candidate_value,
             current=current_value, low=diff.low, high=diff.high, margin=tolerated,
         )  # fmt: skip

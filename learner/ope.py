@@ -78,14 +78,22 @@ class LoggedSlates:
         clipped: np.ndarray = np.minimum(ratio, self.clip)
         return clipped
 
-    def prefix_weights(self) -> np.ndarray:
+    def prefix_weights(self, clip: bool = True) -> np.ndarray:
         """W_ij = min(c, prod_{l<=j} pi_il / mu_il), unshown slots counting as ratio 1
         (they were not drawn; with implicit impressions every slot is shown)."""
         ratio = np.divide(self.target, self.logging, out=np.zeros_like(self.target, dtype=float),
                           where=self.logging > 0)  # fmt: skip
         ratio = np.where(self.shown, ratio, 1.0)
-        clipped: np.ndarray = np.minimum(np.cumprod(ratio, axis=1), self.clip)
-        return clipped
+        weights: np.ndarray = np.cumprod(ratio, axis=1)
+        return np.minimum(weights, self.clip) if clip else weights
+
+    def coverage(self) -> np.ndarray:
+        """Per slot, mean_i of the unclipped prefix weight: an unbiased estimate of the
+        share of the target's slates (down to that slot) the logging policy could have
+        shown. About 1 with full support; the share that is missing is invisible to every
+        self-normalised estimate, which silently re-weights what the logs do cover."""
+        out: np.ndarray = (self.prefix_weights(clip=False) * self.shown).mean(0)
+        return out
 
 
 def slot_ips(data: LoggedSlates) -> float:
@@ -124,6 +132,14 @@ def cascade_snips_terms(data: LoggedSlates) -> tuple[np.ndarray, np.ndarray]:
     (its value is sum_j sum_i num_ij / sum_i den_ij): what a bootstrap resamples."""
     w = data.prefix_weights() * data.shown
     return w * data.reward, w
+
+
+def effective_sizes(weights: np.ndarray) -> np.ndarray:
+    """Kish's effective sample size per slot, (sum_i w_ij)^2 / sum_i w_ij^2: how many
+    logged slates a weighted slot estimate is really worth."""
+    total, squares = weights.sum(0), (weights**2).sum(0)
+    out: np.ndarray = np.divide(total**2, squares, out=np.zeros_like(total), where=squares > 0)
+    return out
 
 
 def cascade_snips(data: LoggedSlates) -> float:

@@ -15,7 +15,6 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import start_http_server
 
-from inference.policy import Policy
 from learner import checkpoint
 from learner.device import pick_device
 from learner.dqn import DQN, select_dtype_for
@@ -96,7 +95,7 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     window = SlateWindow(settings.gate_slates)
     gate = (
         Gate(window=window, store=store, margin=settings.gate_margin,
-             policy=Policy(settings.exploration, settings.epsilon, settings.softmax_temperature),
+             policy=settings.exploration_policy(),
              min_slates=settings.gate_min_slates, seed=settings.learner_seed)
         if settings.gate == "on" else None
     )  # fmt: skip

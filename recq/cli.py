@@ -486,7 +486,6 @@ def ope(
     """Off-policy estimates of snapshots (reward per slate) from logged slates, with the
     gate's estimator and others, 90% bootstrap intervals, and each snapshot against the
     one serving (learner/gate.py, learner/ope.py)."""
-    from inference.policy import Policy
     from recq.ope import read_source, run_ope
     from schemas.model_store import ModelStore
 
@@ -503,8 +502,7 @@ def ope(
             raise ValueError(f"no slate transitions in {source}")
         with console.status(f"scoring {len(read.slates)} logged slates..."):
             explore = load_settings(ExplorationSettings)
-            rows, policy = run_ope(read.slates, store, snapshot, Policy(
-                explore.exploration, explore.epsilon, explore.softmax_temperature))  # fmt: skip
+            rows, policy = run_ope(read.slates, store, snapshot, explore.exploration_policy())
     except (FileNotFoundError, ValueError) as exc:
         raise RecqError(str(exc)) from None
     names = list(rows[0].estimates)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from inference.policy import Policy
 from learner.gate import (
     CLIP,
     LEVEL,
@@ -38,6 +37,7 @@ from learner.ope import (
     slot_snips,
 )
 from schemas.codec import decode
+from schemas.exploration import Policy
 from schemas.manifest import MODEL_FILE
 from schemas.model_store import ModelStore
 from schemas.records import AnyTransition, DeadLetter, SlateTransition

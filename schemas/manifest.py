@@ -72,6 +72,7 @@ class GateResult(BaseModel):
         default="", description="The snapshot version judged against, or 'logging'."
     )
     slates: int = Field(default=0, ge=0, description="Logged slates it was judged on.")
+    slots: int = Field(default=0, ge=0, description="Leading slots compared (supported).")
     estimator: str = ""
     candidate: float | None = None
     current: float | None = None

@@ -29,6 +29,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import features
+from schemas.exploration import Policy
 from schemas.reward import Reward
 
 ENV_PREFIX = "RECQ_"
@@ -221,6 +222,9 @@ class ExplorationSettings(_Settings):
     softmax_temperature: float = Field(
         default=1.0, gt=0.0, le=1000.0, description="Temperature of softmax exploration."
     )
+
+    def exploration_policy(self) -> Policy:
+        return Policy(self.exploration, self.epsilon, self.softmax_temperature)
 
 
 class GroupSettings(_Settings):

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.policy import Policy
 from learner.export import SnapshotExporter, TopKPolicy, check_parity, io_spec
 from learner.qnet import QNetwork
+from schemas.exploration import Policy
 from schemas.manifest import GateResult
 from schemas.model_store import ModelStore, WrittenSnapshot
 from schemas.reward import Reward
@@ -64,10 +64,11 @@ def cascade(rng: np.random.Generator, slate: np.ndarray | list[int]) -> list[flo
     return rewards
 
 
-def on_policy_value(order: np.ndarray, draws: int, seed: int) -> float:
-    """The truth: the ranking served with serving's exploration, run in the shop."""
+def on_policy_value(order: np.ndarray, draws: int, seed: int, slots: int = SLOTS) -> float:
+    """The truth: the ranking served with serving's exploration, run in the shop; the
+    reward of its first ``slots`` slots per slate."""
     rng = np.random.default_rng(seed)
     scores = np.zeros(N)
     scores[order] = np.linspace(10.0, 0.0, N)
-    return float(np.mean([sum(cascade(rng, SERVING.choose(scores, SLOTS, rng).positions))
+    return float(np.mean([sum(cascade(rng, SERVING.choose(scores, SLOTS, rng).positions)[:slots])
                           for _ in range(draws)]))  # fmt: skip

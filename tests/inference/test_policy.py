@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from inference.policy import Policy, Popularity, slate_propensity
+from inference.policy import Popularity
+from schemas.exploration import Policy, slate_propensity
 
 SCORES = np.array([2.0, 1.5, 0.3, -1.0, 0.9])
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from inference.model import SnapshotModel
-from inference.policy import Policy, Popularity
+from inference.policy import Popularity
 from inference.recommender import POPULARITY, Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
+from schemas.exploration import Policy
 from schemas.records import (
     CartEvent,
     ClickEvent,

@@ -71,10 +71,12 @@ def test_a_good_first_snapshot_is_promoted_against_the_logging_policy(
     model, _ = ranking_model(GOOD)
     result = gate_with(tmp_path, slates).judge(model, N, L)
     assert result.decision == "promoted" and result.against == "logging"
-    # "current" is the logging policies' on-policy reward per slate: the logged mean
-    logged_mean = np.mean([sum(t.rewards) for t in slates])
+    # "current" is the logging policies' on-policy reward per slate over the slots
+    # compared (those with enough matched slates): the logged mean of those slots
+    assert 1 <= result.slots <= SLOTS
+    logged_mean = np.mean([sum(t.rewards[: result.slots]) for t in slates])
     assert result.current == pytest.approx(logged_mean)
-    truth = on_policy_value(GOOD, 40_000, seed=2)
+    truth = on_policy_value(GOOD, 40_000, seed=2, slots=result.slots)
     assert result.candidate == pytest.approx(truth, rel=0.10), (result, truth)
     assert result.low is not None and result.low > 0  # clearly better than logging
 
@@ -88,7 +90,9 @@ def test_a_worse_candidate_is_rejected_against_the_snapshot_serving(
     assert result.decision == "rejected" and result.against == "1"
     assert result.low is not None and result.current is not None and result.margin is not None
     assert result.low < -result.margin == pytest.approx(-0.05 * result.current)
-    truth_bad, truth_good = on_policy_value(BAD, 40_000, 3), on_policy_value(GOOD, 40_000, 4)
+    m = result.slots
+    truth_bad = on_policy_value(BAD, 40_000, 3, slots=m)
+    truth_good = on_policy_value(GOOD, 40_000, 4, slots=m)
     # Clipping (at 50) pulls a target far from the logging policies towards their mean
     # reward (0.27 per slate here): the bad ranking is over-valued by ~25%, still far
     # below the good one.
@@ -125,3 +129,24 @@ def test_exclusions_rebuilt_from_the_state() -> None:
     items = np.array([1, 2, 3, 2, 4, 5])
     events = np.array([1, 2, 2, 4, 3, 2])  # click 1, cart 2, cart 3, remove 2, buy 4, cart 5
     assert excluded_by_state(items, events) == {3, 4, 5}
+
+
+def test_a_candidate_the_logs_cannot_cover_is_rejected(tmp_path: Path) -> None:
+    """Every slate logged greedily from one ranking (propensity 1): a candidate that
+    ranks otherwise would show slates these logs almost never contain (coverage of its
+    first slot 0.1/20 = 0.005), so no estimate of it is evidence."""
+    rng = np.random.default_rng(4)
+    logged = []
+    for i, t in enumerate(log_slates(1_000, seed=5)):
+        slate = GOOD[:SLOTS].tolist()
+        rewards = cascade(rng, slate)
+        logged.append(t.model_copy(update={
+            "items": slate, "propensities": [1.0] * SLOTS, "policy": "greedy",
+            "model_version": "popularity", "rewards": rewards,
+            "responses": [int(r > 0) for r in rewards],
+            "next_state": t.state if any(rewards) else None, "rec_id": f"g{i}",
+        }))  # fmt: skip
+    model, _ = ranking_model(BAD)
+    result = gate_with(tmp_path, logged).judge(model, N, L)
+    assert result.decision == "rejected" and result.slots == 0
+    assert "do not support" in result.reason and "coverage 0.005" in result.reason

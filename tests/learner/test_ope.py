@@ -58,6 +58,11 @@ def test_cascade_estimators_match_hand_computations() -> None:
     assert cascade_dr(hand(clip=3.0)) == pytest.approx((2.0 + 1.2 + 0.6) / 3)
 
 
+def test_coverage_is_the_mean_unclipped_prefix_weight() -> None:
+    # unclipped prefix weights [[2, 0], [4, 4], [0, 0]]
+    assert hand(clip=3.0).coverage() == pytest.approx([6 / 3, 4 / 3])
+
+
 def test_paired_bootstrap_is_the_difference_on_the_same_slates() -> None:
     a = hand()
     b = LoggedSlates(a.shown, a.logging, a.logging.copy(), a.reward)  # the logging policy
@@ -146,7 +151,7 @@ def test_cascade_estimators_are_unbiased_with_logged_conditional_propensities() 
     SNIPS and DR land within 4 bootstrap standard errors of the exact value computed from
     the cascade rule, and slot SNIPS (position-based, over-crediting slots below a
     click) does not."""
-    from inference.policy import Policy
+    from schemas.exploration import Policy
 
     rng = np.random.default_rng(5)
     n, slots = 30_000, 3
