@@ -263,17 +263,20 @@ def snapshots_list() -> None:
     registry = SnapshotRegistry(settings.model_store_dir)
     pinned = registry.pinned()
     table = Table("version", "created", "step", "items", "L", "features", "parity top-K",
-                  "sha256", "pinned")  # fmt: skip
+                  "gate", "sha256", "pinned")  # fmt: skip
     for version in sorted(registry.store.versions(), reverse=True):
         try:
             m = registry.store.manifest(version)
         except (OSError, ManifestError) as exc:
-            table.add_row(str(version), f"[red]unreadable: {exc}[/red]", *[""] * 6,
+            table.add_row(str(version), f"[red]unreadable: {exc}[/red]", *[""] * 7,
                           "yes" if version == pinned else "")  # fmt: skip
             continue
+        gate: str = "" if m.gate is None else m.gate.decision
+        if m.gate is not None and m.gate.low is not None:
+            gate += f" ({m.gate.low:+.3f}..{m.gate.high:+.3f} vs {m.gate.against})"
         table.add_row(
             str(version), m.created_at, str(m.step), str(m.n_items), str(m.history_length),
-            str(m.feature_version), f"{m.parity.topk_equal:.3f}", m.model_sha256[:12],
+            str(m.feature_version), f"{m.parity.topk_equal:.3f}", gate, m.model_sha256[:12],
             "yes" if version == pinned else "",
         )  # fmt: skip
     console.print(table)
@@ -482,6 +485,7 @@ def ope(
         typer.Option(help="Snapshot versions to score (default: every one in the model store)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Newest slate transitions used.")] = 20_000,
+    json: Annotated[bool, typer.Option("--json", help="One JSON line per policy.")] = False,
 ) -> None:
     """Off-policy estimates of snapshots (reward per slate) from logged slates, with the
     gate's estimator and others, 90% bootstrap intervals, and each snapshot against the
@@ -505,6 +509,17 @@ def ope(
             rows, policy = run_ope(read.slates, store, snapshot, explore.exploration_policy())
     except (FileNotFoundError, ValueError) as exc:
         raise RecqError(str(exc)) from None
+    if json:
+        import orjson
+
+        for row in rows:
+            v = row.versus_serving
+            print(orjson.dumps({
+                "policy": row.name, "slates": len(read.slates), "exploration": policy,
+                **{name: vars(i) for name, i in row.estimates.items()},
+                "cascade_snips_vs_serving": vars(v) if v else None,
+            }).decode())  # fmt: skip
+        return
     names = list(rows[0].estimates)
     table = Table("policy", *names, "cascade_snips vs serving",
                   title=f"{len(read.slates)} logged slates; targets explore as {policy}; "

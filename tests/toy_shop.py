@@ -20,6 +20,7 @@ from learner.qnet import QNetwork
 from schemas.exploration import Policy
 from schemas.manifest import GateResult
 from schemas.model_store import ModelStore, WrittenSnapshot
+from schemas.records import InteractionSequence, SlateTransition
 from schemas.reward import Reward
 
 N, SLOTS, L = 20, 3, 4
@@ -62,6 +63,33 @@ def cascade(rng: np.random.Generator, slate: np.ndarray | list[int]) -> list[flo
             rewards[j] = 1.0
             break
     return rewards
+
+
+def log_slates(n: int, seed: int) -> list[SlateTransition]:
+    """Slates logged in the shop: most by a uniform random baseline (propensity
+    1/(20 - j)), every tenth by serving's epsilon-0.1 popularity fallback."""
+    rng = np.random.default_rng(seed)
+    popularity = rng.permutation(N).astype(float)  # the fallback's (arbitrary) ranking
+    out = []
+    for i in range(n):
+        if i % 10 == 0:
+            choice = SERVING.choose(popularity, SLOTS, rng)
+            slate, props, name, version = (np.array(choice.positions), choice.propensities,
+                                           SERVING.name, "popularity")  # fmt: skip
+        else:
+            slate = rng.choice(N, SLOTS, replace=False)
+            props, name, version = [1 / (N - j) for j in range(SLOTS)], "random", "baseline"
+        rewards = cascade(rng, slate)
+        clicked = any(rewards)
+        state = InteractionSequence(items=[int(rng.integers(N))], events=[1], ages=[1])
+        out.append(SlateTransition(
+            user_id=f"u{i}", seq=0, rec_id=f"r{i}", policy=name, model_version=version,
+            state=state, items=slate.tolist(), propensities=props, shown=[True] * SLOTS,
+            responses=[int(r > 0) for r in rewards], rewards=rewards,
+            next_state=state if clicked else None, done=False, closed_by="reward_wait",
+            ts_ms=1_700_000_000_000 + i,
+        ))  # fmt: skip
+    return out
 
 
 def on_policy_value(order: np.ndarray, draws: int, seed: int, slots: int = SLOTS) -> float:

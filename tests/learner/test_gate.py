@@ -12,7 +12,7 @@ import pytest
 
 from learner.gate import Gate, SlateWindow, excluded_by_state
 from schemas.model_store import ModelStore
-from schemas.records import InteractionSequence, SlateTransition
+from schemas.records import SlateTransition
 from tests.toy_shop import (
     BAD,
     GOOD,
@@ -21,35 +21,11 @@ from tests.toy_shop import (
     L,
     N,
     cascade,
+    log_slates,
     on_policy_value,
     ranking_model,
     write_ranking,
 )
-
-
-def log_slates(n: int, seed: int) -> list[SlateTransition]:
-    rng = np.random.default_rng(seed)
-    popularity = rng.permutation(N).astype(float)  # the fallback's (arbitrary) ranking
-    out = []
-    for i in range(n):
-        if i % 10 == 0:
-            choice = SERVING.choose(popularity, SLOTS, rng)
-            slate, props, name, version = (np.array(choice.positions), choice.propensities,
-                                           SERVING.name, "popularity")  # fmt: skip
-        else:
-            slate = rng.choice(N, SLOTS, replace=False)
-            props, name, version = [1 / (N - j) for j in range(SLOTS)], "random", "baseline"
-        rewards = cascade(rng, slate)
-        clicked = any(rewards)
-        state = InteractionSequence(items=[int(rng.integers(N))], events=[1], ages=[1])
-        out.append(SlateTransition(
-            user_id=f"u{i}", seq=0, rec_id=f"r{i}", policy=name, model_version=version,
-            state=state, items=slate.tolist(), propensities=props, shown=[True] * SLOTS,
-            responses=[int(r > 0) for r in rewards], rewards=rewards,
-            next_state=state if clicked else None, done=False, closed_by="reward_wait",
-            ts_ms=1_700_000_000_000 + i,
-        ))  # fmt: skip
-    return out
 
 
 def gate_with(tmp_path: Path, slates: list[SlateTransition], margin: float = 0.05) -> Gate:
