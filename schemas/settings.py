@@ -403,7 +403,7 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         "well-formed snapshot is served.",
     )
     gate_margin: float = Field(
-        default=0.05, ge=0.0, le=10.0,
+        default=0.2, ge=0.0, le=10.0,
         description="Loss the gate tolerates, as a fraction of the serving policy's "
         "estimated reward per slate: promoted if the lower confidence bound of "
         "(candidate - current) > -margin x current.",

@@ -55,6 +55,13 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     ), summary
     assert oracle["purchases_per_session"] > 0 and oracle["revenue_per_session"] > 0, summary
     assert metrics["slate_transitions_learned"] > 1000, summary  # impressions reach the learner
+    # Every snapshot went through the gate; at least one was served (the model answers
+    # above), and an event reached shoppers through a served snapshot within the run.
+    gate = metrics["gate"]
+    judged = gate["promoted"] + gate["ope_rejected"] + gate["unjudged"]
+    assert abs(judged - metrics["snapshots"]) <= 1, summary  # one may land between scrapes
+    assert gate["promoted"] + gate["unjudged"] >= 1, summary
+    assert 0 < metrics["freshness_p50_s"] <= metrics["freshness_p99_s"] < DURATION_S, summary
     for png in ("reward_ctr.png", "loss_latency.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for stage in ("worker", "learner", "serve"):
