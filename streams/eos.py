@@ -24,7 +24,17 @@ kill -9 run in three lost one user's table update). So the buffer's sends are co
 while in flight, and the commit waits until the queue is empty and none is in flight;
 no new write can appear meanwhile, since the agent is held by the lock.
 
-4. Not a loss but a false alarm: faust's commit-liveness check never learns of
+4. Table recovery after a restart could start from nothing. Under exactly-once faust
+asks ``last_stable_offset(tp)`` of its consumer for each changelog partition's highwater:
+aiokafka answers from the last *fetch* response, so a partition not fetched yet gives
+None, which faust takes as "highwater -1": an empty changelog, nothing to restore. A
+worker restarted quickly (the second of two kills in a row: issue 14's scenario) then
+ran with empty session tables from the committed input offsets on, and every open
+session's history, reorder buffer and reward windows were gone. The highwaters are now
+asked of the broker (``end_offsets`` with the consumer's read_committed isolation: the
+last stable offset itself), see ``_highwaters_from_the_broker``.
+
+5. Not a loss but a false alarm: faust's commit-liveness check never learns of
 transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
 all since worker start" as an error for every partition (see
 ``_commit_offsets_noting_transactions``).
@@ -39,6 +49,7 @@ from typing import Any
 
 import faust
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
@@ -94,14 +105,25 @@ async def _counted_send_pending(self: ProducerBuffer, fut: Any) -> None:
         setattr(self, _IN_FLIGHT_ATTR, getattr(self, _IN_FLIGHT_ATTR) - 1)
 
 
+async def _highwaters_from_the_broker(
+    self: AIOKafkaConsumerThread, partitions: list[TP]
+) -> Mapping[TP, int]:
+    """Each partition's end as the broker says it now (ListOffsets; read_committed under
+    exactly-once, so the last stable offset), not the consumer's cached view of it."""
+    offsets: Mapping[TP, int] = await self._ensure_consumer().end_offsets(partitions)
+    return offsets
+
+
 def install() -> None:
-    """Patch faust's consumer commit (idempotent; other apps are unaffected)."""
+    """Patch faust (idempotent; apps that take no processing lock keep faust's commit)."""
     if Consumer.commit is not _commit_under_lock:
         Consumer.commit = _commit_under_lock  # type: ignore[method-assign]
     if Consumer._commit_offsets is not _commit_offsets_noting_transactions:
         Consumer._commit_offsets = _commit_offsets_noting_transactions  # type: ignore[method-assign]
     if ProducerBuffer._send_pending is not _counted_send_pending:
         ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
+    if AIOKafkaConsumerThread._highwaters is not _highwaters_from_the_broker:
+        AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker  # type: ignore[method-assign]
 
 
 async def send_in_transaction(

@@ -9,11 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recq.topics import ensure_topics
-from schemas.topics import TopicCatalog, TopicRole
+from schemas.codec import encode
+from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
+from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.streams_harness import (
+    ShopEvent,
     WorkerProcess,
     actual_multiset,
     assert_same_transitions,
@@ -125,3 +128,74 @@ async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
     assert seen >= want - users, f"worker 1 stalled at {seen} of {want}\n{first.log_tail()}"
 
     await restart_and_compare(kafka_bootstrap, catalog, env, tmp_path, expected, seen, 120)
+
+
+def four_step_journeys(users: int, seed: int) -> list[list[ShopEvent]]:
+    """The issue's new-user scenario: every user clicks A, clicks B, carts B and buys B,
+    1.5 s apart in event time; returned as four phases (every user's first click, then
+    every second click, then the carts, then the purchases), the order they are produced."""
+    start = int(time.time() * 1000) - 600_000
+    phases: list[list[ShopEvent]] = [[], [], [], []]
+    for u in range(users):
+        user, a, b = f"user-{seed}-{u}", f"sku-{u % 40}", f"sku-{40 + u % 40}"
+        ts = start + (u % 1000) * 7
+        phases[0].append(ClickEvent(event_id=f"{user}-a", user_id=user, ts_ms=ts, item_id=a))
+        phases[1].append(ClickEvent(event_id=f"{user}-b", user_id=user, ts_ms=ts + 1_500,
+                                    item_id=b))  # fmt: skip
+        phases[2].append(CartEvent(event_id=f"{user}-c", user_id=user, ts_ms=ts + 3_000,
+                                   item_id=b, action="add"))  # fmt: skip
+        phases[3].append(PurchaseEvent(
+            event_id=f"{user}-p", user_id=user, ts_ms=ts + 4_500, order_id=f"o-{user}",
+            items=[LineItem(item_id=b, quantity=1, unit_price=9.5)],
+        ))  # fmt: skip
+    return phases
+
+
+@pytest.mark.timeout(400)
+async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """2,000 users x (click A, click B, cart B, purchase B) produced phase by phase over
+    ~40 s while the worker starts; its process group is killed (SIGKILL) when 30% of the
+    events are produced and again at 65% (its replacement still recovering), each time
+    restarted 1 s later. Every one of the 8,000 transitions the rules give is committed
+    exactly once."""
+    users = 2_000
+    catalog = TopicCatalog(prefix=f"d{unique}.", partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    phases = four_step_journeys(users, seed=21)
+    log: list[ShopEvent] = [e for phase in phases for e in phase]
+    expected = expected_transitions(log)  # type: ignore[arg-type]
+    assert sum(expected.values()) == 4 * users
+    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
+    kills_at = {int(0.30 * len(log)), int(0.65 * len(log))}
+
+    worker = WorkerProcess(env, tmp_path / "w1.log").start()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True,
+                                linger_ms=5)  # fmt: skip
+    await producer.start()
+    logs: list[str] = []
+    try:
+        started = time.monotonic()
+        for produced, event in enumerate(log, start=1):
+            await producer.send(catalog.name(EVENT_ROLES[event.type]), encode(event),
+                                key=event.user_id.encode())  # fmt: skip
+            if produced % 50 == 0:  # 8,000 events over ~40 s
+                await producer.flush()
+                await asyncio.sleep(max(0.0, started + produced / 200 - time.monotonic()))
+            if produced in kills_at:
+                await producer.flush()
+                worker.kill()
+                logs.append(worker.log_tail())
+                await asyncio.sleep(1.0)
+                worker = WorkerProcess(env, tmp_path / f"w{len(logs) + 1}.log").start()
+        await producer.flush()
+    finally:
+        await producer.stop()
+    try:
+        got = await read_committed(kafka_bootstrap, catalog, want=4 * users, timeout_s=150,
+                                   settle_s=8)  # fmt: skip
+    finally:
+        worker.stop()
+    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
+    assert_same_transitions(expected, actual, "two kills: ", "\n".join([*logs, worker.log_tail()]))

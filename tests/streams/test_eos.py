@@ -49,3 +49,25 @@ def test_install_patches_the_commit_paths_once() -> None:
     eos.install()
     assert Consumer._commit_offsets is eos._commit_offsets_noting_transactions
     assert Consumer.commit is eos._commit_under_lock
+
+
+def test_changelog_highwaters_are_asked_of_the_broker() -> None:
+    """A consumer that has not fetched a changelog partition yet knows no last stable
+    offset (None): faust took that as an empty changelog and restored nothing. The
+    patched highwaters ask the broker (end_offsets) and ignore the cached view."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    eos.install()
+    changelog = TP("app-sessions-changelog", 2)
+
+    class NotFetchedYet:
+        def last_stable_offset(self, tp: TP) -> None:
+            return None  # what aiokafka answers before the first fetch
+
+        async def end_offsets(self, tps: list[TP]) -> dict[TP, int]:
+            return dict.fromkeys(tps, 1017)  # the broker's last stable offset
+
+    thread = SimpleNamespace(_ensure_consumer=NotFetchedYet,
+                             consumer=SimpleNamespace(in_transaction=True))  # fmt: skip
+    got = asyncio.run(AIOKafkaConsumerThread._highwaters(thread, [changelog]))  # type: ignore[arg-type]
+    assert got == {changelog: 1017}
