@@ -25,7 +25,7 @@ unit: $(STAMP)
 integration: $(STAMP) kafka
 	$(BIN)/pytest -m "integration and not container"
 
-# Only the crash / restart scenarios (also part of `make test`; ~2 minutes).
+# The crash / restart scenarios (those not marked open_loss are also in `make test`).
 reliability: $(STAMP) kafka
 	$(BIN)/pytest -m reliability
 

@@ -151,6 +151,7 @@ def four_step_journeys(users: int, seed: int) -> list[list[ShopEvent]]:
     return phases
 
 
+@pytest.mark.open_loss  # 1 run in 5 still loses one user's cart: docs/reliability.md
 @pytest.mark.timeout(400)
 async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
@@ -167,7 +168,10 @@ async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
     log: list[ShopEvent] = [e for phase in phases for e in phase]
     expected = expected_transitions(log)  # type: ignore[arg-type]
     assert sum(expected.values()) == 4 * users
-    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
+    # A user's next step comes ~10 s of wall time after the last (phase by phase): the
+    # harness's 8 s idle timeout would end sessions between steps, as it should in a shop,
+    # and the event-time rules could not say when. Idle closing is not what is tested here.
+    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path, RECQ_SESSION_TIMEOUT_S="300")
     kills_at = {int(0.30 * len(log)), int(0.65 * len(log))}
 
     worker = WorkerProcess(env, tmp_path / "w1.log").start()
