@@ -45,6 +45,24 @@ def _credentials(settings: StreamsSettings) -> Any:
     return None
 
 
+def handled_lag(highwater: int | None, handled: int | None, committed: int | None) -> int | None:
+    """Messages of an input partition the agent has not handled yet (None: unknown).
+
+    Measured from what the agent handled (or, before its first message there, the
+    committed offset it resumes from), not from the consumer's position: the consumer
+    fetches ahead into faust's buffers, and a partition fetched to its end but not yet
+    handled is not caught up. (Counting it so let a shopper's purchase be released while
+    the cart before it still sat in a buffer after a restart: issue 14's double kill.)"""
+    if highwater is None:
+        return None
+    if highwater == 0:
+        return 0  # an empty partition
+    done = max(handled if handled is not None else -1, committed if committed is not None else -1)
+    if done < 0:
+        return highwater  # nothing handled nor committed: all of it is ahead
+    return max(highwater - done, 0)
+
+
 class StreamsRuntime:
     """What the agent and timers share besides the Table: started on first use, so that
     importing the app (``faust -A``) connects to nothing."""
@@ -71,6 +89,9 @@ class StreamsRuntime:
         self.lag: int | None = None
         #: Newest Kafka timestamp read per input (topic, partition), by the agent.
         self.read_until: dict[tuple[str, int], int] = {}
+        #: Next offset per input (topic, partition) after the last message the agent
+        #: handled: "caught up" means handled to the end, not fetched to it.
+        self.handled: dict[tuple[str, int], int] = {}
         #: When the agent last received a message (monotonic; for the starvation warning).
         self.last_message_at = time.monotonic()
         #: Per partition number: every input partition of that group has been read past
@@ -189,6 +210,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
                 for out in result.outputs:
                     await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
                 event.ack()
+            runtime.handled[read_key] = message.offset + 1
 
     # --- timers ------------------------------------------------------------------------------
     waiting_since: list[float] = []  # when idle ticks began to wait (empty: not waiting)
@@ -251,11 +273,11 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             if tp.topic not in assembler.source_topics:
                 continue
             lag = None
-            with contextlib.suppress(Exception):  # a partition mid-rebalance has no position
+            with contextlib.suppress(Exception):  # a partition mid-rebalance has no highwater
                 highwater = consumer.highwater(tp)
-                position = await consumer.position(tp)
-                if highwater is not None and position is not None:
-                    lag = max(highwater - position, 0)
+                committed = getattr(consumer, "_committed_offset", {}).get(tp)  # faust's own
+                lag = handled_lag(highwater, runtime.handled.get((tp.topic, tp.partition)),
+                                  committed)  # fmt: skip
             if lag is None:
                 synced[tp.partition] = 0
                 unknown_since.setdefault(tp, time.monotonic())
