@@ -121,13 +121,20 @@ class OnlineGuard:
             for old in sorted(self.earnings)[:-KEEP_VERSIONS]:
                 del self.earnings[old]
             rollback = self.check()
-            if rollback is not None:
-                self.rolled_back.add(rollback.served)
-                self.fired.append(rollback)
-                ROLLBACKS.inc()
-                self.store.pin(rollback.reference, by="guard", reason=rollback.describe())
-                log.warning("online guard: pinned snapshot %d: %s", rollback.reference,
-                            rollback.describe())  # fmt: skip
+            if rollback is None:
+                return None
+            self.rolled_back.add(rollback.served)
+            if rollback.reference not in self.store.versions():
+                # Pruned (a comparison of old slates, e.g. re-read after a restart): a pin
+                # to it could not be served, so say so instead of pinning.
+                log.warning("online guard: %s; snapshot %d is no longer in the store, "
+                            "nothing pinned", rollback.describe(), rollback.reference)  # fmt: skip
+                return None
+            self.fired.append(rollback)
+            ROLLBACKS.inc()
+            self.store.pin(rollback.reference, by="guard", reason=rollback.describe())
+            log.warning("online guard: pinned snapshot %d: %s", rollback.reference,
+                        rollback.describe())  # fmt: skip
             return rollback
 
     def check(self) -> Rollback | None:

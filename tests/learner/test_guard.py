@@ -70,6 +70,8 @@ def test_false_alarm_rate_under_no_difference_is_below_alpha() -> None:
 
 def test_a_drop_is_found_and_the_reference_pinned(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
+    for order in (GOOD, BAD):  # snapshots 1 and 2 in the store
+        write_ranking(tmp_path, order)
     guard = OnlineGuard(store, alpha=0.01, min_impressions=1_000)
     rng = np.random.default_rng(1)
     for i in range(500):  # snapshot 1: 12% of impressions clicked
@@ -124,3 +126,17 @@ def test_an_injected_bad_snapshot_is_rolled_back(tmp_path: Path) -> None:
     assert registry.current is not None and registry.current.version == 1, guard.fired
     assert [(r.served, r.reference) for r in guard.fired] == [(2, 1)]
     assert registry.store.pin_record()["by"] == "guard"  # type: ignore[index]
+
+
+def test_no_pin_to_a_snapshot_no_longer_in_the_store(tmp_path: Path) -> None:
+    """Slates re-read after a restart can compare snapshots pruned long ago: a pin to
+    one could not be served, so the guard says so and pins nothing."""
+    store = ModelStore(tmp_path)
+    guard = OnlineGuard(store, alpha=0.01, min_impressions=300)
+    rng = np.random.default_rng(3)
+    for i in range(200):
+        guard.observe([slate("1", list((rng.random(3) < 0.15).astype(float)), i)])
+    for i in range(2_000):
+        assert guard.observe([slate("2", list((rng.random(3) < 0.02).astype(float)), i)]) is None
+    assert store.pin_record() is None and guard.fired == []
+    assert 2 in guard.rolled_back  # judged once, not again on every slate
