@@ -32,7 +32,8 @@ from learner.ope import (
     bootstrap,
     cascade_ips,
     cascade_snips,
-    paired_bootstrap,
+    cascade_snips_terms,
+    paired_snips_bootstrap,
     slate_snips,
     slot_snips,
 )
@@ -138,8 +139,13 @@ def evaluate(slates: list[SlateTransition], store: ModelStore, versions: list[in
     reference = targets.get(serving) if serving is not None else None
     out = [Row("logging policies", intervals(base), None)]
     for version, data in targets.items():
-        versus = (
-            paired_bootstrap(cascade_snips, data, reference, resamples=resamples, level=LEVEL)
+        versus = (  # the gate's own interval (learner.gate), all slots
+            paired_snips_bootstrap(
+                cascade_snips_terms(data),
+                cascade_snips_terms(reference),
+                resamples=resamples,
+                level=LEVEL,
+            )
             if reference is not None and version != serving
             else None
         )
