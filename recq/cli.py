@@ -15,7 +15,12 @@ from rich.table import Table
 
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
-from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
+from schemas.connection import (
+    BrokerNotConfigured,
+    BrokerRefused,
+    checked_bootstrap,
+    client_options,
+)
 from schemas.settings import (
     ExplorationSettings,
     LearnerSettings,
@@ -52,10 +57,12 @@ def _settings() -> StageSettings:
     return load_settings(StageSettings)
 
 
-def _embedded(settings: StageSettings, port: int | None = None) -> EmbeddedKafka:
+def _embedded(
+    settings: StageSettings, port: int | None = None, *, secure: bool = False
+) -> EmbeddedKafka:
     return EmbeddedKafka(
         settings.embedded_kafka_dir, cache_dir=settings.cache_dir, port=port,
-        heap=settings.kafka_heap,
+        heap=settings.kafka_heap, secure=secure,
     )  # fmt: skip
 
 
@@ -78,13 +85,24 @@ def kafka_fetch() -> None:
 @kafka_app.command("start")
 def kafka_start(
     port: Annotated[int | None, typer.Option(help="Listener port; default: a free one.")] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL_SSL only (SCRAM-SHA-512), with a CA and users made for this broker; "
+            "writes the client settings to client.env in its directory.",
+        ),
+    ] = False,
 ) -> None:
     """Start the embedded broker detached; returns once it answers a metadata request."""
     settings = _settings()
-    broker = _embedded(settings, port)
+    broker = _embedded(settings, port, secure=secure)
     already = broker.state()
     if already is not None:
-        console.print(f"Kafka already running at {already.bootstrap_servers} (pid {already.pid})")
+        console.print(
+            f"Kafka already running at {already.bootstrap_servers} (pid {already.pid}, "
+            f"{already.security_protocol}); `recq kafka stop` first to change that"
+        )
         return
     with console.status("starting Kafka (KRaft)..."):
         state = broker.start()
@@ -92,6 +110,12 @@ def kafka_start(
         f"Kafka {state.kafka_version} running at [bold]{state.bootstrap_servers}[/] "
         f"(pid {state.pid}, log {state.log_file})"
     )
+    if state.client_env_file:
+        console.print(
+            f"SASL_SSL only. Clients need the settings in {state.client_env_file} "
+            "(a password: keep it private):\n"
+            f"  set -a; . {state.client_env_file}; set +a"
+        )
 
 
 @kafka_app.command("stop")
@@ -111,9 +135,11 @@ def kafka_status() -> None:
     if state is None:
         console.print(f"Kafka is not running (state dir {broker.workdir})")
         raise typer.Exit(1)
-    answering = answers_metadata(state.bootstrap_servers)
+    broker.secure = state.security_protocol == "SASL_SSL"
+    answering = answers_metadata(state.bootstrap_servers, client_options=broker.client_options())
     console.print(
-        f"Kafka {state.kafka_version} pid {state.pid} at {state.bootstrap_servers}: "
+        f"Kafka {state.kafka_version} pid {state.pid} at {state.bootstrap_servers} "
+        f"({state.security_protocol}): "
         + ("answering" if answering else "[red]not answering[/]")
         + f" (log {state.log_file})"
     )
@@ -132,7 +158,7 @@ def topics_create() -> None:
     outcomes = asyncio.run(
         ensure_topics(
             catalog,
-            bootstrap_servers=resolve_bootstrap(settings),
+            bootstrap_servers=checked_bootstrap(settings),
             replication_factor=settings.replication_factor,
             client_options=client_options(settings),
         )
@@ -182,7 +208,7 @@ def worker(
     from streams.worker import create_app
 
     settings = load_settings(StreamsSettings)
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = checked_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     asyncio.run(
         ensure_topics(
@@ -211,7 +237,7 @@ def _run_stage(
 
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     settings = load_settings(stage)
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = checked_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
 
     async def main() -> None:
@@ -356,7 +382,7 @@ def simulate(
 
     settings = _settings()
     reward = load_settings(RewardSettings).reward()
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = checked_bootstrap(settings)
     options = client_options(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     shop = Catalog.generate(items, categories, seed)
@@ -497,7 +523,7 @@ def ope(
     store = ModelStore(settings.model_store_dir)
     bootstrap: str | None = None
     if not Path(source).exists():
-        bootstrap = resolve_bootstrap(settings)
+        bootstrap = checked_bootstrap(settings)
     try:
         with console.status(f"reading slate transitions from {source}..."):
             read = read_source(source, bootstrap_servers=bootstrap,
@@ -547,7 +573,7 @@ def replay(
     from recq.topics import ensure_topics
 
     settings = _settings()
-    bootstrap = resolve_bootstrap(settings)
+    bootstrap = checked_bootstrap(settings)
     options = client_options(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
 
@@ -599,7 +625,7 @@ def roundtrip(
 def main() -> None:
     try:
         app()
-    except (RecqError, SettingsError, BrokerNotConfigured) as exc:
+    except (RecqError, SettingsError, BrokerNotConfigured, BrokerRefused) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise SystemExit(2) from None
 

@@ -31,7 +31,7 @@ from recq import scrape
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
-from schemas.connection import quiet_retriable_client_errors
+from schemas.connection import check_broker, client_options, quiet_retriable_client_errors
 from schemas.reward import Reward
 from schemas.settings import KNOWN_VARIABLES, StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole
@@ -205,13 +205,19 @@ def _run(
             for n in STAGES
         ]
         catalog = TopicCatalog(prefix=prefix, partitions=2)
+        # A secured cluster (RECQ_SECURITY_PROTOCOL, RECQ_SASL_*, RECQ_SSL_*): the demo's
+        # own clients and its stages connect with the same settings.
+        options = client_options(settings)
         try:
-            asyncio.run(ensure_topics(catalog, bootstrap_servers=bootstrap))
+            asyncio.run(check_broker(settings, bootstrap))
+            asyncio.run(ensure_topics(catalog, bootstrap_servers=bootstrap,
+                                      client_options=options))  # fmt: skip
             for s in stages:
                 s.start()
             timeline = asyncio.run(
-                _drive(bootstrap, catalog, stages, duration_s, seed, reward, impressions, console)
-            )
+                _drive(bootstrap, options, catalog, stages, duration_s, seed, reward,
+                       impressions, console)
+            )  # fmt: skip
         finally:
             with console.status("stopping worker, learner and serving member..."):
                 for s in reversed(stages):
@@ -224,6 +230,7 @@ def _run(
 
 async def _drive(
     bootstrap: str,
+    options: dict[str, Any],
     catalog: TopicCatalog,
     stages: list[Stage],
     duration_s: float,
@@ -233,11 +240,12 @@ async def _drive(
     console: Console,
 ) -> Timeline:
     shop = Catalog.generate(2000, 20, seed)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **options)
     consumer = AIOKafkaConsumer(
         catalog.name(TopicRole.RECOMMENDATIONS),
         bootstrap_servers=bootstrap,
         auto_offset_reset="latest",
+        **options,
     )
     await producer.start()
     await consumer.start()

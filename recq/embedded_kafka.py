@@ -5,6 +5,13 @@ detached from the pinned release in the cache. Used by the demo, the tests and
 Everything lives in one working directory: ``server.properties``, ``data/`` (the log
 dirs), ``kafka.log`` (the broker's output) and ``broker.json`` (pid, ports, bootstrap
 address), which other recq processes read to find the broker.
+
+``secure=True`` (``recq kafka start --secure``) starts it with one client listener,
+SASL_SSL with SCRAM-SHA-512: a CA and a broker certificate made for the directory
+(``tls/``, see ``recq.tls``), SCRAM users created when the storage is formatted, and
+``client.env``, the ``RECQ_*`` settings a client needs (mode 0600: it holds a password).
+The controller listener stays PLAINTEXT on 127.0.0.1: it serves the broker in the same
+JVM, and no recq client uses it.
 """
 
 from __future__ import annotations
@@ -21,14 +28,18 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaClient
 
+from recq import tls
 from recq.errors import RecqError
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
 from schemas.connection import BROKER_STATE_FILE
 from schemas.settings import StageSettings
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 DEFAULT_HEAP: str = StageSettings.model_fields["kafka_heap"].default
 START_TIMEOUT_S = 90.0
@@ -47,6 +58,9 @@ class BrokerState:
     log_file: str
     kafka_version: str
     started_at: float
+    security_protocol: str = "PLAINTEXT"
+    #: ``client.env`` of a secured broker: the settings its clients need.
+    client_env_file: str | None = None
 
 
 def free_port() -> int:
@@ -75,15 +89,18 @@ def accepts_connections(bootstrap: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
+def answers_metadata(
+    bootstrap: str, timeout_s: float = 2.0, client_options: dict[str, Any] | None = None
+) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request."""
     if not accepts_connections(bootstrap):
         return False  # checked first: aiokafka logs every refused connection
 
     async def probe() -> bool:
         client = AIOKafkaClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-        )
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+            **(client_options or {}),
+        )  # fmt: skip
         try:
             await asyncio.wait_for(client.bootstrap(), timeout_s)
             return True
@@ -130,6 +147,7 @@ class EmbeddedKafka:
         port: int | None = None,
         heap: str | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
+        secure: bool = False,
     ) -> None:
         self.workdir = workdir.expanduser().resolve()
         self.dist = KafkaDistribution.in_cache(cache_dir)
@@ -137,6 +155,7 @@ class EmbeddedKafka:
         self._heap = heap or os.environ.get("RECQ_KAFKA_HEAP", DEFAULT_HEAP)
         self._start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
+        self.secure = secure
 
     # --- paths ------------------------------------------------------------------------
     @property
@@ -150,6 +169,43 @@ class EmbeddedKafka:
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
+
+    @property
+    def client_env_file(self) -> Path:
+        return self.workdir / "client.env"
+
+    # --- security -----------------------------------------------------------------------
+    def credentials(self) -> tls.BrokerCredentials:
+        return tls.load_or_create(self.workdir / "tls")
+
+    def client_env(self, bootstrap_servers: str) -> dict[str, str]:
+        """The ``RECQ_*`` settings a client of this secured broker needs."""
+        creds = self.credentials()
+        return {
+            "RECQ_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "RECQ_SECURITY_PROTOCOL": "SASL_SSL",
+            "RECQ_SASL_MECHANISM": SCRAM_MECHANISM,
+            "RECQ_SASL_USERNAME": tls.CLIENT_USER,
+            "RECQ_SASL_PASSWORD": creds.client_password,
+            "RECQ_SSL_CAFILE": str(creds.ca_file),
+        }
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka options for this broker (none for a plaintext one)."""
+        if not self.secure:
+            return {}
+        from schemas.connection import client_options
+        from schemas.settings import ConnectionSettings
+
+        env = self.client_env("127.0.0.1:1")
+        return client_options(
+            ConnectionSettings(
+                security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
+                sasl_username=env["RECQ_SASL_USERNAME"],
+                sasl_password=env["RECQ_SASL_PASSWORD"],
+                ssl_cafile=Path(env["RECQ_SSL_CAFILE"]),
+            )
+        )  # fmt: skip
 
     # --- state ------------------------------------------------------------------------
     def state(self) -> BrokerState | None:
@@ -188,6 +244,10 @@ class EmbeddedKafka:
         port, controller_port = self._choose_ports()
         properties = self._write_properties(port, controller_port)
         self._format_storage(java, properties)
+        bootstrap = f"127.0.0.1:{port}"
+        if self.secure:
+            env = "".join(f"{k}={v}\n" for k, v in self.client_env(bootstrap).items())
+            tls._write_private(self.client_env_file, env.encode())
 
         log = self.log_file.open("ab")
         cmd = [
@@ -212,10 +272,12 @@ class EmbeddedKafka:
             pid=self._proc.pid,
             port=port,
             controller_port=controller_port,
-            bootstrap_servers=f"127.0.0.1:{port}",
+            bootstrap_servers=bootstrap,
             log_file=str(self.log_file),
             kafka_version=self.dist.version,
             started_at=time.time(),
+            security_protocol="SASL_SSL" if self.secure else "PLAINTEXT",
+            client_env_file=str(self.client_env_file) if self.secure else None,
         )
         self._wait_ready(state)
         tmp = self.state_file.with_suffix(".tmp")
@@ -298,9 +360,35 @@ class EmbeddedKafka:
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
         }
+        if self.secure:
+            props.update(self._secure_properties(port, controller_port))
         path = self.workdir / "server.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a JAAS password
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{key}={value}\n" for key, value in props.items()))
         return path
+
+    def _secure_properties(self, port: int, controller_port: int) -> dict[str, str]:
+        creds = self.credentials()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{tls.BROKER_USER}" password="{creds.broker_password}";'
+        )
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(creds.keystore_file),
+            "ssl.keystore.password": creds.keystore_password,
+            "ssl.key.password": creds.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(creds.ca_file),
+        }
 
     def _format_storage(self, java: str, properties: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
@@ -319,11 +407,22 @@ class EmbeddedKafka:
             "--config",
             str(properties),
         ]
+        if self.secure:  # SCRAM users live in the cluster metadata: create them with it
+            creds = self.credentials()
+            for user, password in (
+                (tls.BROKER_USER, creds.broker_password),
+                (tls.CLIENT_USER, creds.client_password),
+            ):
+                cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
+            output = proc.stdout + proc.stderr
+            if self.secure:  # the tool may echo its --add-scram arguments
+                creds = self.credentials()
+                for secret in (creds.broker_password, creds.client_password):
+                    output = output.replace(secret, "[hidden]")
             raise RecqError(
-                f"formatting Kafka storage in {self.data_dir} failed:\n"
-                f"{(proc.stdout + proc.stderr)[-3000:]}"
+                f"formatting Kafka storage in {self.data_dir} failed:\n{output[-3000:]}"
             )
 
     def _wait_ready(self, state: BrokerState) -> None:
@@ -336,7 +435,9 @@ class EmbeddedKafka:
                     f"the Kafka broker exited with code {code} while starting. "
                     f"Last lines of {self.log_file}:\n{self.log_tail()}"
                 )
-            if answers_metadata(state.bootstrap_servers, timeout_s=1.0):
+            if answers_metadata(
+                state.bootstrap_servers, timeout_s=1.0, client_options=self.client_options()
+            ):
                 return
             time.sleep(0.2)
         self._signal(self._proc.pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
 from recq.topics import ensure_topics
 from schemas.codec import Limits, Source, decode, encode
-from schemas.connection import client_options
+from schemas.connection import check_broker, client_options
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter, EventType
 from schemas.settings import StageSettings
@@ -93,6 +93,7 @@ async def _round_trip(
     settings: StageSettings, bootstrap: str, shoppers: int, console: Console
 ) -> None:
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
+    await check_broker(settings, bootstrap)
     opts = client_options(settings)
     outcomes = await ensure_topics(
         catalog,

@@ -4,12 +4,16 @@ options for the configured security protocol."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import errors as kafka_errors
+from aiokafka.conn import create_conn
+from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.settings import ConnectionSettings, StageSettings
 
@@ -62,6 +66,106 @@ def client_options(settings: ConnectionSettings) -> dict[str, Any]:
             settings.sasl_password.get_secret_value() if settings.sasl_password else None
         )
     return opts
+
+
+class BrokerRefused(RuntimeError):
+    """The broker answered but refused this client: wrong protocol, an untrusted
+    certificate, bad credentials. Retrying cannot help, so a stage fails at start with a
+    message naming the setting to fix."""
+
+
+#: How long the start-up check waits for a broker that does not answer at all.
+PREFLIGHT_TIMEOUT_S = 10.0
+
+
+async def check_broker(
+    settings: ConnectionSettings, bootstrap: str, *, timeout_s: float = PREFLIGHT_TIMEOUT_S
+) -> None:
+    """Connect once as the stage's clients will, before any of them starts, and raise
+    ``BrokerRefused`` (naming the ``RECQ_*`` setting) when the broker refuses this client.
+
+    Without it a wrong password or an untrusted CA shows up as Kafka clients retrying
+    forever ("Unable to bootstrap"), or, in a Faust worker, as a crash loop. A broker that
+    does not answer at all (not started yet, restarting) is not an error here: the clients
+    wait for it as they always do."""
+    opts = client_options(settings)
+    protocol = settings.security_protocol
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    conn = None
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **opts),
+            timeout_s,
+        )
+        # A request that needs authentication: a SASL listener answers ApiVersions (sent
+        # while connecting) before any handshake, and refuses a client that skipped it only
+        # here.
+        await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+    except ssl.SSLCertVerificationError as exc:
+        raise BrokerRefused(
+            f"the broker at {bootstrap} presented a certificate this client does not trust "
+            f"({exc.verify_message}): set RECQ_SSL_CAFILE to the CA that signed it "
+            f"(now {settings.ssl_cafile or 'unset: the system trust store'})"
+        ) from None
+    except ssl.SSLError as exc:
+        raise BrokerRefused(
+            f"TLS with the broker at {bootstrap} failed ({exc.reason or exc}): does its "
+            f"listener speak TLS? RECQ_SECURITY_PROTOCOL={protocol}"
+        ) from None
+    except kafka_errors.SaslAuthenticationFailed:
+        raise BrokerRefused(
+            f"the broker at {bootstrap} refused user {settings.sasl_username!r} "
+            f"({settings.sasl_mechanism}): check RECQ_SASL_USERNAME and RECQ_SASL_PASSWORD"
+        ) from None
+    except kafka_errors.UnsupportedSaslMechanismError:
+        raise BrokerRefused(
+            f"the broker at {bootstrap} does not offer SASL mechanism "
+            f"RECQ_SASL_MECHANISM={settings.sasl_mechanism}"
+        ) from None
+    except (
+        TimeoutError,
+        ConnectionError,
+        kafka_errors.KafkaConnectionError,
+        kafka_errors.IllegalSaslStateError,
+    ) as exc:
+        if conn is None and not _accepts_tcp(host, int(port)):
+            log.warning("no broker answers at %s yet; the clients will keep trying", bootstrap)
+            return
+        raise BrokerRefused(
+            f"the broker at {bootstrap} accepted a connection but dropped this client's "
+            f"first request ({exc.__class__.__name__}): it expects another security "
+            f"protocol than RECQ_SECURITY_PROTOCOL={protocol}"
+            + (
+                " (a SASL_SSL broker, e.g. `recq kafka start --secure`, needs "
+                "RECQ_SECURITY_PROTOCOL=SASL_SSL and its client.env settings)"
+                if protocol == "PLAINTEXT"
+                else ""
+            )
+        ) from None
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def checked_bootstrap(settings: StageSettings) -> str:
+    """The bootstrap address (``resolve_bootstrap``), after ``check_broker`` found that
+    the broker accepts this client. For start-up code outside an event loop."""
+    bootstrap = resolve_bootstrap(settings)
+    asyncio.run(check_broker(settings, bootstrap))
+    return bootstrap
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+log = logging.getLogger("recq.connection")
 
 
 class _RetriableAsWarning(logging.Filter):

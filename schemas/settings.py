@@ -479,6 +479,15 @@ KNOWN_VARIABLES = frozenset(
     f"{ENV_PREFIX}{name.upper()}" for stage in STAGES for name in stage.model_fields
 )
 
+#: RECQ_* variables read by recq's tooling, not by a stage (no "not a setting" warning).
+TOOLING_VARIABLES = frozenset({"RECQ_TEST_SECURE", "RECQ_TEST_BASE_IMAGE"})
+#: How a client authenticates to the broker (not which broker, not what a stage does).
+CONNECTION_SECURITY_VARIABLES = frozenset(
+    f"{ENV_PREFIX}{name.upper()}"
+    for name in ConnectionSettings.model_fields
+    if name.startswith(("security_", "sasl_", "ssl_"))
+)
+
 S = TypeVar("S", bound=_Settings)
 
 
@@ -486,7 +495,7 @@ def load_settings(cls: type[S], **overrides: object) -> S:
     """Read one stage's settings, turning validation errors into one message naming each
     variable; warn about ``RECQ_*`` variables that no stage reads (a misspelt name would
     otherwise be ignored without a word)."""
-    for name in sorted(set(os.environ) - KNOWN_VARIABLES):
+    for name in sorted(set(os.environ) - KNOWN_VARIABLES - TOOLING_VARIABLES):
         if name.startswith(ENV_PREFIX):
             log.warning("%s is not a recq setting%s", name, _did_you_mean(name))
     if SECRETS_DIR.is_dir() and "_secrets_dir" not in overrides:
@@ -508,10 +517,16 @@ def stage_env(
 ) -> dict[str, str]:
     """An environment for a recq subprocess: ``base`` (default: this process's) without
     its ``RECQ_*`` variables, plus ``settings`` given as ``RECQ_NAME=value`` keywords.
+    The connection's security settings (protocol, SASL, TLS) are kept: a child reaches
+    the broker its parent reaches, with the same credentials.
     Refuses a name that no stage reads, so a misspelt setting fails here, not silently
     in the child."""
     source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not k.startswith(ENV_PREFIX)}
+    env = {
+        k: v
+        for k, v in source.items()
+        if not k.startswith(ENV_PREFIX) or k in CONNECTION_SECURITY_VARIABLES
+    }
     for name, value in settings.items():
         if name not in KNOWN_VARIABLES:
             raise SettingsError(f"{name} is not a recq setting{_did_you_mean(name)}")

@@ -1,5 +1,10 @@
 """Shared fixtures: one real Kafka broker for the whole session (the embedded one on a
-free port in a temp dir, or the cluster named by RECQ_BOOTSTRAP_SERVERS)."""
+free port in a temp dir, or the cluster named by RECQ_BOOTSTRAP_SERVERS).
+
+``RECQ_TEST_SECURE=1`` starts that broker SASL_SSL-only (SCRAM-SHA-512, a CA made for the
+run) and puts its client settings (``RECQ_SECURITY_PROTOCOL``, ``RECQ_SASL_*``,
+``RECQ_SSL_CAFILE``) into the environment, where every stage and every subprocess a
+test starts reads them (``stage_env`` keeps them)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ import pytest
 
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
-from schemas.settings import StageSettings
+from schemas.connection import client_options
+from schemas.settings import ConnectionSettings, StageSettings
+
+SECURE_SWITCH = "RECQ_TEST_SECURE"
 
 
 @pytest.fixture(scope="session")
@@ -20,15 +28,33 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    broker = EmbeddedKafka(tmp_path_factory.mktemp("kafka"), cache_dir=StageSettings().cache_dir)
+    secure = os.environ.get(SECURE_SWITCH) == "1"
+    broker = EmbeddedKafka(
+        tmp_path_factory.mktemp("kafka"), cache_dir=StageSettings().cache_dir, secure=secure
+    )
     try:
         state = broker.start()
     except RecqError as exc:  # the message carries the broker log's tail
         pytest.fail(f"embedded Kafka did not start:\n{exc}", pytrace=False)
+    client_env = broker.client_env(state.bootstrap_servers) if secure else {}
+    client_env.pop("RECQ_BOOTSTRAP_SERVERS", None)  # tests pass the address themselves
+    saved = {name: os.environ.get(name) for name in client_env}
+    os.environ.update(client_env)
     try:
         yield state.bootstrap_servers
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_options(kafka_bootstrap: str) -> dict[str, object]:
+    """aiokafka options for the session broker (TLS and SASL under RECQ_TEST_SECURE=1)."""
+    return client_options(ConnectionSettings())
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from schemas.records import (
 from schemas.settings import stage_env
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
+from tests.kafka_clients import kafka_options
 from tests.reference_rules import reference_slates, reference_transitions
 
 ShopEvent = ClickEvent | CartEvent | PurchaseEvent
@@ -156,7 +157,9 @@ async def produce(
     log: list[LogRecord],
     extra: list[tuple[str, bytes | None, bytes]] = (),
 ) -> None:  # type: ignore[assignment]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **kafka_options(), enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         for event in log:
@@ -188,6 +191,7 @@ async def read_committed(
         catalog.name(TopicRole.TRANSITIONS),
         catalog.name(TopicRole.DEAD_LETTER),
         bootstrap_servers=bootstrap,
+        **kafka_options(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -219,7 +223,10 @@ async def actual_multiset(
     bootstrap: str, catalog: TopicCatalog, transitions: list[dict[str, Any]]
 ) -> Counter[bytes]:
     async with ItemVocabulary(
-        topic=catalog.name(TopicRole.ITEM_VOCABULARY), bootstrap_servers=bootstrap, read_only=True
+        topic=catalog.name(TopicRole.ITEM_VOCABULARY),
+        bootstrap_servers=bootstrap,
+        read_only=True,
+        client_options=kafka_options(),
     ) as vocabulary:
         return Counter(canonical(t, vocabulary.item_id) for t in transitions)
 

@@ -17,13 +17,18 @@ from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter
 from schemas.settings import StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog
+from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration
 
 
 async def consume(bootstrap: str, topics: list[str], group: str, count: int) -> list[object]:
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
+        *topics,
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        group_id=group,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     got: list[object] = []
@@ -63,7 +68,7 @@ def console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
 
 async def test_console_producer_events_decode(kafka_bootstrap: str, unique: str) -> None:
     catalog = TopicCatalog(prefix=f"t{unique}.", partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     now = int(time.time() * 1000)
     events = [e for user in ("alice", "bob") for e in example_journey(user, now - 5000)]
     by_topic: dict[str, list[str]] = {}

@@ -21,6 +21,7 @@ from schemas.records import DeadLetter, SnapshotAnnouncement
 from schemas.settings import LearnerSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
+from tests.kafka_clients import kafka_options
 from tests.learner.helpers import transition
 from tests.learner.test_slateq import slate
 
@@ -41,7 +42,9 @@ def learner_settings(bootstrap: str, prefix: str, data_dir: Path) -> LearnerSett
 
 
 def earliest_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    return AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, **kafka_options(), auto_offset_reset="earliest"
+    )
 
 
 async def next_announcement(consumer: AIOKafkaConsumer, timeout_s: float) -> SnapshotAnnouncement:
@@ -62,13 +65,14 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
     prefix = f"lrn{unique}."
     settings = learner_settings(kafka_bootstrap, prefix, tmp_path)
     catalog = TopicCatalog(prefix=prefix, partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     async with ItemVocabulary(topic=catalog.name(TopicRole.ITEM_VOCABULARY),
-                              bootstrap_servers=kafka_bootstrap) as vocabulary:  # fmt: skip
+                              bootstrap_servers=kafka_bootstrap,
+                              client_options=kafka_options()) as vocabulary:  # fmt: skip
         assert await vocabulary.indices(ITEMS) == list(range(30))
 
     transitions_topic = catalog.name(TopicRole.TRANSITIONS)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **kafka_options(), acks="all")
     await producer.start()
     try:
         for i in range(240):
@@ -137,7 +141,7 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options())
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

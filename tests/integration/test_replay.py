@@ -16,6 +16,7 @@ from recq.topics import ensure_topics
 from schemas.codec import decode
 from schemas.records import Event
 from schemas.topics import EVENT_ROLES, TopicCatalog
+from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ LOG = """timestamp,visitorid,event,itemid,transactionid
 
 
 async def _read_all(bootstrap: str, catalog: TopicCatalog) -> list[tuple[bytes, object]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options(), group_id=None)
     await consumer.start()
     try:
         tps = [
@@ -58,9 +59,9 @@ async def _run(tmp_path: Path, bootstrap: str, unique: str, speed: float) -> lis
     path = tmp_path / "events.csv"
     path.write_text(LOG)
     catalog = TopicCatalog(prefix=f"r{unique}{int(speed)}.", partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=bootstrap, client_options=kafka_options())
     sent = await replay(
-        path, bootstrap=bootstrap, catalog=catalog, client_options={}, speed=speed,
+        path, bootstrap=bootstrap, catalog=catalog, client_options=kafka_options(), speed=speed,
         limit=None, console=Console(quiet=True),
     )  # fmt: skip
     assert dict(sent) == {"click": 3, "cart": 1, "purchase": 1}

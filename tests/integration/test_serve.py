@@ -26,6 +26,7 @@ from schemas.records import (
 )
 from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.kafka_clients import kafka_options
 from tests.snapshot_fixture import ITEMS, WriteSnapshot
 
 pytestmark = pytest.mark.integration
@@ -38,11 +39,12 @@ async def serving(
     """Topics, a running serving member (ready), a producer and a consumer of
     recommendations; all stopped afterwards."""
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
-    await ensure_topics(catalog, bootstrap_servers=bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await ensure_topics(catalog, bootstrap_servers=bootstrap, client_options=kafka_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_options(), acks="all")
     recommendations = AIOKafkaConsumer(
         catalog.name(TopicRole.RECOMMENDATIONS),
         bootstrap_servers=bootstrap,
+        **kafka_options(),
         auto_offset_reset="earliest",
     )
     await producer.start()

@@ -13,6 +13,7 @@ from recq.topics import ensure_topics
 from schemas.codec import encode
 from schemas.records import ClickEvent
 from schemas.topics import TopicCatalog, TopicRole
+from tests.kafka_clients import kafka_options
 from tests.streams_harness import (
     WorkerProcess,
     actual_multiset,
@@ -31,7 +32,7 @@ async def test_scripted_log_gives_exactly_the_expected_transitions(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     catalog = TopicCatalog(prefix=f"s{unique}.", partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     log = scripted_log(users=30, events_per_user=10, seed=7)
     expected = expected_transitions(log)
     stray = ClickEvent(event_id="stray", user_id="user-a", ts_ms=log[0].ts_ms, item_id="sku-1")

@@ -18,6 +18,7 @@ from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator.shop import Catalog, shoppers
 from simulator.traffic import Answers, Traffic
+from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,14 @@ async def test_shoppers_ask_recq_and_react(
         serve_group_id=f"serve-{unique}",
     )
     catalog = TopicCatalog(prefix=prefix, partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     stopping, ready = asyncio.Event(), asyncio.Event()
     server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **kafka_options(), linger_ms=0)
     answers_in = AIOKafkaConsumer(
         catalog.name(TopicRole.RECOMMENDATIONS),
         bootstrap_servers=kafka_bootstrap,
+        **kafka_options(),
         auto_offset_reset="earliest",
     )
     await producer.start()
@@ -84,6 +86,7 @@ async def test_shoppers_ask_recq_and_react(
         catalog.name(TopicRole.RECOMMENDATIONS),
         bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest",
+        **kafka_options(),
     )
     await reader.start()
     try:

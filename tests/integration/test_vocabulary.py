@@ -10,17 +10,23 @@ import pytest
 from recq.topics import ensure_topics
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
+from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration
 
 
 def vocabulary(bootstrap: str, topic: str, *, read_only: bool = False) -> ItemVocabulary:
-    return ItemVocabulary(topic=topic, bootstrap_servers=bootstrap, read_only=read_only)
+    return ItemVocabulary(
+        topic=topic,
+        bootstrap_servers=bootstrap,
+        client_options=kafka_options(),
+        read_only=read_only,
+    )
 
 
 async def test_two_workers_restart_and_growth(kafka_bootstrap: str, unique: str) -> None:
     catalog = TopicCatalog(prefix=f"voc{unique}.", partitions=2)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     topic = catalog.name(TopicRole.ITEM_VOCABULARY)
     items = [f"sku-{n}" for n in range(300)]
 

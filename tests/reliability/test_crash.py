@@ -15,6 +15,7 @@ from recq.topics import ensure_topics
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.kafka_clients import kafka_options
 from tests.streams_harness import (
     ShopEvent,
     WorkerProcess,
@@ -34,7 +35,10 @@ async def last_stable_offsets(bootstrap: str, topic: str, partitions: int) -> in
     """Sum of the topic's last stable offsets: committed transitions plus transaction
     markers, read in one request (reading the records would lag the worker)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -49,7 +53,7 @@ async def scenario(
 ) -> tuple[TopicCatalog, Counter[bytes], dict[str, str]]:
     """Topics, a scripted log produced ahead, its expected transitions, the worker's env."""
     catalog = TopicCatalog(prefix=prefix, partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=bootstrap, client_options=kafka_options())
     log = scripted_log(users=users, events_per_user=events_per_user, seed=seed)
     assert len({e.user_id for e in log}) == users
     await produce(bootstrap, catalog, log)
@@ -163,7 +167,7 @@ async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
     exactly once."""
     users = 2_000
     catalog = TopicCatalog(prefix=f"d{unique}.", partitions=4)
-    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     phases = four_step_journeys(users, seed=21)
     log: list[ShopEvent] = [e for phase in phases for e in phase]
     expected = expected_transitions(log)  # type: ignore[arg-type]
@@ -176,7 +180,7 @@ async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
 
     worker = WorkerProcess(env, tmp_path / "w1.log").start()
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True,
-                                linger_ms=5)  # fmt: skip
+                                linger_ms=5, **kafka_options())  # fmt: skip
     await producer.start()
     logs: list[str] = []
     try:
