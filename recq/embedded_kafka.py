@@ -32,12 +32,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaClient
+from pydantic import SecretStr
 
 from recq import tls
 from recq.errors import RecqError
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
-from schemas.connection import BROKER_STATE_FILE
-from schemas.settings import StageSettings
+from schemas.connection import BROKER_STATE_FILE, client_options, java_client_properties
+from schemas.settings import ConnectionSettings, StageSettings
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 
@@ -190,22 +191,17 @@ class EmbeddedKafka:
             "RECQ_SSL_CAFILE": str(creds.ca_file),
         }
 
+    def _client_settings(self) -> ConnectionSettings:
+        creds = self.credentials()
+        return ConnectionSettings(
+            security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
+            sasl_username=tls.CLIENT_USER,
+            sasl_password=SecretStr(creds.client_password), ssl_cafile=creds.ca_file,
+        )  # fmt: skip
+
     def client_options(self) -> dict[str, Any]:
         """aiokafka options for this broker (none for a plaintext one)."""
-        if not self.secure:
-            return {}
-        from schemas.connection import client_options
-        from schemas.settings import ConnectionSettings
-
-        env = self.client_env("127.0.0.1:1")
-        return client_options(
-            ConnectionSettings(
-                security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
-                sasl_username=env["RECQ_SASL_USERNAME"],
-                sasl_password=env["RECQ_SASL_PASSWORD"],
-                ssl_cafile=Path(env["RECQ_SSL_CAFILE"]),
-            )
-        )  # fmt: skip
+        return client_options(self._client_settings()) if self.secure else {}
 
     # --- state ------------------------------------------------------------------------
     def state(self) -> BrokerState | None:
@@ -248,6 +244,8 @@ class EmbeddedKafka:
         if self.secure:
             env = "".join(f"{k}={v}\n" for k, v in self.client_env(bootstrap).items())
             tls._write_private(self.client_env_file, env.encode())
+            tools = java_client_properties(self._client_settings())  # for Kafka's own CLIs
+            tls._write_private(self.workdir / "client.properties", tools.encode())
 
         log = self.log_file.open("ab")
         cmd = [

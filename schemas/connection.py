@@ -168,6 +168,28 @@ def _accepts_tcp(host: str, port: int) -> bool:
 log = logging.getLogger("recq.connection")
 
 
+def java_client_properties(settings: ConnectionSettings) -> str:
+    """The same connection for Kafka's own Java tools (console producer and consumer,
+    kafka-topics): a ``--command-config`` / ``--producer.config`` file. It holds the
+    password in clear: write it private (mode 0600)."""
+    lines = [f"security.protocol={settings.security_protocol}"]
+    if settings.security_protocol.startswith("SASL_"):
+        module = (
+            "plain.PlainLoginModule"
+            if settings.sasl_mechanism == "PLAIN"
+            else "scram.ScramLoginModule"
+        )
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        lines += [
+            f"sasl.mechanism={settings.sasl_mechanism}",
+            f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+            f'username="{settings.sasl_username}" password="{password}";',
+        ]
+    if settings.security_protocol in ("SSL", "SASL_SSL") and settings.ssl_cafile:
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={settings.ssl_cafile}"]
+    return "".join(line + "\n" for line in lines)
+
+
 class _RetriableAsWarning(logging.Filter):
     """aiokafka logs some retriable failures as ERRORs and then retries them by itself: a
     group coordinator lookup while a fresh broker creates __consumer_offsets, an offset

@@ -93,9 +93,14 @@ def local_env(
     changed only where one host is not a compose network: the broker's address, a
     metrics port and a data directory per process, unique topic and group names, the
     shared ``models`` volume as a directory; and the first snapshot sooner (SOONER)."""
-    from schemas.settings import stage_env
+    import os
+
+    from schemas.settings import CONNECTION_SECURITY_VARIABLES, stage_env
 
     env = {**dockerfile_env(), **Stack.environment(stack.services[service])}
+    # compose interpolates the security settings from the shell's environment
+    # (${RECQ_SECURITY_PROTOCOL:-PLAINTEXT}); so does this (RECQ_TEST_SECURE=1 sets them).
+    env.update({k: os.environ[k] for k in CONNECTION_SECURITY_VARIABLES if k in os.environ})
     env.update(
         RECQ_BOOTSTRAP_SERVERS=bootstrap,
         RECQ_TOPIC_PREFIX=f"c{unique}.",

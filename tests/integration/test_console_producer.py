@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -13,9 +14,10 @@ from aiokafka import AIOKafkaConsumer
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
+from schemas.connection import java_client_properties
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter
-from schemas.settings import StageSettings
+from schemas.settings import ConnectionSettings, StageSettings
 from schemas.topics import EVENT_ROLES, TopicCatalog
 from tests.kafka_clients import kafka_options
 
@@ -42,7 +44,7 @@ async def consume(bootstrap: str, topics: list[str], group: str, count: int) -> 
     return got
 
 
-def console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
+def console_produce(bootstrap: str, topic: str, lines: list[str], config: Path) -> None:
     dist = KafkaDistribution.in_cache(StageSettings().cache_dir).fetch()
     cmd = [
         find_java(),
@@ -58,6 +60,8 @@ def console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
         "parse.key=true",
         "--property",
         "key.separator=\t",
+        "--producer.config",  # the session broker's security settings (RECQ_TEST_SECURE=1)
+        str(config),
     ]
     proc = subprocess.run(
         cmd, input="".join(line + "\n" for line in lines), capture_output=True, text=True,
@@ -66,7 +70,11 @@ def console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-async def test_console_producer_events_decode(kafka_bootstrap: str, unique: str) -> None:
+async def test_console_producer_events_decode(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "client.properties"
+    config.write_text(java_client_properties(ConnectionSettings()))
     catalog = TopicCatalog(prefix=f"t{unique}.", partitions=2)
     await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     now = int(time.time() * 1000)
@@ -79,7 +87,10 @@ async def test_console_producer_events_decode(kafka_bootstrap: str, unique: str)
     by_topic[catalog.name(EVENT_ROLES["click"])].append('mallory\t{"type": "click", "oops"')
 
     await asyncio.gather(
-        *(asyncio.to_thread(console_produce, kafka_bootstrap, t, ls) for t, ls in by_topic.items())
+        *(
+            asyncio.to_thread(console_produce, kafka_bootstrap, t, ls, config)
+            for t, ls in by_topic.items()
+        )
     )
 
     messages = await consume(kafka_bootstrap, list(by_topic), f"g{unique}", len(events) + 1)

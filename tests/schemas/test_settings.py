@@ -115,6 +115,29 @@ def test_subprocess_environments_refuse_unknown_names() -> None:
         stage_env({}, RECQ_EPSILN=0.2)
 
 
+def test_a_subprocess_environment_keeps_how_to_authenticate() -> None:
+    """A child reaches the broker its parent reaches, with the same credentials; which
+    broker and what the stage does come only from the keywords."""
+    parent = {
+        "RECQ_SECURITY_PROTOCOL": "SASL_SSL",
+        "RECQ_SASL_MECHANISM": "SCRAM-SHA-512",
+        "RECQ_SASL_USERNAME": "recq",
+        "RECQ_SASL_PASSWORD": "s3cret",
+        "RECQ_SSL_CAFILE": "/etc/recq/ca.pem",
+        "RECQ_BOOTSTRAP_SERVERS": "parent:9092",
+        "RECQ_EPSILON": "0.5",
+    }
+    env = stage_env(parent, RECQ_BOOTSTRAP_SERVERS="child:9093")
+    assert env == {
+        "RECQ_SECURITY_PROTOCOL": "SASL_SSL",
+        "RECQ_SASL_MECHANISM": "SCRAM-SHA-512",
+        "RECQ_SASL_USERNAME": "recq",
+        "RECQ_SASL_PASSWORD": "s3cret",
+        "RECQ_SSL_CAFILE": "/etc/recq/ca.pem",
+        "RECQ_BOOTSTRAP_SERVERS": "child:9093",
+    }
+
+
 def test_an_unknown_variable_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
