@@ -326,13 +326,28 @@ class EmbeddedKafka:
                     f"port {self._requested_port} is already in use: stop what holds it, "
                     "or start without --port to get a free one"
                 )
-            port = self._requested_port
-        else:
-            port = free_port()
+            return self._requested_port, self._free_port_besides(self._requested_port)
+        # A restart after a crash (kill -9) keeps the address its clients know, so they
+        # reconnect by themselves; fresh ports only if those were taken meanwhile.
+        previous = self._previous_ports()
+        if previous is not None and not any(port_in_use(p) for p in previous):
+            return previous
+        port = free_port()
+        return port, self._free_port_besides(port)
+
+    def _previous_ports(self) -> tuple[int, int] | None:
+        try:
+            recorded = orjson.loads(self.state_file.read_bytes())
+            return int(recorded["port"]), int(recorded["controller_port"])
+        except (FileNotFoundError, ValueError, TypeError, KeyError):
+            return None
+
+    @staticmethod
+    def _free_port_besides(port: int) -> int:
         controller = free_port()
         while controller == port:
             controller = free_port()
-        return port, controller
+        return controller
 
     def _write_properties(self, port: int, controller_port: int) -> Path:
         props = {

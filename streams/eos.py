@@ -34,6 +34,22 @@ session's history, reorder buffer and reward windows were gone. The highwaters a
 asked of the broker (``end_offsets`` with the consumer's read_committed isolation: the
 last stable offset itself), see ``_highwaters_from_the_broker``.
 
+6. A worker that lost its group membership duplicated what it had in flight. When the
+broker restarted, the worker's session expired; it rejoined and got the same partitions
+back. faust stops the transactional producers only of partitions it does not get back,
+so the open transaction (outputs of events whose offsets were not committed) stayed
+open: begin_transaction failed ("IN_TRANSACTION -> IN_TRANSACTION"), the worker re-read
+from the committed offsets, produced those outputs again into the same transaction, and
+committed both copies (1,469 duplicates of 10,655 in tests/reliability). Its in-memory
+tables also kept the updates of that uncommitted work. Now every revocation rolls back
+as Kafka Streams closes a task "dirty" under exactly-once: the buffered writes go out,
+each revoked partition's transaction is aborted (or, if that fails, its producer is
+dropped: the next one with the same transactional id fences it), and the in-memory
+tables are emptied, to be restored from the committed changelog (faust restores memory
+stores from the changelog's start after every rebalance anyway). A rebalance now costs
+the work since the last commit (at most the commit interval), never a duplicate. See
+``_roll_back_on_revoke``.
+
 5. Not a loss but a false alarm: faust's commit-liveness check never learns of
 transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
 all since worker start" as an error for every partition (see
@@ -43,20 +59,25 @@ all since worker start" as an error for every partition (see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Set
 from time import monotonic
 from typing import Any
 
 import faust
-from faust.transport.consumer import Consumer
+from aiokafka.producer.transaction_manager import TransactionState
+from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 _LOCK_ATTR = "_recq_processing_lock"
 _original_commit = Consumer.commit
 _original_commit_offsets = Consumer._commit_offsets
 _original_send_pending = ProducerBuffer._send_pending
+_original_on_revoked = TransactionManager.on_partitions_revoked
 _IN_FLIGHT_ATTR = "_recq_in_flight"
 
 
@@ -75,11 +96,63 @@ async def _commit_under_lock(self: Consumer, *args: Any, **kwargs: Any) -> bool:
         return await _original_commit(self, *args, **kwargs)
     async with lock:
         # Every table write made so far must be in the producer before the offsets it
-        # belongs with are committed. (Polled: faust exposes no event for these.)
-        buffer = self.app.producer.buffer
-        while buffer.size or getattr(buffer, _IN_FLIGHT_ATTR, 0):  # noqa: ASYNC110
-            await asyncio.sleep(0.001)
+        # belongs with are committed.
+        await _buffer_sent(self.app)
         return await _original_commit(self, *args, **kwargs)
+
+
+async def _buffer_sent(app: Any) -> None:
+    """Wait until faust's producer buffer (table changelog writes) is empty and none of
+    its sends is in flight. (Polled: faust exposes no event for these.)"""
+    buffer = app.producer.buffer
+    while buffer.size or getattr(buffer, _IN_FLIGHT_ATTR, 0):  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+
+
+#: How long an abort may take before the producer is dropped instead (fencing aborts).
+ABORT_TIMEOUT_S = 10.0
+_ABORTABLE = (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR)
+
+
+async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> None:
+    """Abort the open transactions of the revoked partitions and forget the in-memory
+    table state they covered (point 6 above)."""
+    await _original_on_revoked(self, set(revoked))  # faust: flush the producer
+    lock: asyncio.Lock | None = getattr(self.app, _LOCK_ATTR, None)
+    if lock is None:
+        return
+    async with lock:  # no event is half processed; none starts until this is done
+        await _buffer_sent(self.app)
+        producers = getattr(self.producer, "_transaction_producers", {})
+        aborted = 0
+        for tid in sorted(self._tps_to_transactional_ids(set(revoked))):
+            txn = producers.get(tid)
+            if txn is None or txn._txn_manager is None:
+                continue
+            if txn._txn_manager.state not in _ABORTABLE:
+                continue
+            try:
+                await asyncio.wait_for(txn.abort_transaction(), ABORT_TIMEOUT_S)
+                aborted += 1
+            except Exception as exc:
+                log.warning("could not abort transaction %s (%r): dropping its producer; "
+                            "the next one with this id fences it", tid, exc)  # fmt: skip
+                await self.producer.stop_transaction(tid)
+        for table in self.app.tables.values():
+            _forget(table.data)
+        log.info("partitions revoked: %d open transactions aborted, tables emptied "
+                 "(restored from the committed changelog on assignment)", aborted)  # fmt: skip
+
+
+def _forget(store: Any) -> None:
+    """Empty an in-memory table store; other stores keep their data (their recovery
+    resumes from offsets they persist)."""
+    data = getattr(store, "data", None)
+    if isinstance(data, dict):
+        data.clear()
+        key_partition = getattr(store, "_key_partition", None)
+        if isinstance(key_partition, dict):
+            key_partition.clear()
 
 
 async def _commit_offsets_noting_transactions(
@@ -122,6 +195,8 @@ def install() -> None:
         Consumer._commit_offsets = _commit_offsets_noting_transactions  # type: ignore[method-assign]
     if ProducerBuffer._send_pending is not _counted_send_pending:
         ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
+    if TransactionManager.on_partitions_revoked is not _roll_back_on_revoke:
+        TransactionManager.on_partitions_revoked = _roll_back_on_revoke  # type: ignore[method-assign]
     if AIOKafkaConsumerThread._highwaters is not _highwaters_from_the_broker:
         AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker  # type: ignore[method-assign]
 

@@ -259,6 +259,18 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             elif n % 1000 == 0:
                 await asyncio.sleep(0)  # a large table must not stall the agent
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_reading(sender: Any, revoked: set[Any], **_: Any) -> None:
+        """What was read of a revoked partition counts for nothing now: the uncommitted
+        work is rolled back (streams/eos.py) and the partition is read again from its
+        committed offset, by this worker or another. Releases wait until the lag timer
+        has measured again (synced 0 holds them back: safe, never wrong)."""
+        for tp in revoked:
+            runtime.read_until.pop((tp.topic, tp.partition), None)
+            runtime.handled.pop((tp.topic, tp.partition), None)
+        runtime.synced = {}
+        runtime.lag = None
+
     unknown_since: dict[Any, float] = {}  # source partitions without a highwater yet
     warned: set[Any] = set()
 
