@@ -219,8 +219,8 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
         await asyncio.sleep(5)
         await requests.stop_sending()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not set(requests.acked) <= set(requests.answers):
-            await asyncio.sleep(0.5)  # noqa: ASYNC110
+        while time.monotonic() < deadline and not set(requests.acked) <= set(requests.answers):  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
         exited = {
             n: s.proc.poll() for n, s in stages.items() if s.proc and s.proc.poll() is not None
         }
