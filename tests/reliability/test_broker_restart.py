@@ -168,6 +168,7 @@ async def last_snapshot_after(consumer: AIOKafkaConsumer, since_ms: int, timeout
     return 0
 
 
+@pytest.mark.extended  # ~80 s with its own broker: `make reliability`
 @pytest.mark.timeout(600)
 async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
     own_broker: tuple[EmbeddedKafka, dict[str, str]], unique: str, tmp_path: Path
