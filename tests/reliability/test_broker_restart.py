@@ -9,33 +9,30 @@ a snapshot trained after the restart; no stage exited."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from recq.embedded_kafka import EmbeddedKafka
-from recq.processes import StageProcess, recq_command
+from recq.processes import StageProcess
 from recq.topics import ensure_topics
-from schemas.codec import decode, encode
+from schemas.codec import decode
 from schemas.connection import client_options
-from schemas.records import Recommendation, RecRequest, SnapshotAnnouncement
-from schemas.settings import ConnectionSettings, StageSettings, stage_env
+from schemas.records import SnapshotAnnouncement
+from schemas.settings import ConnectionSettings, StageSettings
 from schemas.topics import TopicCatalog, TopicRole
+from tests.reliability.load_harness import Requests, stage_envs, start_stages
 from tests.streams_harness import (
-    WorkerProcess,
     actual_multiset,
     assert_same_transitions,
     expected_transitions,
     produce,
     read_committed,
     scripted_log,
-    worker_env,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -67,96 +64,6 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, dict[str, str]]]
                 os.environ[k] = v
 
 
-def stage_envs(bootstrap: str, prefix: str, root: Path) -> dict[str, dict[str, str]]:
-    common = dict(RECQ_BOOTSTRAP_SERVERS=bootstrap, RECQ_TOPIC_PREFIX=prefix,
-                  RECQ_PARTITIONS=4, RECQ_BROKER_SESSION_TIMEOUT_S=6)  # fmt: skip
-    learner = stage_env(
-        **common, RECQ_DATA_DIR=root / "learner", RECQ_MODEL_STORE=root / "models",
-        RECQ_HISTORY_LENGTH=4, RECQ_EMBEDDING_DIM=16, RECQ_BATCH_SIZE=32,
-        RECQ_WARMUP_TRANSITIONS=64, RECQ_SNAPSHOT_EVERY_UPDATES=100000,
-        RECQ_SNAPSHOT_EVERY_S=2, RECQ_SNAPSHOT_MIN_UPDATES=10, RECQ_TENSORBOARD=False,
-        RECQ_LEARNER_GROUP_ID=f"{prefix}learner",
-        # The scripted log's slates come from another policy than this learner's: the
-        # gate would (rightly) keep its snapshots unannounced. Not what is tested here.
-        RECQ_GATE="off",
-    )  # fmt: skip
-    serve = stage_env(**common, RECQ_DATA_DIR=root / "serve", RECQ_MODEL_STORE=root / "models",
-                      RECQ_SERVE_GROUP_ID=f"{prefix}serve", RECQ_SERVE_THREADS=1)  # fmt: skip
-    for env in (learner, serve):
-        env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return {"worker": worker_env(bootstrap, prefix, root / "worker"), "learner": learner,
-            "serve": serve}  # fmt: skip
-
-
-class Requests:
-    """Sends requests at a steady rate (through the outage: sends wait for the broker)
-    and reads every recommendation."""
-
-    def __init__(self, bootstrap: str, catalog: TopicCatalog) -> None:
-        options = client_options(ConnectionSettings())
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                         enable_idempotence=True, linger_ms=0,
-                                         request_timeout_ms=60_000, **options)  # fmt: skip
-        self.consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
-                                         bootstrap_servers=bootstrap,
-                                         auto_offset_reset="earliest", **options)  # fmt: skip
-        self.topic = catalog.name(TopicRole.REC_REQUESTS)
-        self.acked: list[str] = []
-        self.failed: list[str] = []
-        self.answers: Counter[str] = Counter()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.stopping = asyncio.Event()
-
-    async def start(self) -> None:
-        await self.producer.start()
-        await self.consumer.start()
-        self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]
-
-    async def _send_one(self, i: int) -> None:
-        r = RecRequest(request_id=f"req-{i}", user_id=f"shopper-{i % 200}",
-                       ts_ms=int(time.time() * 1000), k=5)  # fmt: skip
-        try:
-            await self.producer.send_and_wait(self.topic, encode(r), key=r.user_id.encode())
-            self.acked.append(r.request_id)
-        except Exception:  # the broker never acknowledged it: not counted as sent
-            self.failed.append(r.request_id)
-
-    async def _send(self) -> None:
-        pending: set[asyncio.Task[None]] = set()
-        i = 0
-        while not self.stopping.is_set():
-            task = asyncio.create_task(self._send_one(i))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            i += 1
-            await asyncio.sleep(1 / REQUEST_RATE)
-        if pending:
-            await asyncio.wait(pending)
-
-    async def _read(self) -> None:
-        while True:
-            for messages in (await self.consumer.getmany(timeout_ms=200)).values():
-                for m in messages:
-                    record = decode(m.value, Recommendation)
-                    assert isinstance(record, Recommendation), record
-                    self.answers[record.request_id] += 1
-
-    async def stop_sending(self) -> None:
-        self.stopping.set()
-        await self._tasks[0]
-
-    async def close(self) -> None:
-        self.stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.producer.stop()
-        # aiokafka's fetcher, closed while a fetch that failed during the outage backs
-        # off, lets that task's cancellation escape stop().
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.consumer.stop()
-
-
 async def last_snapshot_after(consumer: AIOKafkaConsumer, since_ms: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -183,19 +90,13 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
     expected = expected_transitions(log)
     want = sum(expected.values())
     envs = stage_envs(bootstrap, prefix, tmp_path)
-    stages = {
-        "worker": WorkerProcess(envs["worker"], tmp_path / "worker.log"),
-        "learner": StageProcess(envs["learner"], tmp_path / "learner.log",
-                                recq_command("learner")),
-        "serve": StageProcess(envs["serve"], tmp_path / "serve.log", recq_command("serve")),
-    }  # fmt: skip
-    requests = Requests(bootstrap, catalog)
+    stages: dict[str, StageProcess] = {}
+    requests = Requests(bootstrap, catalog, rate=REQUEST_RATE)
     snapshots = AIOKafkaConsumer(catalog.name(TopicRole.SNAPSHOTS), bootstrap_servers=bootstrap,
                                  auto_offset_reset="earliest", **options)  # fmt: skip
     logs = ""
     try:
-        for stage in stages.values():
-            stage.start()
+        stages = start_stages(envs, tmp_path)
         await requests.start()
         await snapshots.start()
         await produce(bootstrap, catalog, log)
@@ -219,9 +120,7 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
         version = await last_snapshot_after(snapshots, restarted_ms, timeout_s=120)
         await asyncio.sleep(5)
         await requests.stop_sending()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not set(requests.acked) <= set(requests.answers):  # noqa: ASYNC110
-            await asyncio.sleep(0.5)
+        missing = await requests.all_answered(120)
         exited = {
             n: s.proc.poll() for n, s in stages.items() if s.proc and s.proc.poll() is not None
         }
@@ -233,8 +132,7 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
         await snapshots.stop()
 
     actual = await actual_multiset(bootstrap, catalog, got.transitions)
-    missing = [r for r in requests.acked if r not in requests.answers]
-    twice = sum(1 for r in requests.acked if requests.answers[r] > 1)
+    twice = requests.twice()
     print(f"broker down {DOWN_S:.0f} s at {seen} of {want} transitions; requests: "
           f"{len(requests.acked)} acknowledged, {len(requests.failed)} not, "
           f"{len(missing)} unanswered, {twice} answered twice; snapshot after restart: "
