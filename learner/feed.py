@@ -132,7 +132,20 @@ class TransitionFeed:
         offsets = {TopicPartition(self.topic, p): o for p, o in self.positions.items()}
         if offsets:
             await self.consumer.commit(offsets)
-            highwater = {tp: self.consumer.highwater(tp) for tp in offsets}
             for tp, position in offsets.items():
-                lag = (highwater[tp] or position) - position
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, lag))
+                lag = await self._lag(tp, position)
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+
+    async def _lag(self, tp: TopicPartition, handled: int) -> int:
+        """Committed transitions not read yet. Measured from the last stable offset and
+        the consumer's position, which moves past transaction markers: the offset after
+        the last record read never does, so "highwater - (last + 1)" stayed >= 1 for
+        good on a topic written in transactions (the worker's), never showing caught up."""
+        end: int | None = self.consumer.last_stable_offset(tp)
+        if end is None:
+            end = self.consumer.highwater(tp)
+        try:
+            read = max(handled, int(await self.consumer.position(tp)))
+        except Exception:  # unassigned mid-rebalance: what was handled is what we know
+            read = handled
+        return max(0, (end if end is not None else read) - read)

@@ -153,3 +153,45 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
+
+
+async def test_lag_reaches_zero_on_a_topic_written_in_transactions(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """The worker writes transitions in transactions: every commit leaves a marker
+    after the last record. The learner's lag must still read 0 once it has read all
+    (it counted the marker and stayed at 1 per partition before)."""
+    from learner import metrics
+
+    prefix = f"lag{unique}."
+    settings = learner_settings(kafka_bootstrap, prefix, tmp_path)
+    catalog = TopicCatalog(prefix=prefix, partitions=2)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
+    topic = catalog.name(TopicRole.TRANSITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"t{unique}",
+                                **kafka_options())  # fmt: skip
+    await producer.start()
+    try:
+        for batch in range(3):
+            async with producer.transaction():
+                for i in range(20):
+                    t = transition(f"user-{i % 4}", batch * 20 + i, i % 30, 0.1)
+                    await producer.send(topic, encode(t), key=t.user_id.encode())
+    finally:
+        await producer.stop()
+
+    for p in ("0", "1"):  # the registry is the process's: earlier tests set these
+        metrics.CONSUMER_LAG.labels(p).set(-1)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run_learner(settings, kafka_bootstrap, stopping))
+    try:
+        lags: dict[str, float] = {}
+        for _ in range(60):  # the feed reports lag at each commit, every 5 s
+            await asyncio.sleep(0.5)
+            lags = {p: metrics.CONSUMER_LAG.labels(p)._value.get() for p in ("0", "1")}
+            if all(v == 0 for v in lags.values()):
+                break
+        assert lags == {"0": 0, "1": 0}, lags
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 60)

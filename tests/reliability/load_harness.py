@@ -53,13 +53,17 @@ def stage_envs(
     return {"worker": streams, "learner": learner_env, "serve": serve_env}
 
 
-def start_stages(envs: dict[str, dict[str, str]], root: Path) -> dict[str, StageProcess]:
-    return {
-        "worker": WorkerProcess(envs["worker"], root / "worker.log").start(),
-        "learner": StageProcess(envs["learner"], root / "learner.log",
-                                recq_command("learner")).start(),
-        "serve": StageProcess(envs["serve"], root / "serve.log", recq_command("serve")).start(),
-    }  # fmt: skip
+def start_stages(
+    envs: dict[str, dict[str, str]],
+    root: Path,
+    names: tuple[str, ...] = ("worker", "learner", "serve"),
+) -> dict[str, StageProcess]:
+    stages: dict[str, StageProcess] = {}
+    for name in names:
+        log = root / f"{name}.log"
+        stages[name] = (WorkerProcess(envs[name], log) if name == "worker"
+                        else StageProcess(envs[name], log, recq_command(name))).start()  # fmt: skip
+    return stages
 
 
 def group_rss_mb(pgid: int) -> float:
