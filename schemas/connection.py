@@ -151,8 +151,24 @@ def checked_bootstrap(settings: StageSettings) -> str:
     """The bootstrap address (``resolve_bootstrap``), after ``check_broker`` found that
     the broker accepts this client. For start-up code outside an event loop."""
     bootstrap = resolve_bootstrap(settings)
-    asyncio.run(check_broker(settings, bootstrap))
+    try:
+        asyncio.run(check_broker(settings, bootstrap))
+    except BrokerRefused as exc:
+        env_file = None if settings.bootstrap_servers else _embedded_client_env(settings)
+        if env_file is None:
+            raise
+        raise BrokerRefused(f"{exc}. The embedded broker's client settings are in "
+                            f"{env_file}: set -a; . {env_file}; set +a") from None  # fmt: skip
     return bootstrap
+
+
+def _embedded_client_env(settings: StageSettings) -> str | None:
+    try:
+        state = orjson.loads(embedded_state_path(settings).read_bytes())
+    except (OSError, ValueError):
+        return None
+    env_file = state.get("client_env_file")
+    return str(env_file) if env_file else None
 
 
 def _accepts_tcp(host: str, port: int) -> bool:

@@ -153,3 +153,21 @@ def test_the_loop_learns_and_answers_over_sasl_ssl_without_leaking_a_password(
     for name, text in texts.items():
         for secret in secure.passwords:
             assert secret not in text, f"a password appears in {name}"
+
+
+def test_a_plaintext_client_of_the_embedded_secure_broker_is_told_where_its_settings_are(
+    secure: SecureBroker, tmp_path: Path
+) -> None:
+    """No RECQ_BOOTSTRAP_SERVERS: the address comes from the embedded broker's state file,
+    which also names its client.env; the refusal says so."""
+    state = orjson.loads(secure.broker.state_file.read_bytes())
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "broker.json").write_bytes(orjson.dumps(state))
+    env = secure.env()
+    for name in list(env):
+        if name.startswith(("RECQ_SASL_", "RECQ_SSL_", "RECQ_SECURITY_", "RECQ_BOOTSTRAP")):
+            env.pop(name)
+    env["RECQ_DATA_DIR"] = str(tmp_path)
+    code, output, _ = _recq("topics", "create", env=env, timeout_s=60)
+    assert code == 2, output
+    assert str(secure.broker.client_env_file) in output.replace("\n", ""), output
