@@ -124,28 +124,34 @@ class TransitionFeed:
                 self.consumed += len(transitions)
                 metrics.SAMPLES_STORED.inc(stored)
                 metrics.REPLAY_SIZE.set(len(self.replay))
+            # Between batches every record read is handled: the consumer's position
+            # (past transaction markers too, which getmany never returns) is ours.
+            await self._advance_past_markers()
             if time.monotonic() - committed_at >= commit_every_s:
                 await self.commit()
                 committed_at = time.monotonic()
+
+    async def _advance_past_markers(self) -> None:
+        for p, handled in self.positions.items():
+            try:
+                position = int(await self.consumer.position(TopicPartition(self.topic, p)))
+            except Exception:  # unassigned mid-rebalance: keep what was handled
+                continue
+            self.positions[p] = max(handled, position)
 
     async def commit(self) -> None:
         offsets = {TopicPartition(self.topic, p): o for p, o in self.positions.items()}
         if offsets:
             await self.consumer.commit(offsets)
             for tp, position in offsets.items():
-                lag = await self._lag(tp, position)
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(self._lag(tp, position))
 
-    async def _lag(self, tp: TopicPartition, handled: int) -> int:
-        """Committed transitions not read yet. Measured from the last stable offset and
-        the consumer's position, which moves past transaction markers: the offset after
-        the last record read never does, so "highwater - (last + 1)" stayed >= 1 for
-        good on a topic written in transactions (the worker's), never showing caught up."""
+    def _lag(self, tp: TopicPartition, position: int) -> int:
+        """Committed transitions not read yet: the last stable offset minus the position
+        (which ``_advance_past_markers`` moves past transaction markers; the offset after
+        the last record read never passes the worker's commit marker, and the lag stayed
+        at >= 1 per partition for good, never showing caught up)."""
         end: int | None = self.consumer.last_stable_offset(tp)
         if end is None:
             end = self.consumer.highwater(tp)
-        try:
-            read = max(handled, int(await self.consumer.position(tp)))
-        except Exception:  # unassigned mid-rebalance: what was handled is what we know
-            read = handled
-        return max(0, (end if end is not None else read) - read)
+        return max(0, (end if end is not None else position) - position)

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from recq.embedded_kafka import free_port
 from recq.processes import StageProcess, recq_command
@@ -223,3 +224,40 @@ async def produce_paced(bootstrap: str, catalog: TopicCatalog, log: list[LogReco
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Committed records of ``topic`` a consumer group has not committed past yet, from
+    the broker's view (the group's committed offsets against the last stable offsets):
+    unlike a stage's own gauge it does not go stale while the stage is stopped. None
+    before the group has committed anything."""
+    options = client_options(ConnectionSettings())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    tps = [tp for tp in committed if tp.topic == topic]
+    if not tps:
+        return None
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                **options)  # fmt: skip
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
+
+
+async def wait_for_group_caught_up(
+    bootstrap: str, group: str, topic: str, timeout_s: float
+) -> float | None:
+    """Seconds until the group has committed up to the topic's end (None: not in time)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if await group_lag(bootstrap, group, topic) == 0:
+            return time.monotonic() - start
+        await asyncio.sleep(1.0)
+    return None
