@@ -67,6 +67,22 @@ def start_stages(
     return stages
 
 
+def exited(stages: dict[str, StageProcess]) -> dict[str, int]:
+    """The stages that are no longer running, with their exit codes."""
+    return {n: code for n, s in stages.items()
+            if s.proc is not None and (code := s.proc.poll()) is not None}  # fmt: skip
+
+
+def tails(stages: dict[str, StageProcess], lines: int = 30) -> str:
+    """Each stage's last log lines, for a failure message."""
+    return "\n".join(f"--- {n}\n{s.log_tail(lines)}" for n, s in stages.items())
+
+
+def stop_all(stages: dict[str, StageProcess]) -> None:
+    for stage in stages.values():
+        stage.stop(timeout_s=60)
+
+
 def group_rss_mb(pgid: int) -> float:
     """Resident memory of every process in the process group (a stage and its children)."""
     total = 0

@@ -35,7 +35,14 @@ from schemas.codec import encode
 from schemas.records import Recommendation, RecRequest
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from tests.kafka_clients import kafka_options
-from tests.reliability.load_harness import Requests, stage_envs, start_stages
+from tests.reliability.load_harness import (
+    Requests,
+    exited,
+    stage_envs,
+    start_stages,
+    stop_all,
+    tails,
+)
 from tests.streams_harness import (
     LogRecord,
     actual_multiset,
@@ -225,14 +232,12 @@ async def test_100k_bad_messages_through_running_stages(
                                    timeout_s=300, settle_s=10)  # fmt: skip
         await requests.stop_sending()
         unanswered = await requests.all_answered(120)
-        exited = {n: s.proc.poll() for n, s in stages.items()
-                  if s.proc and s.proc.poll() is not None}  # fmt: skip
-        logs = "\n".join(f"--- {n}\n{s.log_tail(30)}" for n, s in stages.items())
+        gone = exited(stages)
+        logs = tails(stages, 30)
         restarts = {n: s.log_path.read_text(errors="replace").count("Restarting")
                     for n, s in stages.items()}  # fmt: skip
     finally:
-        for stage in stages.values():
-            stage.stop(timeout_s=60)
+        stop_all(stages)
         await producer.stop()
         await requests.close()
 
@@ -245,7 +250,7 @@ async def test_100k_bad_messages_through_running_stages(
     print(f"{len(sent)} bad messages produced in {produced_s:.0f} s; {len(letters)} dead "
           f"letters ({len(missing)} missing, {len(lettered_twice)} twice); codes {dict(codes)}; "
           f"good requests {len(requests.acked)}, {len(unanswered)} unanswered")  # fmt: skip
-    assert not exited, f"stages exited: {exited}\n{logs}"
+    assert not gone, f"stages exited: {gone}\n{logs}"
     assert not any(restarts.values()), f"agents restarted: {restarts}\n{logs}"
     assert not missing, f"{len(missing)} bad messages without a dead letter: {missing[:5]}"
     assert not lettered_twice, f"{len(lettered_twice)} dead-lettered twice: {lettered_twice[:5]}"

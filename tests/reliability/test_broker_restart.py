@@ -25,7 +25,14 @@ from schemas.connection import client_options
 from schemas.records import SnapshotAnnouncement
 from schemas.settings import ConnectionSettings, StageSettings
 from schemas.topics import TopicCatalog, TopicRole
-from tests.reliability.load_harness import Requests, stage_envs, start_stages
+from tests.reliability.load_harness import (
+    Requests,
+    exited,
+    stage_envs,
+    start_stages,
+    stop_all,
+    tails,
+)
 from tests.streams_harness import (
     actual_multiset,
     assert_same_transitions,
@@ -121,13 +128,10 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
         await asyncio.sleep(5)
         await requests.stop_sending()
         missing = await requests.all_answered(120)
-        exited = {
-            n: s.proc.poll() for n, s in stages.items() if s.proc and s.proc.poll() is not None
-        }
-        logs = "\n".join(f"--- {n}\n{s.log_tail(40)}" for n, s in stages.items())
+        gone = exited(stages)
+        logs = tails(stages, 40)
     finally:
-        for stage in stages.values():
-            stage.stop(timeout_s=60)
+        stop_all(stages)
         await requests.close()
         await snapshots.stop()
 
@@ -137,7 +141,7 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
           f"{len(requests.acked)} acknowledged, {len(requests.failed)} not, "
           f"{len(missing)} unanswered, {twice} answered twice; snapshot after restart: "
           f"{version}")  # fmt: skip
-    assert not exited, f"stages exited: {exited}\n{logs}"
+    assert not gone, f"stages exited: {gone}\n{logs}"
     assert_same_transitions(expected, actual, f"broker killed at {seen}; ", logs)
     assert not missing, f"{len(missing)} requests never answered: {missing[:10]}\n{logs}"
     assert version > 0, f"no snapshot announced after the restart\n{logs}"

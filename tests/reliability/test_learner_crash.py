@@ -34,6 +34,7 @@ from schemas.records import SnapshotAnnouncement
 from schemas.settings import stage_env
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
+from tests.integration.test_learner import next_announcement
 from tests.kafka_clients import kafka_options
 from tests.learner.helpers import transition
 from tests.learner.test_slateq import slate
@@ -80,18 +81,6 @@ async def produce_transitions(bootstrap: str, catalog: TopicCatalog) -> None:
         await producer.flush()
     finally:
         await producer.stop()
-
-
-async def next_announcement(consumer: AIOKafkaConsumer, timeout_s: float) -> SnapshotAnnouncement:
-    async def first() -> SnapshotAnnouncement:
-        while True:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for m in messages:
-                    record = decode(m.value, SnapshotAnnouncement)
-                    assert isinstance(record, SnapshotAnnouncement), record
-                    return record
-
-    return await asyncio.wait_for(first(), timeout_s)
 
 
 async def drain(consumer: AIOKafkaConsumer) -> list[SnapshotAnnouncement]:

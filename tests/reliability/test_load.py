@@ -28,10 +28,13 @@ from tests.kafka_clients import kafka_options
 from tests.reliability.load_harness import (
     MemorySampler,
     Requests,
+    exited,
     group_lag,
     produce_paced,
     stage_envs,
     start_stages,
+    stop_all,
+    tails,
     wait_for_group_caught_up,
 )
 from tests.streams_harness import (
@@ -109,15 +112,13 @@ async def test_learner_paused_60_s_under_load(
                                    timeout_s=300, settle_s=10)  # fmt: skip
         await requests.stop_sending()
         unanswered = await requests.all_answered(120)
-        exited = {n: s.proc.poll() for n, s in stages.items()
-                  if s.proc and s.proc.poll() is not None}  # fmt: skip
-        logs = "\n".join(f"--- {n}\n{s.log_tail(30)}" for n, s in stages.items())
+        gone = exited(stages)
+        logs = tails(stages, 30)
     finally:
         with contextlib.suppress(ProcessLookupError):
             if stages["learner"].proc:
                 os.killpg(stages["learner"].proc.pid, signal.SIGCONT)
-        for stage in stages.values():
-            stage.stop(timeout_s=60)
+        stop_all(stages)
         await memory.stop()
         await requests.close()
 
@@ -128,7 +129,7 @@ async def test_learner_paused_60_s_under_load(
           f"learner RSS peak {before['learner']:.0f} MB "
           f"before, {after['learner']:.0f} MB after; requests {len(requests.acked)}, "
           f"{len(unanswered)} unanswered, {requests.twice()} twice")  # fmt: skip
-    assert not exited, f"stages exited: {exited}\n{logs}"
+    assert not gone, f"stages exited: {gone}\n{logs}"
     assert_same_transitions(expected, actual, "learner paused; ", logs)
     assert not unanswered, f"{len(unanswered)} requests never answered\n{logs}"
     assert recovered_s is not None, f"the learner's lag did not return to 0\n{logs}"
@@ -170,12 +171,10 @@ async def test_a_burst_of_10x_the_demo_rate_for_60_s(
                                    timeout_s=300, settle_s=10)  # fmt: skip
         await requests.stop_sending()
         unanswered = await requests.all_answered(180)
-        exited = {n: s.proc.poll() for n, s in stages.items()
-                  if s.proc and s.proc.poll() is not None}  # fmt: skip
-        logs = "\n".join(f"--- {n}\n{s.log_tail(30)}" for n, s in stages.items())
+        gone = exited(stages)
+        logs = tails(stages, 30)
     finally:
-        for stage in stages.values():
-            stage.stop(timeout_s=60)
+        stop_all(stages)
         await memory.stop()
         await requests.close()
 
@@ -185,7 +184,7 @@ async def test_a_burst_of_10x_the_demo_rate_for_60_s(
           f"{ {n: round(v) for n, v in baseline.items()} } peak "
           f"{ {n: round(v) for n, v in peaks.items()} }; requests {len(requests.acked)}, "
           f"{len(unanswered)} unanswered, {requests.twice()} twice")  # fmt: skip
-    assert not exited, f"stages exited: {exited}\n{logs}"
+    assert not gone, f"stages exited: {gone}\n{logs}"
     assert_same_transitions(expected, actual, "burst; ", logs)
     assert not unanswered, f"{len(unanswered)} requests never answered\n{logs}"
     assert drained_s is not None and learner_drained_s is not None, logs
