@@ -138,6 +138,8 @@ async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> No
                 log.warning("could not abort transaction %s (%r): dropping its producer; "
                             "the next one with this id fences it", tid, exc)  # fmt: skip
                 await self.producer.stop_transaction(tid)
+        # Whole tables: faust's rebalancing is eager, every revocation takes all
+        # partitions (and recovery re-reads each assigned one from its start).
         for table in self.app.tables.values():
             _forget(table.data)
         log.info("partitions revoked: %d open transactions aborted, tables emptied "

@@ -71,3 +71,59 @@ def test_changelog_highwaters_are_asked_of_the_broker() -> None:
                              consumer=SimpleNamespace(in_transaction=True))  # fmt: skip
     got = asyncio.run(AIOKafkaConsumerThread._highwaters(thread, [changelog]))  # type: ignore[arg-type]
     assert got == {changelog: 1017}
+
+
+class FakeTxnProducer:
+    """An aiokafka transactional producer as far as the roll-back touches it."""
+
+    def __init__(self, state: Any, abort_fails: bool = False) -> None:
+        self._txn_manager = SimpleNamespace(state=state)
+        self.abort_fails = abort_fails
+        self.aborted = False
+
+    async def abort_transaction(self) -> None:
+        if self.abort_fails:
+            raise RuntimeError("coordinator gone")
+        self.aborted = True
+
+
+def test_a_revocation_aborts_open_transactions_and_empties_the_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker-restart bug: partitions revoked and given back to the same worker kept
+    their open transactions, and the outputs of uncommitted events were committed twice.
+    A revocation must abort every revoked partition's open transaction (drop the
+    producer when the abort fails), keep a producer with no open transaction, and empty
+    the in-memory tables, whose uncommitted updates the changelog does not have."""
+    from aiokafka.producer.transaction_manager import TransactionState
+
+    async def faust_on_revoked(self: Any, revoked: Any) -> None:
+        return None
+
+    monkeypatch.setattr(eos, "_original_on_revoked", faust_on_revoked)
+    producers = {
+        "g-0-0": FakeTxnProducer(TransactionState.IN_TRANSACTION),
+        "g-0-1": FakeTxnProducer(TransactionState.ABORTABLE_ERROR, abort_fails=True),
+        "g-0-2": FakeTxnProducer(TransactionState.READY),
+    }
+    stopped: list[str] = []
+
+    async def stop_transaction(tid: str) -> None:
+        stopped.append(tid)
+
+    store = SimpleNamespace(data={b"alice": b"state"}, _key_partition={b"alice": 0})
+    app = SimpleNamespace(producer=SimpleNamespace(buffer=SimpleNamespace(size=0)),
+                          tables={"sessions": SimpleNamespace(data=store)})  # fmt: skip
+    eos.processing_lock(app)  # type: ignore[arg-type]
+    manager = SimpleNamespace(
+        app=app,
+        producer=SimpleNamespace(_transaction_producers=producers,
+                                 stop_transaction=stop_transaction),
+        _tps_to_transactional_ids=lambda tps: {f"g-0-{tp.partition}" for tp in tps},
+    )  # fmt: skip
+    revoked = {TP("t", 0), TP("t", 1), TP("t", 2)}
+    asyncio.run(eos._roll_back_on_revoke(manager, revoked))  # type: ignore[arg-type]
+    assert producers["g-0-0"].aborted
+    assert stopped == ["g-0-1"]  # the abort failed: the next producer fences it
+    assert not producers["g-0-2"].aborted  # nothing open
+    assert store.data == {} and store._key_partition == {}
