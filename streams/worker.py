@@ -339,6 +339,24 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             level = logging.INFO
         log.log(level, "the agent has received nothing for %.0f s; lag %s; positions %s; "
                 "paused %s", quiet, runtime.lag, positions, paused)  # fmt: skip
+        # A quiet agent should hold no interaction in any reorder buffer for long (they
+        # leave after the reorder window). If some do, say who and why not (issue 14's
+        # residual double-kill loss: a shopper's last event never became a transition).
+        now = int(time.time() * 1000)
+        synced = min(runtime.synced.values(), default=0)
+        held = []
+        for user, raw in list(sessions.items()):
+            session = UserSession.from_bytes(raw)
+            if session.buffer:
+                head = session.buffer[0]
+                ready = assembler.sessionizer.ready(session, now, assembler.resumed_ms, synced)
+                held.append(f"{user!r}: {len(session.buffer)} held, head arrived "
+                            f"{(now - head.arrival_ms) / 1000:.0f} s ago, produced_ms "
+                            f"{head.produced_ms}, ready {ready}")  # fmt: skip
+        if held:
+            log.warning("%d sessions hold buffered interactions while the agent is quiet "
+                        "(synced %s, resumed_ms %s): %s", len(held), runtime.synced,
+                        assembler.resumed_ms, "; ".join(held[:5]))  # fmt: skip
 
     async def close_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()
