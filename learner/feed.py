@@ -124,14 +124,13 @@ class TransitionFeed:
                 self.consumed += len(transitions)
                 metrics.SAMPLES_STORED.inc(stored)
                 metrics.REPLAY_SIZE.set(len(self.replay))
-            # Between batches every record read is handled: the consumer's position
-            # (past transaction markers too, which getmany never returns) is ours.
-            await self._advance_past_markers()
             if time.monotonic() - committed_at >= commit_every_s:
                 await self.commit()
                 committed_at = time.monotonic()
 
     async def _advance_past_markers(self) -> None:
+        """Called between batches, when every record read is handled: the consumer's
+        position (past transaction markers too, which getmany never returns) is ours."""
         for p, handled in self.positions.items():
             try:
                 position = int(await self.consumer.position(TopicPartition(self.topic, p)))
@@ -140,6 +139,7 @@ class TransitionFeed:
             self.positions[p] = max(handled, position)
 
     async def commit(self) -> None:
+        await self._advance_past_markers()
         offsets = {TopicPartition(self.topic, p): o for p, o in self.positions.items()}
         if offsets:
             await self.consumer.commit(offsets)

@@ -37,7 +37,13 @@ from pydantic import SecretStr
 from recq import tls
 from recq.errors import RecqError
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
-from schemas.connection import BROKER_STATE_FILE, client_options, java_client_properties
+from schemas.connection import (
+    BROKER_STATE_FILE,
+    accepts_connections,
+    client_options,
+    jaas_config,
+    java_client_properties,
+)
 from schemas.settings import ConnectionSettings, StageSettings
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -81,20 +87,11 @@ def port_in_use(port: int) -> bool:
         return False
 
 
-def accepts_connections(bootstrap: str, timeout_s: float = 0.5) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def answers_metadata(
     bootstrap: str, timeout_s: float = 2.0, client_options: dict[str, Any] | None = None
 ) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request."""
-    if not accepts_connections(bootstrap):
+    if not accepts_connections(bootstrap, timeout_s=0.5):
         return False  # checked first: aiokafka logs every refused connection
 
     async def probe() -> bool:
@@ -157,6 +154,7 @@ class EmbeddedKafka:
         self._start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self.secure = secure
+        self._credentials: tls.BrokerCredentials | None = None
 
     # --- paths ------------------------------------------------------------------------
     @property
@@ -177,27 +175,29 @@ class EmbeddedKafka:
 
     # --- security -----------------------------------------------------------------------
     def credentials(self) -> tls.BrokerCredentials:
-        return tls.load_or_create(self.workdir / "tls")
-
-    def client_env(self, bootstrap_servers: str) -> dict[str, str]:
-        """The ``RECQ_*`` settings a client of this secured broker needs."""
-        creds = self.credentials()
-        return {
-            "RECQ_BOOTSTRAP_SERVERS": bootstrap_servers,
-            "RECQ_SECURITY_PROTOCOL": "SASL_SSL",
-            "RECQ_SASL_MECHANISM": SCRAM_MECHANISM,
-            "RECQ_SASL_USERNAME": tls.CLIENT_USER,
-            "RECQ_SASL_PASSWORD": creds.client_password,
-            "RECQ_SSL_CAFILE": str(creds.ca_file),
-        }
+        """The directory's CA, keystore and passwords (made on first use, read once)."""
+        if self._credentials is None:
+            self._credentials = tls.load_or_create(self.workdir / "tls")
+        return self._credentials
 
     def _client_settings(self) -> ConnectionSettings:
+        """How a client of this secured broker connects (the one place that says it)."""
         creds = self.credentials()
         return ConnectionSettings(
             security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
             sasl_username=tls.CLIENT_USER,
             sasl_password=SecretStr(creds.client_password), ssl_cafile=creds.ca_file,
         )  # fmt: skip
+
+    def client_env(self, bootstrap_servers: str) -> dict[str, str]:
+        """The ``RECQ_*`` settings a client of this secured broker needs."""
+        settings = self._client_settings()
+        env = {"RECQ_BOOTSTRAP_SERVERS": bootstrap_servers}
+        for name in ("security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile"):
+            env[f"RECQ_{name.upper()}"] = str(getattr(settings, name))
+        password = settings.sasl_password
+        env["RECQ_SASL_PASSWORD"] = password.get_secret_value() if password else ""
+        return env
 
     def client_options(self) -> dict[str, Any]:
         """aiokafka options for this broker (none for a plaintext one)."""
@@ -243,9 +243,9 @@ class EmbeddedKafka:
         bootstrap = f"127.0.0.1:{port}"
         if self.secure:
             env = "".join(f"{k}={v}\n" for k, v in self.client_env(bootstrap).items())
-            tls._write_private(self.client_env_file, env.encode())
+            tls.write_private(self.client_env_file, env.encode())
             tools = java_client_properties(self._client_settings())  # for Kafka's own CLIs
-            tls._write_private(self.workdir / "client.properties", tools.encode())
+            tls.write_private(self.workdir / "client.properties", tools.encode())
 
         log = self.log_file.open("ab")
         cmd = [
@@ -383,10 +383,7 @@ class EmbeddedKafka:
 
     def _secure_properties(self, port: int, controller_port: int) -> dict[str, str]:
         creds = self.credentials()
-        jaas = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{tls.BROKER_USER}" password="{creds.broker_password}";'
-        )
+        jaas = jaas_config(SCRAM_MECHANISM, tls.BROKER_USER, creds.broker_password)
         return {
             "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
@@ -441,6 +438,7 @@ class EmbeddedKafka:
     def _wait_ready(self, state: BrokerState) -> None:
         deadline = time.monotonic() + self._start_timeout_s
         assert self._proc is not None
+        options = self.client_options()  # an SSL context: made once, not per probe
         while time.monotonic() < deadline:
             code = self._proc.poll()
             if code is not None:
@@ -448,9 +446,7 @@ class EmbeddedKafka:
                     f"the Kafka broker exited with code {code} while starting. "
                     f"Last lines of {self.log_file}:\n{self.log_tail()}"
                 )
-            if answers_metadata(
-                state.bootstrap_servers, timeout_s=1.0, client_options=self.client_options()
-            ):
+            if answers_metadata(state.bootstrap_servers, timeout_s=1.0, client_options=options):
                 return
             time.sleep(0.2)
         self._signal(self._proc.pid, signal.SIGKILL)

@@ -43,7 +43,7 @@ class BrokerCredentials:
     client_password: str
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -146,7 +146,7 @@ def load_or_create(directory: Path) -> BrokerCredentials:
             "broker": secrets.token_hex(16),
             "client": secrets.token_hex(16),
         }
-        _write_private(
+        write_private(
             keystore,
             pkcs12.serialize_key_and_certificates(
                 b"broker", key, cert, [ca_cert],
@@ -154,7 +154,7 @@ def load_or_create(directory: Path) -> BrokerCredentials:
             ),
         )  # fmt: skip
         write_ca(ca_cert, ca_file)
-        _write_private(secrets_file, orjson.dumps(passwords))
+        write_private(secrets_file, orjson.dumps(passwords))
     passwords = orjson.loads(secrets_file.read_bytes())
     return BrokerCredentials(
         ca_file=ca_file,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from aiokafka.protocol.metadata import MetadataRequest
 from schemas.settings import ConnectionSettings, StageSettings
 
 BROKER_STATE_FILE = "broker.json"
+
+log = logging.getLogger("recq.connection")
 
 
 class BrokerNotConfigured(RuntimeError):
@@ -128,7 +131,7 @@ async def check_broker(
         kafka_errors.KafkaConnectionError,
         kafka_errors.IllegalSaslStateError,
     ) as exc:
-        if conn is None and not _accepts_tcp(host, int(port)):
+        if conn is None and not accepts_connections(bootstrap):
             log.warning("no broker answers at %s yet; the clients will keep trying", bootstrap)
             return
         raise BrokerRefused(
@@ -171,17 +174,23 @@ def _embedded_client_env(settings: StageSettings) -> str | None:
     return str(env_file) if env_file else None
 
 
-def _accepts_tcp(host: str, port: int) -> bool:
-    import socket
-
+def accepts_connections(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Whether the first ``host:port`` of ``bootstrap`` accepts a TCP connection."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:
-        with socket.create_connection((host, port), timeout=2.0):
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
             return True
     except OSError:
         return False
 
 
-log = logging.getLogger("recq.connection")
+def jaas_config(mechanism: str | None, username: str | None, password: str) -> str:
+    """A Java client's (or the broker's) ``sasl.jaas.config`` line for these credentials."""
+    module = "plain.PlainLoginModule" if mechanism == "PLAIN" else "scram.ScramLoginModule"
+    return (
+        f"org.apache.kafka.common.security.{module} required "
+        f'username="{username}" password="{password}";'
+    )
 
 
 def java_client_properties(settings: ConnectionSettings) -> str:
@@ -190,17 +199,9 @@ def java_client_properties(settings: ConnectionSettings) -> str:
     password in clear: write it private (mode 0600)."""
     lines = [f"security.protocol={settings.security_protocol}"]
     if settings.security_protocol.startswith("SASL_"):
-        module = (
-            "plain.PlainLoginModule"
-            if settings.sasl_mechanism == "PLAIN"
-            else "scram.ScramLoginModule"
-        )
         password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        lines += [
-            f"sasl.mechanism={settings.sasl_mechanism}",
-            f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
-            f'username="{settings.sasl_username}" password="{password}";',
-        ]
+        jaas = jaas_config(settings.sasl_mechanism, settings.sasl_username, password)
+        lines += [f"sasl.mechanism={settings.sasl_mechanism}", f"sasl.jaas.config={jaas}"]
     if settings.security_protocol in ("SSL", "SASL_SSL") and settings.ssl_cafile:
         lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={settings.ssl_cafile}"]
     return "".join(line + "\n" for line in lines)

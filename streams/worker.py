@@ -345,7 +345,9 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         now = int(time.time() * 1000)
         synced = min(runtime.synced.values(), default=0)
         held = []
-        for user, raw in list(sessions.items()):
+        for n, (user, raw) in enumerate(list(sessions.items()), 1):
+            if n % 1000 == 0:
+                await asyncio.sleep(0)  # a large table must not stall the agent
             session = UserSession.from_bytes(raw)
             if session.buffer:
                 head = session.buffer[0]
