@@ -16,8 +16,7 @@ import pytest
 
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
-from schemas.connection import client_options
-from schemas.settings import ConnectionSettings, StageSettings
+from schemas.settings import StageSettings
 
 SECURE_SWITCH = "RECQ_TEST_SECURE"
 
@@ -49,12 +48,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             else:
                 os.environ[name] = value
         broker.stop()
-
-
-@pytest.fixture(scope="session")
-def kafka_options(kafka_bootstrap: str) -> dict[str, object]:
-    """aiokafka options for the session broker (TLS and SASL under RECQ_TEST_SECURE=1)."""
-    return client_options(ConnectionSettings())
 
 
 @pytest.fixture

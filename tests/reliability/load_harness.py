@@ -17,10 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from recq.embedded_kafka import free_port
 from recq.processes import StageProcess, recq_command
 from schemas.codec import decode, encode
-from schemas.connection import client_options
 from schemas.records import Recommendation, RecRequest
-from schemas.settings import ConnectionSettings, stage_env
+from schemas.settings import stage_env
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.kafka_clients import kafka_options
 from tests.streams_harness import LogRecord, WorkerProcess, worker_env
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -133,7 +133,7 @@ class Requests:
     outage) and every recommendation read, counted by request id."""
 
     def __init__(self, bootstrap: str, catalog: TopicCatalog, rate: float) -> None:
-        options = client_options(ConnectionSettings())
+        options = kafka_options()
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                          enable_idempotence=True, linger_ms=0,
                                          request_timeout_ms=60_000, **options)  # fmt: skip
@@ -227,7 +227,7 @@ async def produce_paced(bootstrap: str, catalog: TopicCatalog, log: list[LogReco
     """The log in order at ``rate`` records per second (a shopper's records come
     together, as the scripted log lists them)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                linger_ms=5, **client_options(ConnectionSettings()))  # fmt: skip
+                                linger_ms=5, **kafka_options())  # fmt: skip
     await producer.start()
     try:
         start = time.monotonic()
@@ -247,7 +247,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     the broker's view (the group's committed offsets against the last stable offsets):
     unlike a stage's own gauge it does not go stale while the stage is stopped. None
     before the group has committed anything."""
-    options = client_options(ConnectionSettings())
+    options = kafka_options()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:

@@ -21,10 +21,10 @@ from recq.embedded_kafka import EmbeddedKafka
 from recq.processes import StageProcess
 from recq.topics import ensure_topics
 from schemas.codec import decode
-from schemas.connection import client_options
 from schemas.records import SnapshotAnnouncement
-from schemas.settings import ConnectionSettings, StageSettings
+from schemas.settings import StageSettings
 from schemas.topics import TopicCatalog, TopicRole
+from tests.kafka_clients import kafka_options
 from tests.reliability.load_harness import (
     Requests,
     exited,
@@ -91,7 +91,7 @@ async def test_broker_killed_and_restarted_mid_stream_the_stages_carry_on(
     bootstrap = info["bootstrap"]
     prefix = f"b{unique}."
     catalog = TopicCatalog(prefix=prefix, partitions=4)
-    options = client_options(ConnectionSettings())
+    options = kafka_options()
     await ensure_topics(catalog, bootstrap_servers=bootstrap, client_options=options)
     log = scripted_log(users=300, events_per_user=25, seed=31)
     expected = expected_transitions(log)
