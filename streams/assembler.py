@@ -23,7 +23,7 @@ from schemas.records import (
 )
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
-from streams.session import CAUGHT_UP, Interaction, Outcome, Sessionizer, UserSession
+from streams.session import SYNCED, Interaction, Outcome, Sessionizer, Sync, UserSession
 from streams.vocabulary import Vocabulary
 
 InputRecord = (
@@ -85,11 +85,11 @@ class TransitionAssembler:
         source: Source,
         wall_ms: int,
         produced_ms: int = 0,
-        synced_ms: int = CAUGHT_UP,
+        synced: Sync = SYNCED,
     ) -> Result:
         """Process one message; ``sessions`` is the per-user Table (user_id -> bytes).
-        ``produced_ms`` is the message's Kafka timestamp; ``synced_ms`` how far (in Kafka
-        time) every input partition of its group has been read (see ``Sessionizer``)."""
+        ``produced_ms`` is the message's Kafka timestamp; ``synced`` how far every input
+        partition of its group has been read (see ``streams.session.Sync``)."""
         expected = self._inputs[source.topic or ""]
         record: InputRecord | DeadLetter = decode(
             value, expected, limits=self.limits, source=source, now_ms=wall_ms
@@ -113,7 +113,7 @@ class TransitionAssembler:
         session = UserSession.from_bytes(sessions.get(user))
         if isinstance(record, SessionTick):
             outcome = self.sessionizer.on_tick(
-                session, record.user_id, wall_ms, self.resumed_ms, synced_ms
+                session, record.user_id, wall_ms, self.resumed_ms, synced
             )
         elif isinstance(record, Recommendation):
             outcome = Outcome()
@@ -129,7 +129,7 @@ class TransitionAssembler:
                     wall_ms=wall_ms,
                     produced_ms=produced_ms,
                     resumed_ms=self.resumed_ms,
-                    synced_ms=synced_ms,
+                    synced=synced,
                     user_id=record.user_id,
                 )
         elif isinstance(record, ImpressionEvent):
@@ -141,7 +141,7 @@ class TransitionAssembler:
             metrics.EVENTS_IN.labels(record.type).inc()
             interactions = await self._interactions(record, wall_ms, produced_ms)
             outcome = self.sessionizer.on_event(
-                session, record.user_id, interactions, wall_ms, self.resumed_ms, synced_ms
+                session, record.user_id, interactions, wall_ms, self.resumed_ms, synced
             )
         sessions[user] = session.to_bytes()
         return self._emit(outcome, user)

@@ -13,7 +13,10 @@ Rules (the README's "Transitions" section says the same):
 * Synchronised inputs: while a backlog is read, one topic's partition can run far ahead
   of its siblings. An interaction is also held until every input partition of its group
   has been read past the Kafka timestamp at which it was produced (or to its end), the
-  rule Kafka Streams applies across co-partitioned inputs; ``synced_ms`` carries it in.
+  rule Kafka Streams applies across co-partitioned inputs; a ``Sync`` carries it in. "To
+  its end" is as the consumer last saw the end: it covers only interactions that
+  arrived by then (a purchase read after that moment may follow a cart the consumer
+  has not fetched yet; issue 14).
 * Late: an interaction older than one already released cannot wait in order any more.
   It is counted and applied at once: its transition is dated the last released time,
   and it takes its event-time place in the history (as every state builder does).
@@ -57,7 +60,7 @@ from schemas.features import EVENT_CODES, HistoryEntry, encode_state, is_repeat
 from schemas.reward import Reward
 from schemas.settings import StreamsSettings
 
-#: ``synced_ms`` when every input partition has been read to its end.
+#: ``Sync.produced_ms`` when every input partition has been read to its end.
 CAUGHT_UP = 2**62
 #: Closed rec_ids remembered per user to tell a late reward from an unknown rec_id.
 CLOSED_REMEMBERED = 64
@@ -113,6 +116,46 @@ class Interaction:
 def _default_ms(name: str) -> int:
     """A ``StreamsSettings`` default in seconds, as ms: the settings own every default."""
     return int(StreamsSettings.model_fields[name].default * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """How far every input partition of a user's partition group has been read.
+
+    ``produced_ms``: every message produced (Kafka timestamp) up to it has been read on
+    every input; CAUGHT_UP when each input was read to its end. ``observed_ms``: when
+    (this worker's wall clock) the ends counted as read were observed. An input read to
+    the end the consumer knew of at that moment says nothing of messages that reached
+    the worker later, so the synchronisation covers only interactions that arrived by
+    then (CAUGHT_UP: no input counted as read to its end, no bound)."""
+
+    produced_ms: int = CAUGHT_UP
+    observed_ms: int = CAUGHT_UP
+
+    @property
+    def caught_up(self) -> bool:
+        return self.produced_ms >= CAUGHT_UP
+
+    def covers(self, x: Interaction) -> bool:
+        return x.produced_ms <= self.produced_ms and x.arrival_ms <= self.observed_ms
+
+    def now(self, wall_ms: int) -> int:
+        """The latest wall-clock time at which the inputs are known read to their end."""
+        return min(wall_ms, self.observed_ms)
+
+    @staticmethod
+    def weakest(syncs: Any) -> Sync:
+        """What holds for every one of ``syncs`` (nothing when there are none)."""
+        syncs = list(syncs)
+        if not syncs:
+            return HELD
+        return Sync(min(x.produced_ms for x in syncs), min(x.observed_ms for x in syncs))
+
+
+#: Every input read to its end as of now (callers with one input, and tests).
+SYNCED = Sync()
+#: Nothing known yet: every release waits.
+HELD = Sync(0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +270,7 @@ class Sessionizer:
         interactions: list[Interaction],
         wall_ms: int,
         resumed_ms: int = 0,
-        synced_ms: int = CAUGHT_UP,
+        synced: Sync = SYNCED,
     ) -> Outcome:
         """Admit one event's interactions (all share an event_id). ``resumed_ms``: when
         this worker resumed processing; waiting before it does not count, so a restart
@@ -248,7 +291,7 @@ class Sessionizer:
                 if x.arrival_ms != wall_ms:  # callers that stamp it save a copy per event
                     x = replace(x, arrival_ms=wall_ms)
                 insort(session.buffer, x, key=_order)
-        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
+        self._release(session, user_id, wall_ms, resumed_ms, synced, out)
         return out
 
     def on_recommendation(
@@ -264,7 +307,7 @@ class Sessionizer:
         wall_ms: int,
         produced_ms: int = 0,
         resumed_ms: int = 0,
-        synced_ms: int = CAUGHT_UP,
+        synced: Sync = SYNCED,
         user_id: str = "",
     ) -> Outcome:
         """A published recommendation: it waits in the user's buffer like an interaction
@@ -289,7 +332,7 @@ class Sessionizer:
             self._open_window(session, user_id, marker, out)  # late: opens at once
         else:
             insort(session.buffer, marker, key=_order)
-        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
+        self._release(session, user_id, wall_ms, resumed_ms, synced, out)
         return out
 
     def _open_window(
@@ -353,56 +396,50 @@ class Sessionizer:
         user_id: str,
         wall_ms: int,
         resumed_ms: int = 0,
-        synced_ms: int = CAUGHT_UP,
+        synced: Sync = SYNCED,
     ) -> Outcome:
         """Release what waited a reorder window; end a session idle for the timeout."""
         out = Outcome()
-        self._release(session, user_id, wall_ms, resumed_ms, synced_ms, out)
-        if (
-            session.open
-            and not session.buffer
-            and self._idle(session, wall_ms, resumed_ms, synced_ms)
-        ):
+        self._release(session, user_id, wall_ms, resumed_ms, synced, out)
+        if session.open and not session.buffer and self._idle(session, wall_ms, resumed_ms, synced):
             self._close(session, user_id, out)
-        due = [w for w in session.slates if self._window_due(w, wall_ms, resumed_ms, synced_ms)]
+        due = [w for w in session.slates if self._window_due(w, wall_ms, resumed_ms, synced)]
         if due:
             self._close_windows(session, user_id, due, "reward_wait", out)
         return out
 
     def ready(
-        self, session: UserSession, wall_ms: int, resumed_ms: int = 0, synced_ms: int = CAUGHT_UP
+        self, session: UserSession, wall_ms: int, resumed_ms: int = 0, synced: Sync = SYNCED
     ) -> bool:
         """Whether a tick at ``wall_ms`` would release or close something."""
         if session.buffer:
             head = session.buffer[0]
             waited_from = max(head.arrival_ms, resumed_ms)
-            if (
-                waited_from <= wall_ms - self.rules.reorder_window_ms
-                and head.produced_ms <= synced_ms
-            ):
+            if waited_from <= wall_ms - self.rules.reorder_window_ms and synced.covers(head):
                 return True
-        elif session.open and self._idle(session, wall_ms, resumed_ms, synced_ms):
+        elif session.open and self._idle(session, wall_ms, resumed_ms, synced):
             return True
-        return any(self._window_due(w, wall_ms, resumed_ms, synced_ms) for w in session.slates)
+        return any(self._window_due(w, wall_ms, resumed_ms, synced) for w in session.slates)
 
     def _window_due(
-        self, window: dict[str, Any], wall_ms: int, resumed_ms: int, synced_ms: int
+        self, window: dict[str, Any], wall_ms: int, resumed_ms: int, synced: Sync
     ) -> bool:
         """The reward wait is over in wall-clock time (plus the reorder window, so a
-        response that arrived in time has been applied), or, while a backlog is read,
-        the inputs were read that far past the recommendation."""
+        response that arrived in time has been applied; as of when the inputs were last
+        seen read to their end), or, while a backlog is read, the inputs were read that
+        far past the recommendation."""
         wait = self.rules.reward_wait_ms
-        if synced_ms >= CAUGHT_UP:
+        if synced.caught_up:
             opened = max(int(window["wall"]), resumed_ms)
-            return wall_ms - opened >= wait + self.rules.reorder_window_ms
-        return synced_ms - int(window["produced"]) >= wait
+            return synced.now(wall_ms) - opened >= wait + self.rules.reorder_window_ms
+        return synced.produced_ms - int(window["produced"]) >= wait
 
-    def _idle(self, session: UserSession, wall_ms: int, resumed_ms: int, synced_ms: int) -> bool:
+    def _idle(self, session: UserSession, wall_ms: int, resumed_ms: int, synced: Sync) -> bool:
         timeout = self.rules.session_timeout_ms
-        if synced_ms >= CAUGHT_UP:
-            return wall_ms - max(session.last_seen_wall_ms, resumed_ms) >= timeout
+        if synced.caught_up:
+            return synced.now(wall_ms) - max(session.last_seen_wall_ms, resumed_ms) >= timeout
         # Still reading a backlog: idle if the inputs were read that far past the user.
-        return synced_ms - session.last_produced_ms >= timeout
+        return synced.produced_ms - session.last_produced_ms >= timeout
 
     # --- rules ----------------------------------------------------------------------------
     def _release(
@@ -411,14 +448,14 @@ class Sessionizer:
         user_id: str,
         wall_ms: int,
         resumed_ms: int,
-        synced_ms: int,
+        synced: Sync,
         out: Outcome,
     ) -> None:
         due = wall_ms - self.rules.reorder_window_ms
         if resumed_ms > due:
             return
         buffer = session.buffer
-        while buffer and buffer[0].arrival_ms <= due and buffer[0].produced_ms <= synced_ms:
+        while buffer and buffer[0].arrival_ms <= due and synced.covers(buffer[0]):
             self._apply(session, user_id, session.buffer.pop(0), out)
 
     def _apply(self, session: UserSession, user_id: str, x: Interaction, out: Outcome) -> None:

@@ -22,7 +22,7 @@ from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
-from streams.session import CAUGHT_UP, Rules, Sessionizer, UserSession
+from streams.session import CAUGHT_UP, HELD, Rules, Sessionizer, Sync, UserSession
 from streams.vocabulary import ItemVocabulary
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,16 @@ def handled_lag(highwater: int | None, handled: int | None, committed: int | Non
     return max(highwater - done, 0)
 
 
+def end_observed_at(consumer: Any, tp: Any) -> int | None:
+    """When (wall-clock ms) the consumer last learned ``tp``'s end offset: aiokafka's time
+    of the last fetch response for it (None before the first). faust's ``highwater`` is
+    that response's end, which can be seconds old while a partition's fetched records
+    wait in buffers; "read to its end" holds only as of this moment."""
+    aiokafka_consumer = consumer._thread._ensure_consumer()
+    seen_at: int | None = aiokafka_consumer.last_poll_timestamp(tp)
+    return seen_at
+
+
 class StreamsRuntime:
     """What the agent and timers share besides the Table: started on first use, so that
     importing the app (``faust -A``) connects to nothing."""
@@ -94,10 +104,10 @@ class StreamsRuntime:
         self.handled: dict[tuple[str, int], int] = {}
         #: When the agent last received a message (monotonic; for the starvation warning).
         self.last_message_at = time.monotonic()
-        #: Per partition number: every input partition of that group has been read past
-        #: this Kafka timestamp (CAUGHT_UP: to its end). Updated by the lag timer; until
-        #: then 0, which holds releases back (safe, never wrong).
-        self.synced: dict[int, int] = {}
+        #: Per partition number: how far every input partition of that group has been
+        #: read (``streams.session.Sync``). Updated by the lag timer; until then HELD,
+        #: which holds releases back (safe, never wrong).
+        self.synced: dict[int, Sync] = {}
 
     async def ensure_started(self) -> None:
         if self._started:
@@ -205,7 +215,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
                     source=Source(message.topic, message.partition, message.offset),
                     wall_ms=int(time.time() * 1000),
                     produced_ms=produced_ms,
-                    synced_ms=runtime.synced.get(message.partition, 0),
+                    synced=runtime.synced.get(message.partition, HELD),
                 )
                 for out in result.outputs:
                     await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
@@ -248,8 +258,8 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         await runtime.ensure_started()
         sessionizer = assembler.sessionizer
         now = int(time.time() * 1000)
-        synced = min(runtime.synced.values(), default=0)  # a user's partition is unknown here
-        if synced < CAUGHT_UP:
+        synced = Sync.weakest(runtime.synced.values())  # a user's partition is unknown here
+        if not synced.caught_up:
             _note_waiting(f"inputs read to {runtime.synced}")
         else:
             waiting_since.clear()
@@ -264,7 +274,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         """What was read of a revoked partition counts for nothing now: the uncommitted
         work is rolled back (streams/eos.py) and the partition is read again from its
         committed offset, by this worker or another. Releases wait until the lag timer
-        has measured again (synced 0 holds them back: safe, never wrong)."""
+        has measured again (HELD holds them back: safe, never wrong)."""
         for tp in revoked:
             runtime.read_until.pop((tp.topic, tp.partition), None)
             runtime.handled.pop((tp.topic, tp.partition), None)
@@ -280,18 +290,23 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         every input has been read (the release synchronisation)."""
         consumer = app.consumer
         total = 0
-        synced: dict[int, int] = {}
+        read: dict[int, int] = {}  # per group: Kafka time every input was read past
+        observed: dict[int, int] = {}  # per group: when the ends counted as read were seen
         for tp in consumer.assignment():
             if tp.topic not in assembler.source_topics:
                 continue
             lag = None
+            seen_at = None
             with contextlib.suppress(Exception):  # a partition mid-rebalance has no highwater
+                # When the end below was learned (read first: the consumer's thread updates
+                # the end before this time, so a newer end with an older time is safe).
+                seen_at = end_observed_at(consumer, tp)
                 highwater = consumer.highwater(tp)
                 committed = getattr(consumer, "_committed_offset", {}).get(tp)  # faust's own
                 lag = handled_lag(highwater, runtime.handled.get((tp.topic, tp.partition)),
                                   committed)  # fmt: skip
-            if lag is None:
-                synced[tp.partition] = 0
+            if lag is None or seen_at is None:
+                read[tp.partition] = 0
                 unknown_since.setdefault(tp, time.monotonic())
                 if time.monotonic() - unknown_since[tp] >= 10 and tp not in warned:
                     warned.add(tp)
@@ -303,12 +318,15 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
             total += lag
             if tp.topic != ticks_topic:  # ticks carry no shopper events
-                read = (
-                    CAUGHT_UP if lag == 0 else runtime.read_until.get((tp.topic, tp.partition), 0)
-                )
-                synced[tp.partition] = min(synced.get(tp.partition, CAUGHT_UP), read)
+                p = tp.partition
+                if lag == 0:  # read to its end as seen at seen_at: covers what arrived by then
+                    read.setdefault(p, CAUGHT_UP)
+                    observed[p] = min(observed.get(p, CAUGHT_UP), seen_at)
+                else:
+                    until = runtime.read_until.get((tp.topic, p), 0)
+                    read[p] = min(read.get(p, CAUGHT_UP), until)
         runtime.lag = total
-        runtime.synced = synced
+        runtime.synced = {p: Sync(r, observed.get(p, CAUGHT_UP)) for p, r in read.items()}
 
     @app.timer(15.0)  # type: ignore[untyped-decorator]
     async def watch_consumer() -> None:
@@ -343,7 +361,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         # leave after the reorder window). If some do, say who and why not (issue 14's
         # residual double-kill loss: a shopper's last event never became a transition).
         now = int(time.time() * 1000)
-        synced = min(runtime.synced.values(), default=0)
+        synced = Sync.weakest(runtime.synced.values())
         held = []
         for n, (user, raw) in enumerate(list(sessions.items()), 1):
             if n % 1000 == 0:

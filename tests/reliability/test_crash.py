@@ -207,3 +207,59 @@ async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
         worker.stop()
     actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
     assert_same_transitions(expected, actual, "two kills: ", "\n".join([*logs, worker.log_tail()]))
+
+
+def _count_in_log(path: Path, text: str) -> int:
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
+
+
+async def _wait_for_log(path: Path, text: str, times: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _count_in_log(path, text) < times:
+        assert time.monotonic() < deadline, f"{path.name}: {text!r} not {times}x in {timeout_s} s"
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(400)
+async def test_a_restored_worker_keeps_its_sessions_through_a_rebalance(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """A worker that restored its tables after a crash, then shares the group with a new
+    member: the partitions it keeps must keep their sessions. (It used to empty its tables
+    on the revocation and resume the kept partitions' changelogs from where it had read
+    them: every open session there restarted from nothing.) 400 users click A and B; the
+    worker is killed and its replacement restores the sessions; a second worker joins;
+    then the carts and purchases: all 1,600 transitions exactly once."""
+    users = 400
+    catalog = TopicCatalog(prefix=f"r{unique}.", partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
+    phases = four_step_journeys(users, seed=31)
+    expected = expected_transitions([e for phase in phases for e in phase])  # type: ignore[arg-type]
+    # The steps are tens of seconds of wall time apart: idle closing is not what is tested.
+    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path, RECQ_SESSION_TIMEOUT_S="300")
+
+    await produce(kafka_bootstrap, catalog, [*phases[0], *phases[1]])  # type: ignore[list-item]
+    first = WorkerProcess(env, tmp_path / "w1.log").start()
+    try:  # every click A's transition is out once click B is applied
+        early = await read_committed(kafka_bootstrap, catalog, want=users, timeout_s=120,
+                                     settle_s=1)  # fmt: skip
+    finally:
+        first.kill()
+    assert len(early.transitions) >= users, first.log_tail()
+
+    restored, joined = tmp_path / "w2.log", tmp_path / "w3.log"
+    workers = [WorkerProcess(env, restored).start()]
+    try:
+        await _wait_for_log(restored, "Recovery complete", 1, 120)
+        workers.append(WorkerProcess(env, joined).start())
+        await _wait_for_log(joined, "Recovery complete", 1, 120)
+        await _wait_for_log(restored, "Recovery complete", 2, 60)  # after the rebalance
+        await produce(kafka_bootstrap, catalog, [*phases[2], *phases[3]])  # type: ignore[list-item]
+        got = await read_committed(kafka_bootstrap, catalog, want=4 * users, timeout_s=150,
+                                   settle_s=8)  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.stop()
+    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
+    assert_same_transitions(expected, actual, "rebalance after a restart: ",
+                            "\n".join(w.log_tail() for w in workers))  # fmt: skip

@@ -19,7 +19,7 @@ from schemas.records import ClickEvent
 from schemas.settings import StreamsSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import worker
-from streams.session import CAUGHT_UP, UserSession
+from streams.session import SYNCED, UserSession
 from tests.streams.test_assembler import ListVocabulary
 
 T0 = 1_790_000_000_000
@@ -54,7 +54,7 @@ def app_and_outputs(
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
-    app.recq_runtime.synced = {0: CAUGHT_UP, 1: CAUGHT_UP}  # every input read to its end
+    app.recq_runtime.synced = {0: SYNCED, 1: SYNCED}  # every input read to its end
     return app, outputs
 
 

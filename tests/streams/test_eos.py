@@ -87,7 +87,7 @@ class FakeTxnProducer:
         self.aborted = True
 
 
-def test_a_revocation_aborts_open_transactions_and_empties_the_tables(
+def test_a_revocation_aborts_open_transactions_and_restores_the_tables_from_the_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The broker-restart bug: partitions revoked and given back to the same worker kept
@@ -112,8 +112,18 @@ def test_a_revocation_aborts_open_transactions_and_empties_the_tables(
         stopped.append(tid)
 
     store = SimpleNamespace(data={b"alice": b"state"}, _key_partition={b"alice": 0})
-    app = SimpleNamespace(producer=SimpleNamespace(buffer=SimpleNamespace(size=0)),
-                          tables={"sessions": SimpleNamespace(data=store)})  # fmt: skip
+    changelog = SimpleNamespace(get_topic_name=lambda: "app-sessions-changelog")
+    sessions = TP("app-sessions-changelog", 0)
+    other = TP("app-other-changelog", 0)  # a table whose store keeps its data
+    recovery = SimpleNamespace(active_offsets={sessions: 812, other: 90},
+                               standby_offsets={TP("app-sessions-changelog", 1): 640})  # fmt: skip
+
+    class Tables(dict):  # type: ignore[type-arg]
+        pass
+
+    tables = Tables(sessions=SimpleNamespace(data=store, changelog_topic=changelog))
+    tables.recovery = recovery  # type: ignore[attr-defined]
+    app = SimpleNamespace(producer=SimpleNamespace(buffer=SimpleNamespace(size=0)), tables=tables)
     eos.processing_lock(app)  # type: ignore[arg-type]
     manager = SimpleNamespace(
         app=app,
@@ -127,3 +137,7 @@ def test_a_revocation_aborts_open_transactions_and_empties_the_tables(
     assert stopped == ["g-0-1"]  # the abort failed: the next producer fences it
     assert not producers["g-0-2"].aborted  # nothing open
     assert store.data == {} and store._key_partition == {}
+    # Emptied, so read again from the changelog's start, as active and as standby (faust
+    # would resume a partition it keeps from where it had read: its sessions lost).
+    assert recovery.active_offsets == {other: 90}
+    assert recovery.standby_offsets == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas.features import EVENT_CODES
 from schemas.records import Transition
-from streams.session import Interaction, Outcome, Rules, Sessionizer, UserSession
+from streams.session import CAUGHT_UP, Interaction, Outcome, Rules, Sessionizer, Sync, UserSession
 
 RULES = Rules(reorder_window_ms=2_000, session_timeout_ms=60_000, reward_wait_ms=30_000)
 T0 = 1_790_000_000_000
@@ -204,4 +205,53 @@ def test_a_restart_gives_buffered_events_a_fresh_window() -> None:
     assert out.late == 0 and out.transitions == []
     out = sessionizer.on_tick(session, "u1", wall_ms=restart + 2_200, resumed_ms=restart)
     assert [t["action"] for t in out.transitions] == [2]  # e@1000 still pending `done`
+    assert session.pending is not None and session.pending["action"] == 1
+
+
+def test_inputs_read_to_an_end_seen_before_an_event_arrived_do_not_release_it() -> None:
+    """Issue 14's lost carts. Every input of the group was read to the end the consumer
+    had seen at `seen`; a purchase arrives after that moment, its cart (on another topic,
+    produced before it) not fetched yet. The purchase must wait for a newer observation,
+    and leave after the cart: cart then purchase, the cart's transition not lost."""
+    sessionizer = Sessionizer(RULES)
+    session = UserSession()
+    seen = T0 + 1_000
+    stale = Sync(CAUGHT_UP, observed_ms=seen)  # caught up, as seen at `seen`
+    for event, wall in ((click(0, 1), T0), (click(500, 2), T0 + 500)):
+        sessionizer.on_event(session, "u1", event, wall_ms=wall, synced=stale)
+    buy = [replace(x, arrival_ms=T0 + 1_200) for x in purchase(3_000, 2)]
+    out = sessionizer.on_event(session, "u1", buy, wall_ms=T0 + 1_200, synced=stale)
+    # Three reorder windows later, under the same (stale) observation: the clicks, which
+    # arrived before it, are released; the purchase, which arrived after it, is not.
+    out = sessionizer.on_tick(session, "u1", wall_ms=T0 + 8_000, synced=stale)
+    assert [t["action"] for t in out.transitions] == [1]  # click 2 pending, purchase held
+    assert [x.code for x in session.buffer] == [EVENT_CODES["purchase"]]
+    assert not sessionizer.ready(session, T0 + 8_000, synced=stale)
+    # The cart arrives late in wall time but before the purchase in event time; a newer
+    # observation covers both, and they leave in event-time order.
+    fresh = Sync(CAUGHT_UP, observed_ms=T0 + 9_000)
+    sessionizer.on_event(session, "u1", cart(1_500, 2), wall_ms=T0 + 8_500, synced=fresh)
+    out = sessionizer.on_tick(session, "u1", wall_ms=T0 + 11_000, synced=fresh)
+    assert [(t["seq"], t["action"], t["done"]) for t in out.transitions] == [
+        (1, 2, False),  # click 2, emitted when the cart is applied
+        (2, 2, False),  # the cart
+        (3, 2, True),  # the purchase: checkout ends the session
+    ]
+    assert out.late == 0
+    assert session.pending is None and not session.open  # the purchase ended it
+
+
+def test_a_timestamp_sync_still_releases_what_was_produced_before_it() -> None:
+    """While a backlog is read (no input at its end), the Kafka-time rule alone applies:
+    an interaction produced by the time every input was read past leaves after the
+    window; one produced later waits."""
+    sessionizer = Sessionizer(RULES)
+    session = UserSession()
+    early = [replace(x, produced_ms=T0 + 100) for x in click(0, 1)]
+    later = [replace(x, produced_ms=T0 + 900) for x in click(500, 2)]
+    backlog = Sync(produced_ms=T0 + 500)
+    sessionizer.on_event(session, "u1", early, wall_ms=T0, synced=backlog)
+    sessionizer.on_event(session, "u1", later, wall_ms=T0, synced=backlog)
+    sessionizer.on_tick(session, "u1", wall_ms=T0 + 5_000, synced=backlog)
+    assert [x.item for x in session.buffer] == [2]
     assert session.pending is not None and session.pending["action"] == 1
