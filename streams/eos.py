@@ -65,6 +65,19 @@ fetcher"); a revocation still stops a batch (faust's generation and flow checks)
 the partitions it keeps are sought back to their committed offsets. See
 ``_deliver_what_was_fetched``.
 
+8. Fetched records were also dropped when recovery ended. faust's
+``Recovery.on_recovery_completed`` resumes the stream partitions, seeks them to their
+committed offsets and only then resumes flow control, which empties the agents'
+queues. Records fetched meanwhile were in those queues: for a partition with a
+committed offset the seek brings them back, but aiokafka does not seek a partition that
+has none (``seek_to_committed`` skips offsets that are None or 0), so they were gone.
+This was issue 14's double kill: a restarted worker reading a backlog of carts (or
+purchases) that no worker had committed yet lost the shopper whose message sat in the
+queue at that instant (1 run in 5; the worker's own log showed its first message
+handled before "Worker ready"). Now flow control is suspended before faust resumes the
+partitions: a fetched record waits at the conductor (not in a queue) until faust's
+resume has emptied the queues, then goes in. See ``_end_recovery_keeping_fetched``.
+
 5. Not a loss but a false alarm: faust's commit-liveness check never learns of
 transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
 all since worker start" as an error for every partition (see
@@ -81,6 +94,7 @@ from typing import Any
 
 import faust
 from aiokafka.producer.transaction_manager import TransactionState
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
@@ -95,6 +109,7 @@ _original_send_pending = ProducerBuffer._send_pending
 _original_on_revoked = TransactionManager.on_partitions_revoked
 _IN_FLIGHT_ATTR = "_recq_in_flight"
 _original_wait_next_records = Consumer._wait_next_records
+_original_on_recovery_completed = Recovery.on_recovery_completed
 
 
 def processing_lock(app: faust.App) -> asyncio.Lock:
@@ -231,6 +246,17 @@ async def _deliver_what_was_fetched(
     return records, None
 
 
+async def _end_recovery_keeping_fetched(self: Recovery, generation_id: int = 0) -> None:
+    """faust's end of recovery with flow control suspended until faust resumes it
+    (point 8): no fetched record is put into an agent's queue that faust then empties."""
+    self.app.flow_control.suspend()
+    try:
+        await _original_on_recovery_completed(self, generation_id)
+    except BaseException:
+        self.app.flow_control.resume()  # as faust would have left it
+        raise
+
+
 def install() -> None:
     """Patch faust (idempotent; apps that take no processing lock keep faust's commit)."""
     if Consumer.commit is not _commit_under_lock:
@@ -241,6 +267,8 @@ def install() -> None:
         ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
     if TransactionManager.on_partitions_revoked is not _roll_back_on_revoke:
         TransactionManager.on_partitions_revoked = _roll_back_on_revoke  # type: ignore[method-assign]
+    if Recovery.on_recovery_completed is not _end_recovery_keeping_fetched:
+        Recovery.on_recovery_completed = _end_recovery_keeping_fetched  # type: ignore[method-assign]
     if Consumer._wait_next_records is not _deliver_what_was_fetched:
         Consumer._wait_next_records = _deliver_what_was_fetched  # type: ignore[method-assign]
     if AIOKafkaConsumerThread._highwaters is not _highwaters_from_the_broker:

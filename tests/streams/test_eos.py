@@ -141,3 +141,54 @@ def test_a_revocation_aborts_open_transactions_and_restores_the_tables_from_the_
     # would resume a partition it keeps from where it had read: its sessions lost).
     assert recovery.active_offsets == {other: 90}
     assert recovery.standby_offsets == {}
+
+
+def test_records_fetched_while_recovery_ends_are_not_emptied_out_of_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14's double kill. faust ends recovery by resuming the stream partitions,
+    seeking and then resuming flow control, which empties the agents' queues; a record
+    fetched in between (of a partition with no committed offset, which no seek brings
+    back) was put into the queue and emptied out. The conductor below does what faust's
+    does with a fetched record (wait for flow control, then put it in the agent's queue)."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    async def scenario() -> list[str]:
+        flow_control = FlowControlEvent()
+        flow_control.resume()
+        queue: FlowControlQueue[str] = FlowControlQueue(
+            flow_control=flow_control, clear_on_resume=True
+        )
+        delivered: list[asyncio.Task[None]] = []
+
+        async def conductor(record: str) -> None:
+            await flow_control.acquire()
+            queue.put_nowait(record)
+
+        async def faust_on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+            # resume_partitions, then perform_seek: a fetch delivers a record meanwhile
+            delivered.append(asyncio.ensure_future(conductor("cart-0")))
+            await asyncio.sleep(0.01)
+            flow_control.resume()  # faust: empties the queues
+
+        monkeypatch.setattr(eos, "_original_on_recovery_completed", faust_on_recovery_completed)
+        recovery = SimpleNamespace(app=SimpleNamespace(flow_control=flow_control))
+        await eos._end_recovery_keeping_fetched(recovery)  # type: ignore[arg-type]
+        await asyncio.gather(*delivered)
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+    assert asyncio.run(scenario()) == ["cart-0"]
+
+
+def test_flow_control_is_resumed_if_ending_recovery_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mode.utils.queues import FlowControlEvent
+
+    async def failing(self: Any, generation_id: int = 0) -> None:
+        raise RuntimeError("broker gone")
+
+    monkeypatch.setattr(eos, "_original_on_recovery_completed", failing)
+    flow_control = FlowControlEvent()
+    recovery = SimpleNamespace(app=SimpleNamespace(flow_control=flow_control))
+    with pytest.raises(RuntimeError):
+        asyncio.run(eos._end_recovery_keeping_fetched(recovery))  # type: ignore[arg-type]
+    assert flow_control.is_active()
