@@ -25,7 +25,7 @@ unit: $(STAMP)
 integration: $(STAMP) kafka
 	$(BIN)/pytest -m "integration and not container"
 
-# Every fault scenario (those marked open_loss or extended run only here; the rest also in `make test`).
+# Every fault scenario (those marked extended run only here; the rest also in `make test`).
 reliability: $(STAMP) kafka
 	$(BIN)/pytest -m reliability
 

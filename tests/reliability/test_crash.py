@@ -155,7 +155,7 @@ def four_step_journeys(users: int, seed: int) -> list[list[ShopEvent]]:
     return phases
 
 
-@pytest.mark.open_loss  # 1 run in 5 still loses one user's cart: docs/reliability.md
+@pytest.mark.extended  # 70 s a run: `make reliability`
 @pytest.mark.timeout(400)
 async def test_two_kills_in_quick_succession_lose_and_duplicate_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
