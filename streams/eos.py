@@ -34,6 +34,11 @@ session's history, reorder buffer and reward windows were gone. The highwaters a
 asked of the broker (``end_offsets`` with the consumer's read_committed isolation: the
 last stable offset itself), see ``_highwaters_from_the_broker``.
 
+5. Not a loss but a false alarm: faust's commit-liveness check never learns of
+transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
+all since worker start" as an error for every partition (see
+``_commit_offsets_noting_transactions``).
+
 6. A worker that lost its group membership duplicated what it had in flight. When the
 broker restarted, the worker's session expired; it rejoined and got the same partitions
 back. faust stops the transactional producers only of partitions it does not get back,
@@ -57,9 +62,9 @@ a partition that left the set meanwhile (flow control takes a partition out whil
 agent's queue is under pressure) had its fetched records skipped, while the consumer's
 position had moved past them. Nothing read them again: the partition was still
 assigned, the generation unchanged. Seen as a shopper's cart that never reached the
-agent (its purchase came out as ``seq`` 2, ``done``, from [click A, click B]), for the
-first carts of a partition after a rebalance (73-145 of 400 shoppers) and, rarely, after
-two kills in a row (issue 14). What was fetched is now delivered, as faust's own
+agent (its purchase came out as ``seq`` 2, ``done``, from [click A, click B]): the first
+carts of the kept partitions after a rebalance, 73-145 of 400 shoppers
+(tests/reliability/test_crash.py). What was fetched is now delivered, as faust's own
 flow-control comment intends ("we still accept anything that's currently in the
 fetcher"); a revocation still stops a batch (faust's generation and flow checks), and
 the partitions it keeps are sought back to their committed offsets. See
@@ -77,11 +82,6 @@ queue at that instant (1 run in 5; the worker's own log showed its first message
 handled before "Worker ready"). Now flow control is suspended before faust resumes the
 partitions: a fetched record waits at the conductor (not in a queue) until faust's
 resume has emptied the queues, then goes in. See ``_end_recovery_keeping_fetched``.
-
-5. Not a loss but a false alarm: faust's commit-liveness check never learns of
-transactional commits, so a healthy exactly-once worker logged "Has not committed ... at
-all since worker start" as an error for every partition (see
-``_commit_offsets_noting_transactions``).
 """
 
 from __future__ import annotations
