@@ -50,6 +50,7 @@ Rules (the README's "Transitions" section says the same):
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -144,9 +145,8 @@ class Sync:
         return min(wall_ms, self.observed_ms)
 
     @staticmethod
-    def weakest(syncs: Any) -> Sync:
+    def weakest(syncs: Collection[Sync]) -> Sync:
         """What holds for every one of ``syncs`` (nothing when there are none)."""
-        syncs = list(syncs)
         if not syncs:
             return HELD
         return Sync(min(x.produced_ms for x in syncs), min(x.observed_ms for x in syncs))
