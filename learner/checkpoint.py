@@ -15,8 +15,8 @@ from learner.dqn import DQN
 from schemas.features import FEATURE_VERSION
 
 CHECKPOINT_FILE = "checkpoint.pt"
-#: 2: the network has the choice model's parameters.
-CHECKPOINT_FORMAT = 2
+#: 2: the network has the choice model's parameters; 3: and the response model's.
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def restore(path: Path, dqn: DQN) -> Checkpoint | None:
     if data.get("format", 1) != CHECKPOINT_FORMAT:
         raise RuntimeError(
             f"checkpoint {path} has format {data.get('format', 1)}, this build writes "
-            f"{CHECKPOINT_FORMAT} (the network gained the choice model): delete it to start fresh"
+            f"{CHECKPOINT_FORMAT} (the network gained the response model): delete it to start fresh"
         )
     dqn.ensure_items(data["n_items"])
     if dqn.online.capacity != data["capacity"]:

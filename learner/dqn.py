@@ -1,6 +1,7 @@
 """One double-DQN update, computed where the math needs the catalog and nowhere else.
 
-    y   = ret + discount * Q_target(s', argmax_a Q_online(s', a))      (n-step, double DQN)
+    y   = w * ret + discount * Q_target(s', argmax_a Q_online(s', a))  (n-step, double DQN;
+          w = RECQ_ORGANIC_REWARD: the share of organic reward the recommender earned)
     L   = mean_i w_i * huber(y_i - Q_online(s_i, a_i))  [+ CE of the next-item head]
 
 Q at the taken action is a gather; one no-grad pass over the catalog (in blocks) finds
@@ -9,7 +10,9 @@ supervised head uses a sampled softmax (uniform negatives shared by the batch) u
 ``negatives == 0``. ``full_catalog_step`` is the straightforward version (three full
 scorings, full softmax) kept as the benchmark baseline and as the reference in tests.
 
-Slates (``RECQ_SLATE_LEARNING``, README "Learning from slates") add, in the same step:
+The response model (``RECQ_RANKING=response``; ``learner.qnet``) adds the binary
+cross-entropy of every examined slot's reward share (``response_loss``). Slates
+(``RECQ_SLATE_LEARNING``, README "Learning from slates") add, in the same step:
 
     td:      answered slot j:  Q(s, a_j) -> r_j + gamma * Q_target(s', argmax Q(s', .))
              ignored slot k:   Q(s, a_k) -> 0  (shown, not taken: DRN's negative feedback)
@@ -42,6 +45,7 @@ from learner.optim import RowAdamW
 from learner.qnet import ItemRows, QNetwork
 from learner.replay.slates import SlateBatch
 from learner.replay.storage import Batch
+from schemas.reward import Reward
 from schemas.settings import LearnerSettings
 
 #: Fixed parts of the objective (not settings: nothing measured asked to change them).
@@ -54,6 +58,8 @@ SUPERVISED_WEIGHT = 1.0
 NEGATIVE_WEIGHT = 1.0
 #: Weight of the slate terms (TD on answered slots, zero target on ignored ones, choice).
 SLATE_WEIGHT = 1.0
+#: Weight of the response model's loss (``RECQ_RANKING=response``).
+RESPONSE_WEIGHT = 1.0
 #: Slate size of the SlateQ target's A*: what serving shows by default.
 TARGET_SLATE_SIZE = 10
 
@@ -67,6 +73,7 @@ class UpdateStats:
     grad_norm: float
     loss_slate: float = 0.0
     loss_choice: float = 0.0
+    loss_response: float = 0.0
 
 
 class DQN:
@@ -101,6 +108,7 @@ class DQN:
             weight_decay=config.weight_decay,
         )
         self.updates = 0
+        self.slot_ceiling = Reward.from_settings(config).slot_ceiling()
         # The online catalog in the selection dtype, kept current row by row as the row
         # optimizer writes (re-casting all of it on every update costs more than the
         # bf16 products save).
@@ -126,6 +134,15 @@ class DQN:
             self._selection = self.online.selection_table(self.select_dtype)
         return bool(grown)
 
+    @torch.no_grad()
+    def set_impressions(self, counts: torch.Tensor) -> None:
+        """Impressions per item (the slate store's count) for the response ranking's
+        shrinkage; items past ``counts`` have none."""
+        for net in (self.online, self.target):
+            n = min(net.capacity, counts.shape[0])
+            net.impressions.zero_()
+            net.impressions[:n] = counts[:n].to(net.impressions)
+
     def refresh_selection(self) -> None:
         """Re-derive the selection table (after weights were loaded from elsewhere)."""
         self._selection = self.online.selection_table(self.select_dtype)
@@ -139,7 +156,9 @@ class DQN:
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
         q_next = self.double_q_next(batch.next_items, batch.next_events, batch.next_ages)
-        return batch.ret + batch.discount * q_next
+        # Replay holds organic transitions: their reward counts as the recommender's only
+        # by the configured share (RECQ_ORGANIC_REWARD).
+        return self.config.organic_reward * batch.ret + batch.discount * q_next
 
     @torch.no_grad()
     def double_q_next(
@@ -158,12 +177,18 @@ class DQN:
         count = max(cfg.supervised_negatives if sampled else 0, cfg.negative_actions)
         negatives = torch.randint(net.n_items, (count,), device=self.device)
         slate_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        loss_response: torch.Tensor | None = None
         with self._autocast():
             y = self.td_target(batch)
             extra = () if slates is None else (slates.items, slates.slate)
             rows = net.rows(batch.items, batch.action, negatives, *extra)
             if slates is not None:
-                slate_terms = self._slate_losses(slates, rows)
+                encoded = net.encode(slates.items, slates.events, slates.ages, rows)
+                if cfg.slate_learning != "off":
+                    slate_terms = self._slate_losses(slates, rows, encoded)
+                if cfg.ranking == "response":
+                    loss_response = response_loss(net, encoded[0], slates, rows,
+                                                  self.slot_ceiling)  # fmt: skip
             hidden, user, value = net.encode(batch.items, batch.events, batch.ages, rows)
             q = net.q_at(user.float(), value.float(), batch.action, rows)
             loss_ce = (
@@ -185,19 +210,25 @@ class DQN:
             loss = loss + NEGATIVE_WEIGHT * loss_neg
         if slate_terms is not None:
             loss = loss + SLATE_WEIGHT * (slate_terms[0] + slate_terms[1])
+        if loss_response is not None:
+            loss = loss + RESPONSE_WEIGHT * loss_response
         stats = self._step(loss, td, loss_td, loss_ce, q, rows)
-        if slate_terms is None:
-            return stats
-        return dataclasses.replace(stats, loss_slate=float(slate_terms[0].detach()),
-                                   loss_choice=float(slate_terms[1].detach()))  # fmt: skip
+        return dataclasses.replace(
+            stats,
+            loss_slate=float(slate_terms[0].detach()) if slate_terms is not None else 0.0,
+            loss_choice=float(slate_terms[1].detach()) if slate_terms is not None else 0.0,
+            loss_response=float(loss_response.detach()) if loss_response is not None else 0.0,
+        )
 
     # --- slates ---------------------------------------------------------------------------
     def _slate_losses(
-        self, slates: SlateBatch, rows: ItemRows
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(slate TD loss, choice loss) of a batch of slates (see the module docstring)."""
+        self, slates: SlateBatch, rows: ItemRows,
+        encoded: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(slate TD loss, choice loss) of a batch of slates (see the module docstring);
+        ``encoded``: (hidden, user, value) of the slates' states."""
         net, mode = self.online, self.config.slate_learning
-        hidden, user, value = net.encode(slates.items, slates.events, slates.ages, rows)
+        hidden, user, value = encoded
         q = net.q_slots(user.float(), value.float(), slates.slate, rows)  # [B, S]
         answered = (slates.responses > 0) & slates.shown
         ignored = slates.shown & ~answered
@@ -340,7 +371,8 @@ def full_catalog_step(dqn: DQN, batch: Batch) -> UpdateStats:
         _, u2, v2 = net.encode(batch.next_items, batch.next_events, batch.next_ages)
         best = net.q_all(u2, v2).argmax(1)
         _, ut, vt = target.encode(batch.next_items, batch.next_events, batch.next_ages)
-        y = batch.ret + batch.discount * target.q_all(ut, vt).gather(1, best[:, None])[:, 0]
+        q_next = target.q_all(ut, vt).gather(1, best[:, None])[:, 0]
+        y = cfg.organic_reward * batch.ret + batch.discount * q_next
     hidden, user, value = net.encode(batch.items, batch.events, batch.ages)
     q_all = net.q_all(user, value)
     q = q_all.gather(1, batch.action[:, None])[:, 0]
@@ -386,6 +418,25 @@ def choice_loss(
     picked = torch.cat([(answered.sum(1, keepdim=True) == 0).float(), answered], 1)
     per_row = -(log_p.masked_fill(picked == 0, 0.0) * picked).sum(1) / picked.sum(1)
     return per_row.mean()
+
+
+def response_loss(
+    net: QNetwork, hidden: torch.Tensor, slates: SlateBatch, rows: ItemRows | None,
+    ceiling: float,
+) -> torch.Tensor:  # fmt: skip
+    """Binary cross-entropy of each examined slot's reward, as a share of ``ceiling`` (the
+    most a slot can earn), against sigmoid(z): a fitted sigmoid(z) is the slot's expected
+    reward share. Every shown slot counts, answered or not, down to the first answered
+    one: below it the shopper had stopped looking (the cascade assumption of click
+    models), so those slots say nothing about the items in them."""
+    logits = net.response_logits(hidden, slates.slate, rows).float()
+    answered = (slates.responses > 0) & slates.shown
+    width = slates.slate.shape[1]
+    first = torch.where(answered.any(1), answered.float().argmax(1), width)
+    examined = slates.shown & (torch.arange(width, device=first.device)[None, :] <= first[:, None])
+    target = (slates.rewards / ceiling).clamp(0.0, 1.0)
+    terms = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (terms * examined).sum() / examined.sum().clamp(min=1)
 
 
 def select_dtype_for(device: torch.device) -> torch.dtype:

@@ -3,7 +3,9 @@
 The exported graph takes a batch of left-padded states (items, events, ages: int64
 [B, L]) and an exclusion list (int64 [B, X], -1 = no item; X may be 0) and returns the
 top-K item indices (int64 [B, K]) and their scores (float32 [B, K]) over the catalog
-as it was at export time: Q-values, or with ``ranking="slateq"`` the SlateQ top-k score
+as it was at export time: with ``ranking="response"`` the response model's ranking score
+(``QNetwork.response_scores``: the organic prior plus the shrunk slate correction),
+with ``"q"`` Q-values, with ``"slateq"`` the SlateQ top-k score
 exp(v(s, a) - max_a' v(s, a')) x Q(s, a) of the choice model and Q
 (``learner.dqn.slateq_score``, relative to the row's most appealing item).
 Excluded items score ``EXCLUDED_SCORE``. Parity with torch is measured on a sample batch
@@ -22,11 +24,12 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
+from torch.nn import functional as F
 
 from learner.dqn import slateq_score
 from learner.qnet import QNetwork
 from schemas.features import N_EVENT_CODES
-from schemas.manifest import EXCLUDED_SCORE, INPUT_NAMES, OUTPUT_NAMES, Parity
+from schemas.manifest import EXCLUDED_SCORE, INPUT_NAMES, OUTPUT_NAMES, Parity, Ranking
 
 
 def score_width(active: int, k: int, capacity: int) -> int:
@@ -56,6 +59,9 @@ class TopKPolicy(nn.Module):
     score_bias: torch.Tensor
     choice_bias: torch.Tensor
     live: torch.Tensor
+    response_item: torch.Tensor
+    response_bias: torch.Tensor
+    next_bias: torch.Tensor
 
     def __init__(
         self, net: QNetwork, k: int, n_active: int | None = None, ranking: str = "q"
@@ -73,7 +79,18 @@ class TopKPolicy(nn.Module):
             self.register_buffer("mean_item", item[:active].mean(0))
             self.register_buffer("mean_bias", bias[:active].mean())
             self.register_buffer("score_item", item[: self.width].clone())
-            if ranking == "slateq":
+            if ranking == "response":
+                # The shrinkage w_a is folded into the correction rows here, once.
+                vector, correction = net.response_table(active)
+                spare = self.width - active
+                self.register_buffer("response_item", F.pad(vector.detach(), (0, 0, 0, spare)))
+                self.register_buffer("response_bias", F.pad(correction.detach(), (0, spare)))
+                next_bias = (net.next_item_bias if net.supervised else net.item_bias.new_zeros(
+                    net.capacity)).detach()[: self.width].clone()  # fmt: skip
+                self.register_buffer("next_bias", next_bias)
+                self.register_buffer("live", live)
+                self.register_buffer("score_bias", bias[: self.width].clone())
+            elif ranking == "slateq":
                 # The product exp(v) * Q is masked after it is formed: a masked bias
                 # times a tiny exp(v) would not stay excluded.
                 self.register_buffer("score_bias", bias[: self.width].clone())
@@ -92,7 +109,11 @@ class TopKPolicy(nn.Module):
         hidden, user, value = net.encode(items, events, ages, table=self.score_item)
         shift = value - (user @ self.mean_item + self.mean_bias)
         q = user @ self.score_item.T + self.score_bias + shift.unsqueeze(-1)
-        if self.ranking == "slateq":
+        if self.ranking == "response":
+            q = net.response_scores(
+                hidden, (self.score_item, self.next_bias), (self.response_item, self.response_bias)
+            ).masked_fill(~self.live, EXCLUDED_SCORE)
+        elif self.ranking == "slateq":
             appeal = net.appeal_all(hidden, self.score_item, self.choice_bias)
             # Relative to the row's most appealing item: the same ranking, and scores of
             # the size of Q (exp(v) alone reaches 1e6 and float32 parity would be lost).
@@ -106,6 +127,22 @@ class TopKPolicy(nn.Module):
         q = q.scatter(1, target, torch.full_like(target, 0, dtype=q.dtype) + EXCLUDED_SCORE)
         scores, indices = torch.topk(q[:, :rows], self.k, dim=1)
         return indices, scores
+
+
+def ranking_scores(
+    net: QNetwork, ranking: str, items: torch.Tensor, events: torch.Tensor, ages: torch.Tensor
+) -> torch.Tensor:
+    """What a snapshot of ``net`` with ``ranking`` scores over the active catalog, in torch
+    ([B, N]; before exclusions): the reference its ONNX graph is held to, and what the
+    offline closed loop ranks by."""
+    hidden, user, value = net.encode(items, events, ages)
+    if ranking == "response":
+        return net.response_scores(hidden)
+    q = net.q_all(user, value)
+    if ranking == "slateq":
+        appeal = net.appeal_all(hidden)
+        return slateq_score(appeal - appeal.amax(1, keepdim=True), q)
+    return q
 
 
 def io_spec(history_length: int, k: int) -> dict[str, Any]:
@@ -161,7 +198,7 @@ class SnapshotExporter:
     (row capacity, K, architecture) and otherwise writing the current weights into the
     cached graph. Every result is still parity-checked against torch by the caller."""
 
-    def __init__(self, k: int, ranking: str = "q") -> None:
+    def __init__(self, k: int, ranking: Ranking = "q") -> None:
         self.k = k
         self.ranking = ranking
         self._template: onnx.ModelProto | None = None

@@ -21,6 +21,22 @@ a shopper shown slate A picks slot j with probability
     v0(s)   = w_0 . h + b_0            (no click), pos_0 = 0 (position effect)
 
 and the snapshot can rank by the SlateQ top-k rule, exp(v(s, a)) * Q(s, a).
+
+The response model (``RECQ_RANKING=response``, the default) is what showing an item earns,
+learned from every shown slot, answered or not:
+
+    z(s, a, j) = alpha * prior(s, a) + (W_r h . (e_a + f_a) + r_a) + b(h) + pos_j  (trained)
+    rank(s, a) = alpha * prior(s, a) + w_a * (W_r h . (e_a + f_a) + r_a)           (served)
+    prior(s, a) = W_s h . e_a + c_a        (the supervised head: organic next item)
+    w_a = n_a / (n_a + n0)                 (n_a impressions of a; n0 prior impressions)
+
+sigmoid(z) is the slot's expected reward as a share of the most a slot can earn. Organic
+behaviour enters only through the prior, whose weight alpha the slate evidence sets, and
+the item vectors e_a the correction starts from (held fixed by this loss); the
+correction (W_r, f_a, r_a; f_a and r_a zero until an item is shown) overrules it, shrunk
+towards the prior where an item has few impressions (pessimism where evidence is thin).
+b(h) and pos_j are the same for every item of a row and drop out of the ranking
+(``response_scores``).
 """
 
 from __future__ import annotations
@@ -38,6 +54,8 @@ from schemas.features import N_AGE_BUCKETS, N_EVENT_CODES
 SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
 #: Slots with a position effect of their own; later slots share the last one.
 POSITION_SLOTS = 20
+#: Initial weight of the organic prior in the response model (learned from slates).
+PRIOR_WEIGHT_INIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,18 +72,28 @@ class ItemRows:
     bias: torch.Tensor  # [U]
     next_bias: torch.Tensor | None  # [U] (supervised head)
     choice_bias: torch.Tensor  # [U] (choice model: item appeal)
+    response_item: torch.Tensor  # [U, d] (response model: correction vectors)
+    response_bias: torch.Tensor  # [U] (response model: correction biases)
 
     def locate(self, items: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.index, items)
 
     def leaves(self) -> dict[str, torch.Tensor]:
-        out = {"item": self.vector, "item_bias": self.bias, "choice_bias": self.choice_bias}
+        out = {
+            "item": self.vector,
+            "item_bias": self.bias,
+            "choice_bias": self.choice_bias,
+            "response_item": self.response_item,
+            "response_bias": self.response_bias,
+        }
         if self.next_bias is not None:
             out["next_item_bias"] = self.next_bias
         return out
 
 
 class QNetwork(nn.Module):
+    impressions: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -75,6 +103,7 @@ class QNetwork(nn.Module):
         encoder: Literal["gru", "transformer"] = "gru",
         supervised_head: bool = True,
         capacity: int | None = None,
+        prior_impressions: float = 20.0,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -111,6 +140,17 @@ class QNetwork(nn.Module):
         self.choice_bias = nn.Parameter(torch.zeros(capacity))
         self.no_click = nn.Linear(dim, 1)
         self.position_effect = nn.Parameter(torch.zeros(POSITION_SLOTS - 1))
+        # Response model (trained only when the learner learns from slates). The
+        # correction starts at zero: an item nobody was shown is ranked by the prior.
+        self.prior_weight = nn.Parameter(torch.tensor(PRIOR_WEIGHT_INIT))
+        self.response_query = nn.Linear(dim, dim)
+        self.response_item = nn.Parameter(torch.zeros(capacity, dim))
+        self.response_bias = nn.Parameter(torch.zeros(capacity))
+        self.response_level = nn.Linear(dim, 1)
+        self.response_position = nn.Parameter(torch.zeros(POSITION_SLOTS - 1))
+        #: Impressions per item (shown slots the learner has read): the shrinkage weight.
+        self.register_buffer("impressions", torch.zeros(capacity))
+        self.prior_impressions = prior_impressions
 
     # --- catalog --------------------------------------------------------------------------
     @property
@@ -118,7 +158,7 @@ class QNetwork(nn.Module):
         return int(self.item.shape[0])
 
     def per_item_parameters(self) -> list[str]:
-        return ["item", "item_bias", "choice_bias",
+        return ["item", "item_bias", "choice_bias", "response_item", "response_bias",
                 *(["next_item_bias"] if self.supervised else [])]  # fmt: skip
 
     def ensure_items(self, n_items: int) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
@@ -132,12 +172,15 @@ class QNetwork(nn.Module):
                 fresh = (
                     torch.randn(capacity - old.shape[0], self.dim, device=old.device)
                     / math.sqrt(self.dim)
-                    if old.dim() == 2
-                    else torch.zeros(capacity - old.shape[0], device=old.device)
+                    if old.dim() == 2 and name != "response_item"
+                    else torch.zeros(capacity - old.shape[0], *old.shape[1:], device=old.device)
                 )
                 new = nn.Parameter(torch.cat([old.data, fresh.to(old.dtype)]))
                 setattr(self, name, new)
                 grown[name] = (old, new)
+            self.impressions = torch.cat(
+                [self.impressions, self.impressions.new_zeros(capacity - self.impressions.shape[0])]
+            )
         self.n_items = max(self.n_items, n_items)
         return grown
 
@@ -154,6 +197,8 @@ class QNetwork(nn.Module):
             bias=leaf(self.item_bias),
             next_bias=leaf(self.next_item_bias) if self.supervised else None,
             choice_bias=leaf(self.choice_bias),
+            response_item=leaf(self.response_item),
+            response_bias=leaf(self.response_bias),
         )
 
     # --- forward pieces -------------------------------------------------------------------
@@ -338,6 +383,75 @@ class QNetwork(nn.Module):
             return query @ vector.T + bias
         appeal: torch.Tensor = (query.unsqueeze(1) * vector).sum(-1) + bias
         return appeal
+
+    # --- response model -------------------------------------------------------------------
+    def shrinkage(self, impressions: torch.Tensor) -> torch.Tensor:
+        """w_a = n_a / (n_a + n0): how far an item's own evidence overrules the prior."""
+        return impressions / (impressions + self.prior_impressions)
+
+    def prior(
+        self, hidden: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """alpha * prior(s, a) over the active catalog, or over the given (item vectors,
+        next-item biases) rows; zero without the supervised head."""
+        n = self.n_items
+        item, next_bias = table if table is not None else (self.item[:n], None)
+        if not self.supervised:
+            return hidden.new_zeros(hidden.shape[0], item.shape[0])
+        if next_bias is None:
+            next_bias = self.next_item_bias[:n]
+        return self.prior_weight * torch.addmm(next_bias, self.next_item(hidden), item.T)
+
+    def correction(
+        self, hidden: torch.Tensor, slate: torch.Tensor, rows: ItemRows | None = None
+    ) -> torch.Tensor:
+        """W_r h . f_a + r_a at each row's items ``slate`` [B, S], unshrunk: training fits
+        it to the evidence; ranking shrinks it by w_a (``response_table``)."""
+        if rows is None:
+            item, offset = self.item[slate], self.response_item[slate]
+            bias = self.response_bias[slate]
+        else:
+            at = rows.locate(slate)
+            item, offset, bias = rows.vector[at], rows.response_item[at], rows.response_bias[at]
+        # The item's organic vector is the starting point (what every interaction says
+        # about it); the slates move only its offset f_a.
+        vector = item.detach() + offset
+        correction: torch.Tensor = (self.response_query(hidden).unsqueeze(1) * vector).sum(
+            -1
+        ) + bias
+        return correction
+
+    def response_logits(
+        self, hidden: torch.Tensor, slate: torch.Tensor, rows: ItemRows | None = None
+    ) -> torch.Tensor:
+        """z(s, a_j, j) of each slot of ``slate`` [B, S] (the training view)."""
+        effect = torch.cat([self.response_position.new_zeros(1), self.response_position])
+        position = effect[torch.arange(slate.shape[1], device=slate.device)
+                          .clamp(max=POSITION_SLOTS - 1)]  # fmt: skip
+        # The prior is organic evidence: the response loss sets its weight, not its shape.
+        prior = self.prior_weight * (
+            self.supervised_logits(hidden, slate, rows).detach() if self.supervised else 0.0
+        )
+        level: torch.Tensor = self.response_level(hidden)
+        return prior + self.correction(hidden, slate, rows) + level + position
+
+    def response_table(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shrunk correction rows (w_a f_a, w_a r_a) of the first ``n`` items, as the
+        export folds them into the graph."""
+        n = self.n_items if n is None else n
+        w = self.shrinkage(self.impressions[:n])
+        vector = self.item[:n].detach() + self.response_item[:n]
+        return vector * w[:, None], self.response_bias[:n] * w
+
+    def response_scores(
+        self, hidden: torch.Tensor, prior_table: tuple[torch.Tensor, torch.Tensor] | None = None,
+        response_table: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """alpha * prior + w_a * correction over the active catalog (or the given rows):
+        what ``response`` snapshots rank by. The export passes its folded tables."""
+        vector, bias = self.response_table() if response_table is None else response_table
+        correction = torch.addmm(bias, self.response_query(hidden), vector.T)
+        return self.prior(hidden, prior_table) + correction
 
 
 def _grown(n: int) -> int:

@@ -49,6 +49,7 @@ def build_dqn(settings: LearnerSettings, device: torch.device, n_items: int,
         encoder=settings.encoder,
         supervised_head=settings.supervised_head,
         capacity=capacity,
+        prior_impressions=settings.response_prior_impressions,
     ).to(device)
     return DQN(
         net,
@@ -126,9 +127,7 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     tensorboard_dir = settings.data_dir / "tensorboard" if settings.tensorboard else None
     trainer = Trainer(
         dqn=dqn, replay=replay, slates=slates, store=store,
-        exporter=SnapshotExporter(
-            settings.snapshot_top_k, "slateq" if settings.slate_learning == "slateq" else "q"
-        ),
+        exporter=SnapshotExporter(settings.snapshot_top_k, settings.ranking),
         item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
         offsets=lambda: dict(feed.positions),
         announce=lambda a: _call_soon(loop, announcements.put_nowait, a),

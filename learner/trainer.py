@@ -33,6 +33,11 @@ PARITY_MAX_ABS_DIFF = 1e-3
 SLATE_WARMUP = 64
 
 
+def learns_from_slates(cfg: LearnerSettings) -> bool:
+    """Whether updates sample slates: for the slate TD terms or the response ranking."""
+    return cfg.slate_learning != "off" or cfg.ranking == "response"
+
+
 def snapshot_due(cfg: LearnerSettings, *, updates: int, since_last: int, seconds: float) -> bool:
     """Every N updates or T seconds, but never before ``snapshot_min_updates``: a barely
     trained network serves worse than the serving members' popularity fallback."""
@@ -144,11 +149,7 @@ class Trainer(threading.Thread):
         beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress
         batch = self.replay.sample(cfg.batch_size, beta)
         slates = None
-        if (
-            self.slates is not None
-            and cfg.slate_learning != "off"
-            and len(self.slates) >= SLATE_WARMUP
-        ):
+        if self.slates is not None and learns_from_slates(cfg) and len(self.slates) >= SLATE_WARMUP:
             slates = self.slates.sample(cfg.slate_batch_size)
         stats = self.dqn.update(batch, slates)
         self.replay.update_priorities(batch, stats.td_error)
@@ -158,10 +159,12 @@ class Trainer(threading.Thread):
         metrics.LOSS.labels("ce").set(stats.loss_ce)
         metrics.LOSS.labels("slate").set(stats.loss_slate)
         metrics.LOSS.labels("choice").set(stats.loss_choice)
+        metrics.LOSS.labels("response").set(stats.loss_response)
         metrics.Q_MEAN.set(stats.q_mean)
         metrics.REPLAY_SIZE.set(len(self.replay))
         self.last_losses = {"losses/td": stats.loss_td, "losses/ce": stats.loss_ce,
                             "losses/slate": stats.loss_slate, "losses/choice": stats.loss_choice,
+                            "losses/response": stats.loss_response,
                             "q/mean": stats.q_mean}  # fmt: skip
         return self.last_losses
 
@@ -173,6 +176,8 @@ class Trainer(threading.Thread):
         n_active = min(self.dqn.online.n_items, len(ids))
         if n_active == 0:
             return None  # nothing to name yet: no item ids have been read
+        if self.slates is not None:
+            self.dqn.set_impressions(self.slates.impressions())
         net = self.dqn.online
         if net.item.device.type != "cpu":  # export and parity run on a CPU copy
             net = copy.deepcopy(net).cpu()
@@ -199,7 +204,7 @@ class Trainer(threading.Thread):
             encoder=self.dqn.online.encoder_kind,
             reward=self.reward,
             io_spec=io_spec(self.dqn.online.history_length, policy.k),
-            ranking="slateq" if self.exporter.ranking == "slateq" else "q",
+            ranking=self.exporter.ranking,
             parity=parity,
             metrics={
                 **self.last_losses,

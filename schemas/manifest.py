@@ -15,6 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+#: What a snapshot ranks by (``RECQ_RANKING``; ``learner.export``).
+Ranking = Literal["q", "slateq", "response"]
+
 #: Version of this record's layout (not of the model).
 MANIFEST_SCHEMA_VERSION: Literal[1] = 1
 
@@ -112,9 +115,11 @@ class SnapshotManifest(BaseModel):
     feature_version: int = Field(ge=1, description="schemas.features.FEATURE_VERSION.")
     reward: dict[str, float] = Field(description="schemas.reward.Reward it was trained for.")
     encoder: str
-    ranking: Literal["q", "slateq"] = Field(
+    ranking: Ranking = Field(
         default="q",
-        description="What scores mean: Q(s, a), or exp(v(s, a) - max v) x Q(s, a) (SlateQ).",
+        description="What scores mean: Q(s, a); exp(v(s, a) - max v) x Q(s, a) (SlateQ); or "
+        "the response model's logit of the expected reward of showing a, up to a per-state "
+        "constant (response).",
     )
     io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
     parity: Parity

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -36,6 +36,7 @@ from schemas.manifest import (
     GateResult,
     ManifestError,
     Parity,
+    Ranking,
     SnapshotManifest,
     TrainedThrough,
 )
@@ -126,7 +127,7 @@ class ModelStore:
         encoder: str,
         reward: Reward,
         io_spec: dict[str, Any],
-        ranking: Literal["q", "slateq"] = "q",
+        ranking: Ranking = "q",
         parity: Parity,
         metrics: dict[str, float],
         gate: GateResult | None = None,

@@ -46,6 +46,12 @@ class Reward:
         """The summed reward of shop events (click, cart, purchase records)."""
         return sum(self.of(x.code, x.revenue) for event in events for x in interactions_of(event))
 
+    def slot_ceiling(self) -> float:
+        """The most one shown slot is taken to earn: a click, a cart and a purchase of its
+        item (revenue on top is counted as reaching the ceiling). The response model
+        learns each slot's reward as a share of it."""
+        return max(1e-6, max(self.click, 0.0) + max(self.cart, 0.0) + max(self.purchase, 0.0))
+
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 

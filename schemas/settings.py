@@ -345,9 +345,10 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         default="gru", description="Sequence encoder of the Q-network."
     )
     supervised_head: bool = Field(
-        default=False,
-        description="Also train a next-item softmax head on the same encoder (SQN, Xin et al. "
-        "2020). Off by default: it did not improve the Q ranking in bench/learner_quality.py.",
+        default=True,
+        description="Train a next-item softmax head on the same encoder (SQN, Xin et al. "
+        "2020): the organic prior of the response ranking. Off: the response ranking has "
+        "no prior and learns from slates alone.",
     )
     supervised_negatives: int = Field(
         default=1024,
@@ -369,6 +370,26 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         "model + SlateQ targets, snapshots rank by choice score x Q). td measured best "
         "(bench/slate_loop.py; README, ablation).",
     )
+    ranking: Literal["response", "q", "slateq"] = Field(
+        default="response",
+        description="What snapshots rank by: response (the expected reward of showing an "
+        "item, learned from every shown slot, with the organic next-item model as a prior "
+        "the slates overrule), q (the Q-network), slateq (choice score x Q; needs "
+        "RECQ_SLATE_LEARNING=slateq). response measured best (bench/slate_loop.py).",
+    )
+    response_prior_impressions: float = Field(
+        default=20.0, gt=0.0, le=1e6,
+        description="n0 of the response ranking: an item's learned correction of the organic "
+        "prior counts with weight n / (n + n0) after n impressions (pessimism where few "
+        "impressions back it).",
+    )  # fmt: skip
+    organic_reward: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of an organic interaction's reward that counts as earned by the "
+        "recommender in the Q-network's TD targets (1: every organic click as if a "
+        "recommendation caused it). 0 by default: organic behaviour is context and the "
+        "response ranking's prior, not reward (README, Quality).",
+    )  # fmt: skip
     slate_replay_capacity: int = Field(
         default=50_000, ge=64, le=10_000_000, description="Slate transitions kept for replay."
     )
@@ -433,6 +454,15 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
     tensorboard: bool = Field(
         default=True, description="Write TensorBoard scalars under data_dir/tensorboard."
     )
+
+    @model_validator(mode="after")
+    def _ranking_is_trained(self) -> Self:
+        if self.ranking == "slateq" and self.slate_learning != "slateq":
+            raise ValueError(
+                f"{ENV_PREFIX}RANKING=slateq ranks by the choice model, which only "
+                f"{ENV_PREFIX}SLATE_LEARNING=slateq trains: set both, or another ranking"
+            )
+        return self
 
 
 class ServingSettings(StageSettings, GroupSettings, ExplorationSettings):

@@ -3,7 +3,8 @@
 Each step the shopper may be shown a slate (by the ``recommend`` callback: item indices in
 slot order, plus the recommendation's id). They examine slots with a position bias and
 click a shown item with probability sigmoid(utility - 2); otherwise they browse on their
-own with probability 0.45 (a complement of the last item, or something to their taste)
+own with probability 0.45 (a complement of the last item, or what looks best to them of
+20 random items: the organic utility, which differs in a shop where browsing misleads)
 and leave with 0.55, so what is shown decides how long a session lasts. A clicked item is
 put in the cart with probability sigmoid(utility - 3) (if affordable, not owned and not
 already in the cart), and a session with a cart checks out with probability 0.3 per step
@@ -118,7 +119,7 @@ class ShoppingSession:
                 clicked = int(rng.choice(catalog.complements[self.history[-1]]))
             else:
                 pool = rng.integers(len(catalog), size=20)
-                u = utility(catalog, shopper, pool)
+                u = utility(catalog, shopper, pool, organic=True)
                 clicked = int(pool[np.argmax(u + rng.gumbel(size=len(pool)))])
         attribution = {"rec_id": rec_id, "position": position} if rec_id else {}
         events: list[ShopEvent] = [

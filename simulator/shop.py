@@ -1,6 +1,12 @@
 """A synthetic shop: a catalog with categories, latent item factors, prices and
 complementary items, and shoppers with hidden tastes, budgets and price sensitivity.
-Everything is drawn from one seed, so a shop and its shoppers are reproducible."""
+Everything is drawn from one seed, so a shop and its shoppers are reproducible.
+
+A shop where browsing misleads (``misleading`` > 0): for that share of items, what draws
+shoppers to an item when they browse on their own (its organic factors) is another
+item's factors, drawn from a different category, while whether they click it when it is
+recommended, cart it or buy it still follows its own. Organic data alone then points at
+the wrong items; only the answers to shown slates reveal them."""
 
 from __future__ import annotations
 
@@ -18,12 +24,19 @@ class Catalog:
     factors: np.ndarray  # [N, FACTORS] latent item factors
     price: np.ndarray  # [N] float, EUR
     complements: np.ndarray  # [N, 3] item indices bought/clicked together
+    #: What organic browsing sees: ``factors``, except for the misleading share of items.
+    organic_factors: np.ndarray  # [N, FACTORS]
+    misleading: float = 0.0  # share of items whose organic appeal is another item's
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
     @classmethod
-    def generate(cls, n_items: int, n_categories: int, seed: int) -> Catalog:
+    def generate(
+        cls, n_items: int, n_categories: int, seed: int, misleading: float = 0.0
+    ) -> Catalog:
+        if not 0.0 <= misleading <= 1.0:
+            raise ValueError(f"misleading is a share of items in [0, 1], got {misleading}")
         rng = np.random.default_rng(seed)
         category = rng.integers(n_categories, size=n_items)
         centroids = rng.normal(0.0, 1.0, (n_categories, FACTORS))
@@ -33,7 +46,16 @@ class Catalog:
         # Every item's category has at least the item itself as a member.
         complements = np.stack([rng.choice(members[category[i]], 3) for i in range(n_items)])
         ids = [f"sku-{i:06d}" for i in range(n_items)]
-        return cls(ids, category, factors, price, complements)
+        organic = factors.copy()
+        if misleading > 0.0:
+            # Its own generator: the default shop (misleading = 0) stays as it always was.
+            swap = np.random.default_rng([seed, 1])
+            chosen = swap.choice(n_items, round(misleading * n_items), replace=False)
+            for i in chosen:
+                others = np.flatnonzero(category != category[i])
+                donor = int(swap.choice(others)) if len(others) else int(swap.integers(n_items))
+                organic[i] = factors[donor]
+        return cls(ids, category, factors, price, complements, organic, misleading)
 
 
 @dataclass(frozen=True)
@@ -63,11 +85,14 @@ def shoppers(catalog: Catalog, n: int, seed: int) -> list[Shopper]:
 
 
 def utility(
-    catalog: Catalog, shopper: Shopper, items: np.ndarray | slice = slice(None)
-) -> np.ndarray:
+    catalog: Catalog, shopper: Shopper, items: np.ndarray | slice = slice(None),
+    organic: bool = False,
+) -> np.ndarray:  # fmt: skip
     """How much the shopper likes items: taste . factors - sensitivity * log price, with
-    unaffordable items far below."""
-    u = catalog.factors[items] @ shopper.taste / np.sqrt(FACTORS)
+    unaffordable items far below. ``organic``: how appealing they look while browsing on
+    one's own (the organic factors; the same unless the shop misleads)."""
+    factors = catalog.organic_factors if organic else catalog.factors
+    u = factors[items] @ shopper.taste / np.sqrt(FACTORS)
     u = u - shopper.price_sensitivity * np.log(catalog.price[items])
     affordable: np.ndarray = np.where(catalog.price[items] <= shopper.budget, u, u - 5.0)
     return affordable

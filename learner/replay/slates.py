@@ -62,6 +62,8 @@ class SlateStore:
         self._cursor = 0
         self._size = 0
         self.written = 0
+        #: Shown slots per item index, over every slate ever added (not only those held).
+        self._impressions = np.zeros(0, dtype=np.float64)
         self.max_item = -1
         self._lock = threading.Lock()
 
@@ -93,6 +95,13 @@ class SlateStore:
             host["rewards"][i, :k] = t.rewards[:k]
             host["bootstrap"][i] = float(t.next_state is not None and not t.done)
             self.max_item = max(self.max_item, max(t.items), max(t.state.items, default=-1))
+        shown_items = host["slate"][host["shown"]]
+        if shown_items.size:
+            if self._impressions.shape[0] <= int(shown_items.max()):
+                grown = np.zeros(int(shown_items.max()) + 1)
+                grown[: self._impressions.shape[0]] = self._impressions
+                self._impressions = grown
+            np.add.at(self._impressions, shown_items, 1.0)
         with self._lock:
             slots = (self._cursor + torch.arange(n)) % self.capacity
             slots = slots.to(self.device)
@@ -102,6 +111,10 @@ class SlateStore:
             self._size = min(self.capacity, self._size + n)
             self.written += len(given)
         return len(given)
+
+    def impressions(self) -> torch.Tensor:
+        """Shown slots per item index (float32; items past the end have none)."""
+        return torch.from_numpy(self._impressions.astype(np.float32))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> SlateBatch:
         with self._lock:

@@ -23,6 +23,9 @@ CPU = torch.device("cpu")
 def make_dqn(n_items: int, *, supervised: bool = False, seed: int = 0, **config: float) -> DQN:
     torch.manual_seed(seed)
     net = QNetwork(n_items=n_items, dim=16, history_length=L, supervised_head=supervised)
+    # These tests are about Q-learning on organic transitions: their reward counts in full
+    # (RECQ_ORGANIC_REWARD=1) unless a test says otherwise.
+    config = {"organic_reward": 1.0, **config}
     return DQN(net, LearnerSettings(**config))  # type: ignore[arg-type]
 
 
@@ -199,3 +202,15 @@ def test_checkpoints_load_without_unpickling_code(tmp_path: Path) -> None:
     torch.save({"format": 1, "evil": copy.deepcopy}, path)  # a function is not plain data
     with pytest.raises(Exception, match=r"[Ww]eights only"):
         checkpoint.peek(path)
+
+
+def test_organic_reward_zero_leaves_organic_clicks_out_of_the_targets() -> None:
+    # RECQ_ORGANIC_REWARD=0: an organic transition with reward 1 and a terminal next
+    # state has TD target 0 (it was not earned by a recommendation); at 0.5 it is 0.5.
+    for share, expected in ((0.0, 0.0), (0.5, 0.5), (1.0, 1.0)):
+        dqn = make_dqn(5, organic_reward=share)
+        batch = ReplayBuffer.build(capacity=8, history_length=L, device=CPU, prioritized=False,
+                                   n_step=1, gamma=0.9)  # fmt: skip
+        batch.add([transition("u", 0, 2, 1.0, done=True)])
+        sample = batch.sample(1)
+        assert dqn.td_target(sample).item() == pytest.approx(expected)

@@ -8,8 +8,8 @@ import pytest
 
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, PurchaseEvent
-from simulator.session import oracle, random_policy, run_session
-from simulator.shop import Catalog, shoppers
+from simulator.session import ShoppingSession, oracle, random_policy, run_session
+from simulator.shop import Catalog, shoppers, utility
 
 START = 1_795_000_000_000
 
@@ -91,3 +91,35 @@ def test_the_oracle_does_not_show_what_the_shopper_cannot_cart_first() -> None:
     again = oracle_slate(catalog, shopper, 10, owned=owned)
     # Owned items lose their cart value: they fall behind items still worth carting.
     assert again[:5] != best[:5] and set(again[:5]).isdisjoint(owned)
+
+
+def test_a_misleading_shop_gives_that_share_of_items_another_categorys_organic_appeal() -> None:
+    plain = Catalog.generate(200, 10, seed=5)
+    assert np.array_equal(plain.organic_factors, plain.factors)
+    shop = Catalog.generate(200, 10, seed=5, misleading=0.5)
+    # The same shop otherwise: factors, prices and categories do not depend on the share.
+    assert np.array_equal(shop.factors, plain.factors) and np.array_equal(shop.price, plain.price)
+    swapped = np.flatnonzero(np.any(shop.organic_factors != shop.factors, axis=1))
+    assert len(swapped) == 100
+    for i in swapped:
+        donors = np.flatnonzero(np.all(shop.factors == shop.organic_factors[i], axis=1))
+        assert len(donors) == 1 and shop.category[donors[0]] != shop.category[i]
+    with pytest.raises(ValueError, match="misleading"):
+        Catalog.generate(10, 2, seed=1, misleading=1.5)
+
+
+def test_organic_browsing_follows_organic_appeal_and_recommendations_the_true_one() -> None:
+    shop = Catalog.generate(200, 10, seed=5, misleading=1.0)
+    shopper = shoppers(shop, 1, seed=2)[0]
+    true, organic = utility(shop, shopper), utility(shop, shopper, organic=True)
+    assert not np.allclose(true, organic)
+    # Browsing on their own (no slate, no history): the pick is the organic favourite of
+    # 20 random items, so over many first steps organic utility of the picks beats true.
+    rng = np.random.default_rng(0)
+    picks = []
+    for _ in range(300):
+        session = ShoppingSession(shop, shopper, rng, start_ms=1_790_000_000_000)
+        events = session.step(None)
+        if events:
+            picks.append(shop.item_ids.index(events[0].item_id))
+    assert organic[picks].mean() > true[picks].mean() + 0.3
