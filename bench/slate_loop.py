@@ -12,7 +12,7 @@ updates. Shoppers are split between arms by a hash of their id:
               ranking_scores: RECQ_RANKING), top-50 with the serving filters (owned, in
               the cart), slates drawn by epsilon-greedy (serving's default) with logged
               propensities; popularity for a shopper with no history (as serving does)
-  coview      item co-occurrence in sessions, updated online (bench/slate_arms.py)
+  coview      item co-occurrence in sessions, updated online (simulator/controls.py)
   supervised  a next-item softmax model on the same organic transitions
   popularity  most clicked items;  random  uniform;  oracle  the hidden tastes (off the log)
 
@@ -50,7 +50,7 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import figure
-from bench.slate_arms import CoView, SupervisedControl
+from bench.slate_arms import SupervisedControl
 from learner.dqn import DQN
 from learner.export import ranking_scores
 from learner.qnet import QNetwork
@@ -63,6 +63,7 @@ from schemas.records import SlateTransition, Transition
 from schemas.reward import Reward
 from schemas.settings import LearnerSettings
 from simulator.compare import ArmRewards, arm_of, ratio_interval, reward_interval
+from simulator.controls import CoView
 from simulator.session import ShoppingSession, oracle_slate
 from simulator.shop import Catalog, Shopper, shoppers, utility
 from streams.session import Interaction, Rules, Sessionizer, UserSession

@@ -346,6 +346,15 @@ def simulate(
     items: Annotated[int, typer.Option(help="Catalog size.")] = 2000,
     categories: Annotated[int, typer.Option(help="Item categories.")] = 20,
     concurrency: Annotated[int, typer.Option(help="Sessions running at once.")] = 16,
+    misleading: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of items whose organic appeal is another item's (a shop where "
+            "browsing misleads; simulator/shop.py). 0: the default shop.",
+        ),
+    ] = 0.0,
     log: Annotated[
         Path | None,
         typer.Option(help="Write an offline JSONL log here instead (no Kafka, no recq)."),
@@ -360,9 +369,9 @@ def simulate(
         ),
     ] = False,
 ) -> None:
-    """Run simulated shoppers against recq: a quarter each ask `recq serve` (learned), see
-    popularity, random slates, or the oracle's (hidden tastes; kept off Kafka); the
-    others' events go to the event topics, the baselines' slates to recommendations.
+    """Run simulated shoppers against recq: a fifth each ask `recq serve` (learned), see
+    co-view, popularity, random slates, or the oracle's (hidden tastes; kept off Kafka);
+    the others' events go to the event topics, the controls' slates to recommendations.
     Prints reward per session, CTR and objectives per arm.
     With --log, write returning shoppers' organic sessions to a JSONL log instead (for
     `recq evaluate` and `recq replay`)."""
@@ -385,7 +394,7 @@ def simulate(
     bootstrap = checked_bootstrap(settings)
     options = client_options(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
-    shop = Catalog.generate(items, categories, seed)
+    shop = Catalog.generate(items, categories, seed, misleading=misleading)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
@@ -598,17 +607,26 @@ def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated shop and shoppers.")] = 1,
     reports: Annotated[Path, typer.Option(help="Where <run>/ is written.")] = Path("reports"),
+    misleading: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of items whose organic appeal is another item's (a shop where "
+            "browsing misleads; simulator/shop.py). 0: the default shop.",
+        ),
+    ] = 0.0,
 ) -> None:
     """The closed loop live (what `make demo` runs): broker, worker, learner, serving
-    member and simulated shoppers (learned vs popularity vs random); writes
+    member and simulated shoppers (learned vs co-view vs popularity vs random vs the
+    oracle); writes
     reports/<run>/ with metrics.json and plots, and stops everything it started."""
     from recq.closed_loop import run_closed_loop
 
     settings, reward = _settings(), load_settings(RewardSettings).reward()
     console.print(f"scoring every arm with the configured reward (RECQ_REWARD_*): {reward}")
-    run_closed_loop(
-        settings, reward, duration_s=duration, seed=seed, console=console, reports=reports
-    )
+    run_closed_loop(settings, reward, duration_s=duration, seed=seed, console=console,
+                    reports=reports, misleading=misleading)  # fmt: skip
 
 
 @app.command("roundtrip")

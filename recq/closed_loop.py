@@ -35,6 +35,7 @@ from schemas.connection import check_broker, client_options, quiet_retriable_cli
 from schemas.reward import Reward
 from schemas.settings import KNOWN_VARIABLES, StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole
+from simulator.compare import ArmRewards, ratio_interval, reward_interval
 from simulator.shop import Catalog, shoppers
 from simulator.traffic import ARMS, OBJECTIVES, Answers, Traffic
 
@@ -80,10 +81,10 @@ class Stage(StageProcess):
 
 @dataclass
 class Timeline:
-    """Finished sessions (time, arm, reward, shown, clicked, purchased, objectives) and
-    samples of the loop's vital signs over time."""
+    """Finished sessions (time, arm, reward, shown, clicked, purchased, objectives,
+    shopper) and samples of the loop's vital signs over time."""
 
-    sessions: list[tuple[float, str, float, int, int, int, dict[str, float]]] = field(
+    sessions: list[tuple[float, str, float, int, int, int, dict[str, float], str]] = field(
         default_factory=list
     )
     vitals: list[dict[str, float]] = field(default_factory=list)
@@ -93,6 +94,10 @@ class Timeline:
     #: Each stage at the end of the run, before it is stopped: its exit code (None: it
     #: was still running, as it should be) and how many metric scrapes it missed.
     stages: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+    def rewards(self, arm: str, since: float = 0.0) -> ArmRewards:
+        """The arm's reward per shopper (for intervals over shoppers)."""
+        return ArmRewards.of((s[7], s[2]) for s in self.sessions if s[1] == arm and s[0] >= since)
 
     def arm(self, arm: str, since: float = 0.0) -> dict[str, float]:
         rows = [s for s in self.sessions if s[1] == arm and s[0] >= since]
@@ -134,6 +139,7 @@ def run_closed_loop(
     seed: int,
     console: Console,
     reports: Path = Path("reports"),
+    misleading: float = 0.0,
 ) -> Path:
     run = time.strftime("%Y%m%d-%H%M%S")
     out = reports / run
@@ -145,7 +151,7 @@ def run_closed_loop(
     own_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(own_log)
     try:
-        return _run(settings, reward, out, run, duration_s, seed, console)
+        return _run(settings, reward, out, run, duration_s, seed, console, misleading)
     finally:
         logging.getLogger().removeHandler(own_log)
         own_log.close()
@@ -159,6 +165,7 @@ def _run(
     duration_s: float,
     seed: int,
     console: Console,
+    misleading: float = 0.0,
 ) -> Path:
     with tempfile.TemporaryDirectory(prefix="recq-demo-") as tmp:
         root = Path(tmp)
@@ -216,7 +223,7 @@ def _run(
                 s.start()
             timeline = asyncio.run(
                 _drive(bootstrap, options, catalog, stages, duration_s, seed, reward,
-                       impressions, console)
+                       impressions, console, misleading)
             )  # fmt: skip
         finally:
             with console.status("stopping worker, learner and serving member..."):
@@ -224,7 +231,7 @@ def _run(
                     s.stop(timeout_s=60)  # the learner writes a final checkpoint
                 if kafka is not None:
                     kafka.stop()
-    _report(out, timeline, stages, duration_s, seed, reward, console)
+    _report(out, timeline, stages, duration_s, seed, reward, console, misleading)
     return out
 
 
@@ -238,8 +245,9 @@ async def _drive(
     reward: Reward,
     impressions: bool,
     console: Console,
+    misleading: float,
 ) -> Timeline:
-    shop = Catalog.generate(2000, 20, seed)
+    shop = Catalog.generate(2000, 20, seed, misleading=misleading)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **options)
     consumer = AIOKafkaConsumer(
         catalog.name(TopicRole.RECOMMENDATIONS),
@@ -278,8 +286,9 @@ async def _drive(
                 arm = ARMS[i % len(ARMS)]
                 o = await traffic.session(arm, population[i], think_s=THINK_S, live=True)
                 at = time.monotonic() - start
+                user = population[i].user_id
                 timeline.sessions.append(
-                    (at, arm, o.reward, o.shown, o.clicked_shown, o.purchases, o.objectives())
+                    (at, arm, o.reward, o.shown, o.clicked_shown, o.purchases, o.objectives(), user)
                 )
 
     shoppers_tasks = [asyncio.create_task(shopper_loop(w)) for w in range(SHOPPER_LOOPS)]
@@ -389,6 +398,7 @@ def _report(
     seed: int,
     reward: Reward,
     console: Console,
+    misleading: float = 0.0,
 ) -> None:
     import matplotlib
 
@@ -401,6 +411,7 @@ def _report(
     metrics: dict[str, Any] = {
         "duration_s": duration_s,
         "seed": seed,
+        "misleading": misleading,
         # Every arm (the live oracle too) is scored with this reward, the one the stages used.
         "reward": reward.as_dict(),
         "oracle_reward_per_session": oracle_reward,
@@ -410,9 +421,17 @@ def _report(
         overall, late = timeline.arm(arm), timeline.arm(arm, since=second_half)
         late["fraction_of_oracle"] = _ratio(late["reward_per_session"],
                                             oracle_late["reward_per_session"])  # fmt: skip
+        # 95% bootstrap intervals over shoppers (simulator/compare.py): of the second
+        # half's reward per session, and of its ratio to the oracle and the co-view control.
+        late_rewards = timeline.rewards(arm, second_half)
+        intervals = {"reward_per_session": reward_interval(late_rewards).as_dict()}
+        for other in ("oracle", "coview"):
+            if other != arm:
+                ratio = ratio_interval(late_rewards, timeline.rewards(other, second_half))
+                intervals[f"of_{other}"] = ratio.as_dict()
         metrics["policies"][arm] = {
             **overall,
-            "second_half": late,
+            "second_half": {**late, "intervals": intervals},
             "fraction_of_oracle": _ratio(overall["reward_per_session"], oracle_reward),
         }
     last = timeline.vitals[-1] if timeline.vitals else {}

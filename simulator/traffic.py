@@ -2,9 +2,10 @@
 on `rec-requests`, answered on `recommendations`), reacts to it, and its events go to
 the event topics keyed by user_id, carrying the recommendation's rec_id and position.
 
-Shoppers are split between arms: ``learned`` asks recq; ``popularity`` and ``random``
-are baselines computed here (popularity from the events this driver has produced), so
-the same simulated shop measures them side by side. The baselines log their slates on
+Shoppers are split between arms: ``learned`` asks recq; ``coview`` (the control a shop
+would deploy instead: session co-occurrence, ``simulator.controls``), ``popularity`` and
+``random`` are computed here from the events this driver has produced, so the same
+simulated shop measures them side by side. The baselines log their slates on
 the recommendations topic like any policy recq could learn from (policy ``popularity`` /
 ``random``, model_version ``baseline``, with their propensities: random shows slot j
 with 1 / (catalog - j)). ``oracle`` reads the shoppers' hidden tastes
@@ -36,12 +37,13 @@ from schemas.records import (
 from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator import metrics
+from simulator.controls import CoView
 from simulator.session import SessionOutcome, ShoppingSession, Slate, oracle_slate
 from simulator.shop import Catalog, Shopper, shoppers
 
-ARMS = ("learned", "popularity", "random", "oracle")
+ARMS = ("learned", "coview", "popularity", "random", "oracle")
 #: Arms whose shoppers' events reach recq (the oracle's stay off Kafka).
-LOGGED_ARMS = ("learned", "popularity", "random")
+LOGGED_ARMS = ("learned", "coview", "popularity", "random")
 OBJECTIVES = ("clicks", "carts", "purchases", "revenue")
 
 
@@ -122,6 +124,7 @@ class Traffic:
         #: The latest sessions (bounded: ``recq simulate --forever`` runs for days).
         self.sessions_log: deque[tuple[str, SessionOutcome]] = deque(maxlen=100_000)
         self.popularity: Counter[int] = Counter()
+        self.coview = CoView(len(catalog))
         # Returning shoppers keep their cart and what they own between sessions.
         self.carts: dict[str, list[int]] = defaultdict(list)
         self.owned: dict[str, set[int]] = defaultdict(set)
@@ -142,6 +145,14 @@ class Traffic:
         if arm == "popularity":
             top = [i for i, _ in self.popularity.most_common(self.k)]
             return await self._logged(arm, shopper, top, [1.0] * len(top)) if top else None
+        if arm == "coview":
+            if not history:  # nothing to co-occur with: popularity, as serving falls back
+                return await self.slate("popularity", shopper, history)
+            scores = self.coview.scores(history)
+            # The filters serving applies: nothing owned or already in the cart.
+            scores[list(set(self.carts[shopper.user_id]) | self.owned[shopper.user_id])] = -np.inf
+            top = [int(i) for i in np.argsort(-scores, kind="stable")[: self.k]]
+            return await self._logged(arm, shopper, top, [1.0] * len(top))
         request = RecRequest(request_id=uuid.uuid4().hex, user_id=shopper.user_id, k=self.k,
                              ts_ms=int(time.time() * 1000))  # fmt: skip
         future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
@@ -215,6 +226,8 @@ class Traffic:
                 await self.producer.send(topic, encode(event), key=shopper.user_id.encode())
                 if isinstance(event, ClickEvent):
                     self.popularity[self.index_of[event.item_id]] += 1
+                    self.coview.observe(shopper.user_id, self.index_of[event.item_id])
+        self.coview.end_session(shopper.user_id)
         self.stats[arm].add(session.outcome)
         metrics.record(arm, session.outcome)
         self.sessions_log.append((arm, session.outcome))

@@ -22,12 +22,12 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
         bought = 1 if i % 2 else 0
         timeline.sessions += [
             (t, "learned", 1.0, 2, 1, bought,
-             {"clicks": 2, "carts": 1, "purchases": bought, "revenue": 30.0 * bought}),
-            (t, "popularity", 0.5, 2, 1, 0, {**none, "clicks": 1}),
-            (t, "random", 0.2, 1, 0, 0, {**none, "clicks": 1}),
+             {"clicks": 2, "carts": 1, "purchases": bought, "revenue": 30.0 * bought}, f"l{i % 6}"),
+            (t, "popularity", 0.5, 2, 1, 0, {**none, "clicks": 1}, f"p{i % 6}"),
+            (t, "random", 0.2, 1, 0, 0, {**none, "clicks": 1}, f"r{i % 6}"),
             # the live oracle arm earns 2.0 per session, 2.5 in the second half
             (t, "oracle", 1.5 if t < 30 else 2.5, 2, 2, 1,
-             {"clicks": 3, "carts": 2, "purchases": 1, "revenue": 50.0}),
+             {"clicks": 3, "carts": 2, "purchases": 1, "revenue": 50.0}, f"o{i % 6}"),
         ]  # fmt: skip
         timeline.vitals.append({"t": t, "events": 10.0 * i, "transitions": 5.0 * i, "replay": 1.0,
                                 "updates": float(i), "loss_td": 0.1, "snapshot": 2.0,
@@ -44,6 +44,10 @@ def test_report_metrics_and_plots(tmp_path: Path) -> None:
     assert learned["ctr"] == 0.5 and learned["conversion"] == 0.5
     assert learned["fraction_of_oracle"] == 0.5
     assert learned["second_half"]["fraction_of_oracle"] == 0.4  # 1.0 / 2.5
+    # Every shopper of an arm earned the same per session here: zero-width intervals.
+    intervals = learned["second_half"]["intervals"]
+    assert intervals["reward_per_session"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert intervals["of_oracle"] == {"value": 0.4, "low": 0.4, "high": 0.4}
     assert metrics["oracle_reward_per_session"] == 2.0
     # every objective, per session, per arm
     assert (learned["clicks_per_session"], learned["carts_per_session"]) == (2.0, 1.0)
