@@ -112,7 +112,8 @@ def main() -> None:
     replay.sampler.on_write(torch.arange(args.replay, device=device))
     for supervised in (False, True):
         net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=supervised)
-        dqn = DQN(net.to(device), LearnerSettings(), select_dtype=select_dtype_for(device),
+        dqn = DQN(net.to(device), LearnerSettings(organic_reward=1.0),
+                  select_dtype=select_dtype_for(device),
                   mixed_precision=device.type == "cuda")  # fmt: skip
         baseline = rate(partial(full_catalog_step, dqn), replay, args.batch, args.seconds)
         ours = rate(dqn.update, replay, args.batch, args.seconds)
@@ -123,10 +124,15 @@ def main() -> None:
             select_dtype=str(dqn.select_dtype).removeprefix("torch."),
         )  # fmt: skip
     slates = synthetic_slates(20_000, args.items, device)
-    for mode in ("td", "slateq"):
-        net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=False)
-        dqn = DQN(net.to(device), LearnerSettings(slate_learning=mode),
-                  select_dtype=select_dtype_for(device),
+    # The slate terms of Q (td, slateq) and the response ranking (the default: response
+    # loss on the slates beside td, with the supervised head as its prior).
+    for mode in ("td", "slateq", "response"):
+        response = mode == "response"
+        net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=response)
+        settings = LearnerSettings(
+            slate_learning="td" if response else mode, ranking="response" if response else "q"
+        )  # type: ignore[arg-type]
+        dqn = DQN(net.to(device), settings, select_dtype=select_dtype_for(device),
                   mixed_precision=device.type == "cuda")  # fmt: skip
         organic = rate(dqn.update, replay, args.batch, args.seconds)
 
@@ -135,6 +141,8 @@ def main() -> None:
 
         with_slates = rate(with_slate_batch, replay, args.batch, args.seconds)
         figure("learner", f"updates_per_s_slates_{mode}", with_slates, "1/s",
+               # the organic-only baseline of the response row has the supervised head
+               organic_supervised_head=response,
                baseline="organic_only", baseline_value=organic, digits=1, items=args.items,
                batch=args.batch, slate_batch=128, device=device.type)  # fmt: skip
 

@@ -142,7 +142,8 @@ def main() -> None:
         net = QNetwork(n_items=args.items, history_length=HISTORY, encoder=encoder,
                        supervised_head=supervised)  # fmt: skip
         config = LearnerSettings(supervised_negatives=256, learning_rate=args.lr,
-                                 negative_actions=256 if negatives else 0)  # fmt: skip
+                                 negative_actions=256 if negatives else 0,
+                                 organic_reward=1.0)  # fmt: skip
         dqn = DQN(net, config)
         start = time.perf_counter()
         for step in track(range(args.updates), description=name, transient=True):

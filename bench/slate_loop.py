@@ -25,6 +25,7 @@ the items' organic appeal is another item's: simulator/shop.py).
 
     .venv/bin/python bench/slate_loop.py [--variants response,q-slates] [--shops default,misleading]
         [--seeds 1,2,3] [--rounds 24] [--population 960] [--updates 100]
+        [--set response_prior_impressions=5 ...]
 
 One JSON line per (variant, shop, seed) and one per (variant, shop) pooling the seeds'
 shoppers: every arm's reward per session over the second half with a 95% bootstrap
@@ -99,7 +100,7 @@ class Picks:
 
 class Loop:
     def __init__(self, variant: str, shop: str, seed: int, updates: int, population: int,
-                 epsilon: float) -> None:  # fmt: skip
+                 epsilon: float, overrides: dict[str, str] | None = None) -> None:  # fmt: skip
         torch.manual_seed(seed)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -109,11 +110,12 @@ class Loop:
         self.reward = Reward()
         self.settings = LearnerSettings(
             batch_size=128, history_length=HISTORY, learner_seed=seed,
-            **VARIANTS[variant],  # type: ignore[arg-type]
+            **{**VARIANTS[variant], **(overrides or {})},  # type: ignore[arg-type]
         )  # fmt: skip
         self.dqn = DQN(QNetwork(n_items=len(self.shop), dim=64, history_length=HISTORY,
                                 supervised_head=self.settings.supervised_head,
-                                prior_impressions=self.settings.response_prior_impressions),
+                                prior_impressions=self.settings.response_prior_impressions,
+                                q_prior=self.settings.response_prior == "next_item+q"),
                        self.settings)  # fmt: skip
         self.control = SupervisedControl(len(self.shop), HISTORY, self.settings.learning_rate)
         self.coview = CoView(len(self.shop))
@@ -290,7 +292,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(variant: str, shop: str, seed: int, args: argparse.Namespace,
         progress: Progress) -> dict[str, object]:  # fmt: skip
-    loop = Loop(variant, shop, seed, args.updates, args.population, args.epsilon)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    loop = Loop(variant, shop, seed, args.updates, args.population, args.epsilon, overrides)
     log: list[tuple[int, str, str, float]] = []  # (round, arm, user, reward)
     task = progress.add_task(f"{variant}, {shop}, seed {seed}", total=args.rounds)
     started = time.monotonic()
@@ -374,6 +377,13 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=960, help="returning shoppers")
     parser.add_argument("--epsilon", type=float, default=0.1, help="the learned arm's epsilon")
     parser.add_argument("--out", type=Path, default=Path("reports/slate_loop"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a learner setting on top of the variant's (field name)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = args.out / time.strftime("%Y%m%d-%H%M%S")

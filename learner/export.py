@@ -111,7 +111,9 @@ class TopKPolicy(nn.Module):
         q = user @ self.score_item.T + self.score_bias + shift.unsqueeze(-1)
         if self.ranking == "response":
             q = net.response_scores(
-                hidden, (self.score_item, self.next_bias), (self.response_item, self.response_bias)
+                hidden,
+                (self.score_item, self.next_bias, self.score_bias),
+                (self.response_item, self.response_bias),
             ).masked_fill(~self.live, EXCLUDED_SCORE)
         elif self.ranking == "slateq":
             appeal = net.appeal_all(hidden, self.score_item, self.choice_bias)

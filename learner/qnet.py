@@ -104,6 +104,7 @@ class QNetwork(nn.Module):
         supervised_head: bool = True,
         capacity: int | None = None,
         prior_impressions: float = 20.0,
+        q_prior: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -151,6 +152,9 @@ class QNetwork(nn.Module):
         #: Impressions per item (shown slots the learner has read): the shrinkage weight.
         self.register_buffer("impressions", torch.zeros(capacity))
         self.prior_impressions = prior_impressions
+        #: Q's advantage as a second prior (``RECQ_RESPONSE_PRIOR=next_item+q``).
+        self.q_prior = q_prior
+        self.q_prior_weight = nn.Parameter(torch.tensor(PRIOR_WEIGHT_INIT))
 
     # --- catalog --------------------------------------------------------------------------
     @property
@@ -390,17 +394,25 @@ class QNetwork(nn.Module):
         return impressions / (impressions + self.prior_impressions)
 
     def prior(
-        self, hidden: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        hidden: torch.Tensor,
+        table: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """alpha * prior(s, a) over the active catalog, or over the given (item vectors,
-        next-item biases) rows; zero without the supervised head."""
+        """The prior of the response ranking over the active catalog, or over the given
+        (item vectors, next-item biases, item biases) rows: alpha times the next-item
+        logits (zero without the supervised head), plus beta times Q's advantage
+        u . e_a + b_a where ``q_prior`` is on."""
         n = self.n_items
-        item, next_bias = table if table is not None else (self.item[:n], None)
-        if not self.supervised:
-            return hidden.new_zeros(hidden.shape[0], item.shape[0])
-        if next_bias is None:
-            next_bias = self.next_item_bias[:n]
-        return self.prior_weight * torch.addmm(next_bias, self.next_item(hidden), item.T)
+        if table is None:
+            table = (self.item[:n], self.next_item_bias[:n] if self.supervised else None,
+                     self.item_bias[:n])  # fmt: skip
+        item, next_bias, item_bias = table
+        out = hidden.new_zeros(hidden.shape[0], item.shape[0])
+        if self.supervised and next_bias is not None:
+            out = out + self.prior_weight * torch.addmm(next_bias, self.next_item(hidden), item.T)
+        if self.q_prior:
+            out = out + self.q_prior_weight * torch.addmm(item_bias, self.user(hidden), item.T)
+        return out
 
     def correction(
         self, hidden: torch.Tensor, slate: torch.Tensor, rows: ItemRows | None = None
@@ -428,10 +440,15 @@ class QNetwork(nn.Module):
         effect = torch.cat([self.response_position.new_zeros(1), self.response_position])
         position = effect[torch.arange(slate.shape[1], device=slate.device)
                           .clamp(max=POSITION_SLOTS - 1)]  # fmt: skip
-        # The prior is organic evidence: the response loss sets its weight, not its shape.
+        # The priors are organic evidence: the response loss sets their weights, not
+        # their shape.
         prior = self.prior_weight * (
             self.supervised_logits(hidden, slate, rows).detach() if self.supervised else 0.0
         )
+        if self.q_prior:
+            vector, bias = self._action_rows(slate, rows)
+            advantage = (self.user(hidden).unsqueeze(1) * vector).sum(-1) + bias
+            prior = prior + self.q_prior_weight * advantage.detach()
         level: torch.Tensor = self.response_level(hidden)
         return prior + self.correction(hidden, slate, rows) + level + position
 
@@ -444,9 +461,11 @@ class QNetwork(nn.Module):
         return vector * w[:, None], self.response_bias[:n] * w
 
     def response_scores(
-        self, hidden: torch.Tensor, prior_table: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self,
+        hidden: torch.Tensor,
+        prior_table: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
         response_table: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """alpha * prior + w_a * correction over the active catalog (or the given rows):
         what ``response`` snapshots rank by. The export passes its folded tables."""
         vector, bias = self.response_table() if response_table is None else response_table

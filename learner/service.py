@@ -50,6 +50,7 @@ def build_dqn(settings: LearnerSettings, device: torch.device, n_items: int,
         supervised_head=settings.supervised_head,
         capacity=capacity,
         prior_impressions=settings.response_prior_impressions,
+        q_prior=settings.response_prior == "next_item+q",
     ).to(device)
     return DQN(
         net,

@@ -383,6 +383,12 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         "prior counts with weight n / (n + n0) after n impressions (pessimism where few "
         "impressions back it).",
     )  # fmt: skip
+    response_prior: Literal["next_item", "next_item+q"] = Field(
+        default="next_item",
+        description="The organic prior of the response ranking: the next-item head, or "
+        "that plus the Q-network's advantage (what organic and slate TD say an item is "
+        "worth), each weighted by what the slates fit.",
+    )
     organic_reward: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="Share of an organic interaction's reward that counts as earned by the "

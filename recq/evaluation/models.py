@@ -7,8 +7,10 @@ asked to score every item given a target's history:
   weighted most), popularity breaking ties and covering items never seen together;
 - ``supervised``: the learner's sequence encoder trained only for the next item (full
   softmax cross-entropy): a GRU4Rec-style supervised model on the same architecture;
-- ``dqn``: the learner as it runs online (n-step double DQN with negative actions),
-  ranking by Q;
+- ``dqn``: the learner's Q-network (n-step double DQN with negative actions) with organic
+  reward counted in full, ranking by Q. What recq serves by default (the response
+  ranking) learns from logged slates, which a click log does not have: offline on a
+  click log it is the ``dqn+sqn`` row's next-item prior and nothing more;
 - ``dqn+sqn``: the same with the supervised next-item head (SQN), ranking by that head,
   as in the SQN paper.
 
@@ -185,7 +187,9 @@ class LearnerModel:
             prioritized=True, n_step=3, gamma=0.9,
         )  # fmt: skip
         replay.add(data)
-        dqn = DQN(self.net, LearnerSettings(supervised_negatives=256))
+        # Organic reward in full: a click log has no slates, so Q learns from what
+        # shoppers did (RECQ_ORGANIC_REWARD=1, the Q ranking recq served before issue 22).
+        dqn = DQN(self.net, LearnerSettings(supervised_negatives=256, organic_reward=1.0))
         for step in range(self.updates):
             batch = replay.sample(self.batch_size, 0.4 + 0.6 * step / self.updates)
             replay.update_priorities(batch, dqn.update(batch).td_error)

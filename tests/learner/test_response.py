@@ -144,3 +144,22 @@ def test_slateq_ranking_without_the_choice_model_fails_naming_the_setting(
     monkeypatch.setenv("RECQ_SLATE_LEARNING", "td")
     with pytest.raises(SettingsError, match="RECQ_RANKING"):
         load_settings(LearnerSettings)
+
+
+def test_the_q_prior_is_exported_as_trained() -> None:
+    # RECQ_RESPONSE_PRIOR=next_item+q: the prior adds beta * (u . e_a + b_a).
+    torch.manual_seed(2)
+    q = QNetwork(n_items=30, dim=8, history_length=L, supervised_head=True, q_prior=True)
+    with torch.no_grad():
+        q.item_bias.normal_(0.0, 1.0)
+        q.q_prior_weight.fill_(0.7)
+    items, events, ages = sample_states(4, L, 30, seed=1)
+    with torch.no_grad():
+        hidden, user, _ = q.encode(items, events, ages)
+        expected = q.prior_weight * q.supervised_logits(hidden, None) + 0.7 * (
+            user @ q.item[:30].T + q.item_bias[:30]
+        )
+        assert torch.allclose(q.response_scores(hidden), expected, atol=1e-5)
+    model, policy = SnapshotExporter(10, "response").export(q)
+    parity = check_parity(model, policy)
+    assert parity.topk_equal == 1.0 and parity.max_abs_diff < 1e-4
