@@ -18,7 +18,8 @@ class SupervisedControl:
     def __init__(self, n_items: int, history_length: int, learning_rate: float) -> None:
         self.net = QNetwork(n_items=n_items, dim=64, history_length=history_length,
                             supervised_head=True)  # fmt: skip
-        params = ["encoder", "event", "age", "position", "item", "next_item", "next_item_bias"]
+        params = ["encoder", "event", "age", "position", "item", "next_item", "next_item_bias",
+                  "category", "price_vector"]  # fmt: skip
         chosen = [p for name, p in self.net.named_parameters() if name.split(".")[0] in params]
         self.optimizer = torch.optim.AdamW(chosen, lr=learning_rate, weight_decay=1e-5)
 

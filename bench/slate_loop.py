@@ -59,7 +59,7 @@ from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
 from learner.trainer import SLATE_WARMUP, learns_from_slates
 from schemas.exploration import Policy
-from schemas.features import encode_state, interactions_of
+from schemas.features import category_bucket, encode_state, interactions_of, price_feature
 from schemas.records import SlateTransition, Transition
 from schemas.reward import Reward
 from schemas.settings import LearnerSettings
@@ -118,6 +118,13 @@ class Loop:
                                 q_prior=self.settings.response_prior == "next_item+q"),
                        self.settings)  # fmt: skip
         self.control = SupervisedControl(len(self.shop), HISTORY, self.settings.learning_rate)
+        if self.settings.item_features:  # what the catalog topic says about every item
+            index = torch.arange(len(self.shop))
+            category = torch.tensor([category_bucket(self.shop.category_name(i))
+                                     for i in range(len(self.shop))])  # fmt: skip
+            price = torch.tensor([price_feature(float(p)) for p in self.shop.price])
+            self.dqn.set_features(index, category, price)
+            self.control.net.set_features(index, category, price)
         self.coview = CoView(len(self.shop))
         self.replay = ReplayBuffer.build(
             capacity=100_000, history_length=HISTORY, device=torch.device("cpu"),

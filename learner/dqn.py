@@ -58,6 +58,8 @@ SUPERVISED_WEIGHT = 1.0
 NEGATIVE_WEIGHT = 1.0
 #: Weight of the slate terms (TD on answered slots, zero target on ignored ones, choice).
 SLATE_WEIGHT = 1.0
+#: Updates between full refreshes of the argmax's selection table (see ``_step``).
+SELECTION_REFRESH = 100
 #: Weight of the response model's loss (``RECQ_RANKING=response``).
 RESPONSE_WEIGHT = 1.0
 #: Slate size of the SlateQ target's A*: what serving shows by default.
@@ -142,6 +144,15 @@ class DQN:
             n = min(net.capacity, counts.shape[0])
             net.impressions.zero_()
             net.impressions[:n] = counts[:n].to(net.impressions)
+
+    @torch.no_grad()
+    def set_features(
+        self, index: torch.Tensor, category: torch.Tensor, log_price: torch.Tensor
+    ) -> None:
+        """Catalog features of items ``index`` in both networks (``QNetwork.set_features``)."""
+        for net in (self.online, self.target):
+            net.set_features(index, category, log_price)
+        self.refresh_selection()
 
     def refresh_selection(self) -> None:
         """Re-derive the selection table (after weights were loaded from elsewhere)."""
@@ -318,6 +329,10 @@ class DQN:
         self.optimizer.step()
         self.row_optimizer.step(index, row_grads)
         self._selection[index] = self.online.selection_table(self.select_dtype, index)
+        if self.updates % SELECTION_REFRESH == 0:
+            # The shared feature parameters (category embeddings, price vector) move every
+            # item's vector a little: the rows the update did not touch catch up here.
+            self.refresh_selection()
         self.soft_update()
         self.updates += 1
         return UpdateStats(

@@ -73,7 +73,8 @@ class TopKPolicy(nn.Module):
         active = net.n_items if n_active is None else min(n_active, net.n_items)
         self.width = score_width(active, self.k, net.capacity)
         with torch.no_grad():
-            item, bias = net.item.detach(), net.item_bias.detach()
+            # The item features are folded into the rows here: serving needs nothing new.
+            item, bias = net.item_table(net.capacity).detach(), net.item_bias.detach()
             live = torch.arange(self.width, device=item.device) < active
             self.register_buffer("active", torch.tensor(active, dtype=torch.int64))
             self.register_buffer("mean_item", item[:active].mean(0))

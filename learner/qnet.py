@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from schemas.features import N_AGE_BUCKETS, N_EVENT_CODES
+from schemas.features import CATEGORY_BUCKETS, N_AGE_BUCKETS, N_EVENT_CODES
 
 SELECT_CHUNK = 4096  # catalog rows per block of the argmax: keeps the block in cache
 #: Slots with a position effect of their own; later slots share the last one.
@@ -68,7 +68,8 @@ class ItemRows:
     over the whole catalog on every update. ``RowAdamW`` applies them."""
 
     index: torch.Tensor  # [U] sorted unique item indices
-    vector: torch.Tensor  # [U, d]
+    vector: torch.Tensor  # [U, d] the item vectors: id rows plus the item-feature part
+    id_vector: torch.Tensor  # [U, d] the id rows (the leaf the row optimizer steps)
     bias: torch.Tensor  # [U]
     next_bias: torch.Tensor | None  # [U] (supervised head)
     choice_bias: torch.Tensor  # [U] (choice model: item appeal)
@@ -80,7 +81,7 @@ class ItemRows:
 
     def leaves(self) -> dict[str, torch.Tensor]:
         out = {
-            "item": self.vector,
+            "item": self.id_vector,
             "item_bias": self.bias,
             "choice_bias": self.choice_bias,
             "response_item": self.response_item,
@@ -93,6 +94,8 @@ class ItemRows:
 
 class QNetwork(nn.Module):
     impressions: torch.Tensor
+    item_category: torch.Tensor
+    item_log_price: torch.Tensor
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class QNetwork(nn.Module):
         capacity: int | None = None,
         prior_impressions: float = 20.0,
         q_prior: bool = False,
+        category_buckets: int = CATEGORY_BUCKETS,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -155,6 +159,16 @@ class QNetwork(nn.Module):
         #: Q's advantage as a second prior (``RECQ_RESPONSE_PRIOR=next_item+q``).
         self.q_prior = q_prior
         self.q_prior_weight = nn.Parameter(torch.tensor(PRIOR_WEIGHT_INIT))
+        # Item features (the catalog topic): e_a = id row + category embedding + log price
+        # x price vector, so an item the catalog describes starts near its category and
+        # price before anyone has interacted with it. Bucket 0 = no category known.
+        self.category = nn.Embedding(category_buckets, dim, padding_idx=0)
+        with torch.no_grad():
+            self.category.weight.mul_(0.5)
+            self.category.weight[0].zero_()
+        self.price_vector = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("item_category", torch.zeros(capacity, dtype=torch.int64))
+        self.register_buffer("item_log_price", torch.zeros(capacity))
 
     # --- catalog --------------------------------------------------------------------------
     @property
@@ -182,9 +196,10 @@ class QNetwork(nn.Module):
                 new = nn.Parameter(torch.cat([old.data, fresh.to(old.dtype)]))
                 setattr(self, name, new)
                 grown[name] = (old, new)
-            self.impressions = torch.cat(
-                [self.impressions, self.impressions.new_zeros(capacity - self.impressions.shape[0])]
-            )
+            for buffer in ("impressions", "item_category", "item_log_price"):
+                old_buffer = getattr(self, buffer)
+                pad = old_buffer.new_zeros(capacity - old_buffer.shape[0])
+                setattr(self, buffer, torch.cat([old_buffer, pad]))
         self.n_items = max(self.n_items, n_items)
         return grown
 
@@ -195,15 +210,41 @@ class QNetwork(nn.Module):
         def leaf(table: torch.Tensor) -> torch.Tensor:
             return table.detach()[index].requires_grad_()
 
+        id_vector = leaf(self.item)
         return ItemRows(
             index=index,
-            vector=leaf(self.item),
+            vector=id_vector + self.feature_vectors(index),
+            id_vector=id_vector,
             bias=leaf(self.item_bias),
             next_bias=leaf(self.next_item_bias) if self.supervised else None,
             choice_bias=leaf(self.choice_bias),
             response_item=leaf(self.response_item),
             response_bias=leaf(self.response_bias),
         )
+
+    # --- item features --------------------------------------------------------------------
+    def set_features(
+        self, index: torch.Tensor, category: torch.Tensor, log_price: torch.Tensor
+    ) -> None:
+        """Catalog features of items ``index``: category bucket and price feature
+        (``schemas.features.category_bucket`` / ``price_feature``; 0 = unknown)."""
+        with torch.no_grad():
+            self.item_category[index] = category.to(self.item_category)
+            self.item_log_price[index] = log_price.to(self.item_log_price)
+
+    def feature_vectors(self, index: torch.Tensor) -> torch.Tensor:
+        """The feature part of items ``index`` (any shape): [..., d]."""
+        category: torch.Tensor = self.category(self.item_category[index])
+        return category + self.item_log_price[index].unsqueeze(-1) * self.price_vector
+
+    def item_vectors(self, index: torch.Tensor) -> torch.Tensor:
+        """e_a of items ``index`` (any shape): id row plus feature part."""
+        return self.item[index] + self.feature_vectors(index)
+
+    def item_table(self, n: int | None = None) -> torch.Tensor:
+        """e_a of the first ``n`` rows (default: the active catalog): [n, d]."""
+        n = self.n_items if n is None else n
+        return self.item[:n] + self.feature_vectors(torch.arange(n, device=self.item.device))
 
     # --- forward pieces -------------------------------------------------------------------
     def encode(
@@ -221,7 +262,7 @@ class QNetwork(nn.Module):
         if rows is not None:
             vectors = rows.vector[rows.locate(items)]
         else:
-            vectors = F.embedding(items, self.item if table is None else table)
+            vectors = self.item_vectors(items) if table is None else F.embedding(items, table)
         x = (
             vectors * real  # padding rows carry no item
             + self.event(events)
@@ -241,7 +282,7 @@ class QNetwork(nn.Module):
         embedding gradient dense."""
         n = self.n_items
         with torch.no_grad():
-            mean_item, mean_bias = self.item[:n].mean(0), self.item_bias[:n].mean()
+            mean_item, mean_bias = self.item_table(n).mean(0), self.item_bias[:n].mean()
         return user @ mean_item + mean_bias
 
     def _action_rows(
@@ -249,7 +290,7 @@ class QNetwork(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings and biases of ``actions``, from the gathered rows when given."""
         if rows is None:
-            return self.item[actions], self.item_bias[actions]
+            return self.item_vectors(actions), self.item_bias[actions]
         at = rows.locate(actions)
         return rows.vector[at], rows.bias[at]
 
@@ -280,7 +321,7 @@ class QNetwork(nn.Module):
     def scores(self, user: torch.Tensor) -> torch.Tensor:
         """u . e_a + b_a over the whole active catalog (ranks like Q)."""
         n = self.n_items
-        return torch.addmm(self.item_bias[:n], user, self.item[:n].T)
+        return torch.addmm(self.item_bias[:n], user, self.item_table(n).T)
 
     def q_all(self, user: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Q(s, .) over the whole catalog (the straightforward way; baseline and tests)."""
@@ -291,8 +332,9 @@ class QNetwork(nn.Module):
         self, dtype: torch.dtype, index: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[e_a, b_a] rows in ``dtype`` (all rows, or those at ``index``) for ``best_items``."""
-        item, bias = (self.item, self.item_bias) if index is None else (
-            self.item[index], self.item_bias[index])  # fmt: skip
+        if index is None:
+            index = torch.arange(self.capacity, device=self.item.device)
+        item, bias = self.item_vectors(index), self.item_bias[index]
         return torch.cat([item.detach(), bias.detach()[:, None]], 1).to(dtype)
 
     def best_items(
@@ -345,7 +387,7 @@ class QNetwork(nn.Module):
         """v(s, a) at each row's items ``slate`` [B, S]."""
         query = self.choice_query(hidden)
         if rows is None:
-            vector, bias = self.item[slate], self.choice_bias[slate]
+            vector, bias = self.item_vectors(slate), self.choice_bias[slate]
         else:
             at = rows.locate(slate)
             vector, bias = rows.vector[at], rows.choice_bias[at]
@@ -365,7 +407,7 @@ class QNetwork(nn.Module):
                    bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """v(s, a) over the active catalog (or the given rows): [B, N]."""
         n = self.n_items
-        item = self.item[:n] if table is None else table
+        item = self.item_table(n) if table is None else table
         choice_bias = self.choice_bias[:n] if bias is None else bias
         return torch.addmm(choice_bias, self.choice_query(hidden), item.T)
 
@@ -376,9 +418,9 @@ class QNetwork(nn.Module):
         query: torch.Tensor = self.next_item(hidden)
         if items is None:
             n = self.n_items
-            return torch.addmm(self.next_item_bias[:n], query, self.item[:n].T)
+            return torch.addmm(self.next_item_bias[:n], query, self.item_table(n).T)
         if rows is None:
-            vector, bias = self.item[items], self.next_item_bias[items]
+            vector, bias = self.item_vectors(items), self.next_item_bias[items]
         else:
             assert rows.next_bias is not None
             at = rows.locate(items)
@@ -404,7 +446,7 @@ class QNetwork(nn.Module):
         u . e_a + b_a where ``q_prior`` is on."""
         n = self.n_items
         if table is None:
-            table = (self.item[:n], self.next_item_bias[:n] if self.supervised else None,
+            table = (self.item_table(n), self.next_item_bias[:n] if self.supervised else None,
                      self.item_bias[:n])  # fmt: skip
         item, next_bias, item_bias = table
         out = hidden.new_zeros(hidden.shape[0], item.shape[0])
@@ -420,7 +462,7 @@ class QNetwork(nn.Module):
         """W_r h . f_a + r_a at each row's items ``slate`` [B, S], unshrunk: training fits
         it to the evidence; ranking shrinks it by w_a (``response_table``)."""
         if rows is None:
-            item, offset = self.item[slate], self.response_item[slate]
+            item, offset = self.item_vectors(slate), self.response_item[slate]
             bias = self.response_bias[slate]
         else:
             at = rows.locate(slate)
@@ -457,7 +499,7 @@ class QNetwork(nn.Module):
         export folds them into the graph."""
         n = self.n_items if n is None else n
         w = self.shrinkage(self.impressions[:n])
-        vector = self.item[:n].detach() + self.response_item[:n]
+        vector = self.item_table(n).detach() + self.response_item[:n]
         return vector * w[:, None], self.response_bias[:n] * w
 
     def response_scores(

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import start_http_server
 
 from learner import checkpoint
+from learner.catalog import CatalogFeatures, CatalogFollower
 from learner.device import pick_device
 from learner.dqn import DQN, select_dtype_for
 from learner.export import SnapshotExporter
@@ -31,7 +32,7 @@ from schemas.codec import Limits, encode
 from schemas.connection import client_options, quiet_retriable_client_errors
 from schemas.manifest import TrainedThrough
 from schemas.model_store import ModelStore
-from schemas.records import SlateTransition, SnapshotAnnouncement
+from schemas.records import DeadLetter, SlateTransition, SnapshotAnnouncement
 from schemas.settings import LearnerSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
@@ -80,7 +81,9 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
 
     vocabulary = ItemVocabulary(
         topic=catalog.name(TopicRole.ITEM_VOCABULARY), bootstrap_servers=bootstrap,
-        client_options=options, read_only=True,
+        # Not read-only with item features: catalog items are claimed, so they are scored
+        # before anyone interacts with them.
+        client_options=options, read_only=not settings.item_features,
     )  # fmt: skip
     await vocabulary.start()
     n_items = max(len(vocabulary), saved.n_items if saved else 1)
@@ -124,12 +127,29 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
         slates=slates, limits=Limits.from_settings(settings), slate_observers=observers,
     )  # fmt: skip
     starts = await feed.assign(saved.offsets if saved else None)
+    features = CatalogFeatures()
+    follower = None
+    if settings.item_features:
+
+        async def claim(item_ids: list[str]) -> None:
+            await vocabulary.indices(item_ids)
+
+        async def dead_letter(letter: DeadLetter) -> None:
+            await producer.send_and_wait(catalog.name(TopicRole.DEAD_LETTER), encode(letter))
+
+        follower = CatalogFollower(
+            topic=catalog.name(TopicRole.CATALOG), bootstrap_servers=bootstrap,
+            features=features, claim=claim, dead_letter=dead_letter,
+            limits=Limits.from_settings(settings), client_options=options,
+        )  # fmt: skip
+        await follower.start()
     announcements: asyncio.Queue[SnapshotAnnouncement] = asyncio.Queue()
     tensorboard_dir = settings.data_dir / "tensorboard" if settings.tensorboard else None
     trainer = Trainer(
         dqn=dqn, replay=replay, slates=slates, store=store,
         exporter=SnapshotExporter(settings.snapshot_top_k, settings.ranking),
         item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
+        item_features=(lambda: features.take(vocabulary.get)) if follower else None,
         offsets=lambda: dict(feed.positions),
         announce=lambda a: _call_soon(loop, announcements.put_nowait, a),
         checkpoint_path=checkpoint_path, config=settings, reward=settings.reward(),
@@ -178,6 +198,8 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
             checkpoint.save(checkpoint_path, dqn, dict(feed.positions))
         with contextlib.suppress(Exception):
             await feed.commit()
+        if follower is not None:
+            await follower.stop()
         await consumer.stop()
         await producer.stop()
         await vocabulary.stop()

@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from learner import checkpoint, metrics
+from learner.catalog import FeatureRows
 from learner.dqn import DQN
 from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.gate import Gate
@@ -66,6 +69,7 @@ class Trainer(threading.Thread):
         on_exit: Callable[[], None] | None = None,
         gate: Gate | None = None,
         trained_through: Callable[[], TrainedThrough] | None = None,
+        item_features: Callable[[], FeatureRows] | None = None,
     ) -> None:
         super().__init__(name="recq-trainer", daemon=True)
         self.dqn = dqn
@@ -84,6 +88,7 @@ class Trainer(threading.Thread):
         self.on_exit = on_exit
         self.gate = gate
         self.trained_through = trained_through
+        self.item_features = item_features
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.last_snapshot: WrittenSnapshot | None = None
@@ -141,6 +146,12 @@ class Trainer(threading.Thread):
                      self.slates.max_item + 1 if self.slates is not None else 0)  # fmt: skip
         if needed > self.dqn.online.n_items:
             self.dqn.ensure_items(needed)
+        if self.item_features is not None:
+            index, category, price = self.item_features()
+            if index:
+                self.dqn.ensure_items(max(index) + 1)
+                self.dqn.set_features(torch.tensor(index), torch.tensor(category),
+                                      torch.tensor(price))  # fmt: skip
         metrics.CATALOG.set(self.dqn.online.n_items)
 
     def train_step(self) -> dict[str, float]:

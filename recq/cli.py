@@ -416,6 +416,7 @@ def simulate(
             explicit = load_settings(StreamsSettings).impressions == "explicit"
             traffic = Traffic(catalog=shop, topics=catalog, producer=producer, answers=answers,
                               seed=seed, reward=reward, impressions=explicit)  # fmt: skip
+            await traffic.publish_catalog()  # item features for the learner
             rounds = 0
             while forever:  # returning shoppers until SIGTERM / Ctrl-C
                 stats = await traffic.run(shoppers, concurrency, think_s=0.1, live=True)

@@ -269,6 +269,7 @@ async def _drive(
         reward=reward,
         impressions=impressions,
     )
+    await traffic.publish_catalog()  # item features for the learner (the catalog topic)
     timeline = Timeline()
     start = time.monotonic()
     stopping = asyncio.Event()

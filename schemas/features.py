@@ -24,6 +24,7 @@ Rules (the README's "State" section says the same):
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right, insort
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -56,6 +57,26 @@ RECENT_EVENT_IDS = 64
 def age_bucket(age_ms: int) -> int:
     """1 for an age under 10 s, ..., 6 under 1 d, 7 older (bounds exclusive)."""
     return 1 + bisect_right(AGE_BUCKET_BOUNDS_MS, max(age_ms, 0))
+
+
+#: Item features (the catalog topic): categories hash into this many buckets (0 = none
+#: known); prices enter as log(1 + price) / LOG_PRICE_SCALE (0 = none known).
+CATEGORY_BUCKETS = 1024
+LOG_PRICE_SCALE = 5.0
+
+
+def category_bucket(category: str | None) -> int:
+    """The bucket of an item category, 1..CATEGORY_BUCKETS - 1 (0 when there is none):
+    stable across processes and versions (a digest, not Python's salted hash)."""
+    if not category:
+        return 0
+    digest = int.from_bytes(blake2b(category.encode(), digest_size=8).digest(), "big")
+    return 1 + digest % (CATEGORY_BUCKETS - 1)
+
+
+def price_feature(price: float | None) -> float:
+    """The price feature of an item: log(1 + price) / LOG_PRICE_SCALE, 0 when unknown."""
+    return math.log1p(max(price, 0.0)) / LOG_PRICE_SCALE if price is not None else 0.0
 
 
 def event_digest(event_id: str) -> int:

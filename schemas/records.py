@@ -321,6 +321,26 @@ class SnapshotAnnouncement(Record):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+MAX_ATTRIBUTES = 64
+
+
+class CatalogItem(Record):
+    """An item as the shop describes it, on the compacted ``catalog`` topic (key = item_id;
+    the newest record of an item is its description). The learner embeds the category and
+    the price, so an item the catalog describes starts near its category and price before
+    anyone has interacted with it; ``attributes`` are kept for producers and readers that
+    want them and are not embedded yet."""
+
+    record_name = "catalog_item"
+    item_id: Id
+    category: Id | None = Field(default=None, description="The item's category, any string.")
+    price: Price | None = Field(default=None, description="Unit price in the shop's currency.")
+    attributes: dict[Id, Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES, description="Free attributes."
+    )
+    ts_ms: TimestampMs = Field(description="When the shop published this description.")
+
+
 class ItemClaim(Record):
     """A worker's claim of an item id on the item-vocabulary topic (key = item_id). The
     item's index is the rank of its first claim in that single partition."""
@@ -397,6 +417,7 @@ RECORDS: tuple[type[Record], ...] = (
     SlateTransition,
     SnapshotAnnouncement,
     ItemClaim,
+    CatalogItem,
     SessionTick,
     DeadLetter,
 )

@@ -389,6 +389,12 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         "that plus the Q-network's advantage (what organic and slate TD say an item is "
         "worth), each weighted by what the slates fit.",
     )
+    item_features: bool = Field(
+        default=True,
+        description="Item vectors add the catalog topic's features (category embedding, "
+        "log price x a learned vector) to each item's own row; items the catalog does not "
+        "describe get no feature part. Folded into the item table at export.",
+    )
     organic_reward: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="Share of an organic interaction's reward that counts as earned by the "

@@ -30,6 +30,7 @@ class TopicRole(StrEnum):
     SNAPSHOTS = "snapshots"
     DEAD_LETTER = "dead-letter"
     SESSION_TICKS = "session-ticks"
+    CATALOG = "catalog"
 
 
 EVENT_ROLES: dict[EventType, TopicRole] = {
@@ -125,6 +126,9 @@ class TopicCatalog:
                 "delete",
                 1 * DAY_MS,
             ),
+            # Item descriptions (catalog_item, key = item_id): compacted, so the newest
+            # description of every item is kept for as long as the item exists.
+            TopicSpec(TopicRole.CATALOG, self.name(TopicRole.CATALOG), 1, False, "compact", -1),
             # One partition: announcements are totally ordered by version.
             TopicSpec(
                 TopicRole.SNAPSHOTS, self.name(TopicRole.SNAPSHOTS), 1, False, "delete", 7 * DAY_MS

@@ -31,6 +31,10 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def category_name(self, item: int) -> str:
+        """The category an item's catalog record names (what a shop would publish)."""
+        return f"category-{int(self.category[item]):03d}"
+
     @classmethod
     def generate(
         cls, n_items: int, n_categories: int, seed: int, misleading: float = 0.0

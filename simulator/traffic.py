@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.codec import decode, encode
 from schemas.records import (
+    CatalogItem,
     ClickEvent,
     ImpressionEvent,
     Recommendation,
@@ -168,6 +169,18 @@ class Traffic:
         self.stats[arm].versions[answer.model_version] += 1
         shown = [self.index_of[i.item_id] for i in answer.items if i.item_id in self.index_of]
         return (answer.rec_id, shown)
+
+    async def publish_catalog(self) -> int:
+        """Describe every item on the catalog topic (category, price; key = item id), as a
+        shop's catalog service would: what the learner embeds as item features."""
+        topic = self.topics.name(TopicRole.CATALOG)
+        now = int(time.time() * 1000)
+        for i, item_id in enumerate(self.catalog.item_ids):
+            record = CatalogItem(item_id=item_id, category=self.catalog.category_name(i),
+                                 price=float(self.catalog.price[i]), ts_ms=now)  # fmt: skip
+            await self.producer.send(topic, encode(record), key=item_id.encode())
+        await self.producer.flush()
+        return len(self.catalog.item_ids)
 
     async def _logged(
         self, policy: str, shopper: Shopper, items: list[int], propensities: list[float]
