@@ -76,6 +76,7 @@ class CatalogFollower:
         claim: Callable[[list[str]], Awaitable[None]],
         dead_letter: Callable[[DeadLetter], Awaitable[None]],
         limits: Limits,
+        group_id: str,
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.topic = topic
@@ -83,19 +84,24 @@ class CatalogFollower:
         self.claim = claim
         self.dead_letter = dead_letter
         self.limits = limits
+        # The group only stores how far bad records were dead-lettered: every start reads
+        # the whole topic again (the features live in memory), and letters are written
+        # once, for records past that position.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+            bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", **(client_options or {}),
         )  # fmt: skip
+        self._partition = TopicPartition(topic, 0)  # the topic has one (schemas/topics.py)
+        self._lettered_to = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._task is not None:
             return
         await self._consumer.start()
-        partition = TopicPartition(self.topic, 0)  # the topic has one (schemas/topics.py)
-        self._consumer.assign([partition])
-        await self._consumer.seek_to_beginning(partition)
+        self._consumer.assign([self._partition])
+        self._lettered_to = await self._consumer.committed(self._partition) or 0
+        await self._consumer.seek_to_beginning(self._partition)
         self._task = asyncio.create_task(self._follow(), name="recq-catalog-follower")
 
     async def stop(self) -> None:
@@ -115,10 +121,17 @@ class CatalogFollower:
                     source = Source(tp.topic, tp.partition, m.offset)
                     record = decode(m.value, CatalogItem, limits=self.limits, source=source)
                     if isinstance(record, DeadLetter):
-                        await self.dead_letter(record)
-                        log.warning("dead-lettered a catalog record: %s", record.reason)
+                        if m.offset >= self._lettered_to:
+                            await self.dead_letter(record)
+                            log.warning("dead-lettered a catalog record: %s", record.reason)
                         continue
                     self.features.observe(record)
                     described.append(record.item_id)
             if described:
                 await self.claim(described)
+            if batches:
+                position = await self._consumer.position(self._partition)
+                if position > self._lettered_to:
+                    # After the letters: a crash in between writes one twice, never none.
+                    await self._consumer.commit({self._partition: position})
+                    self._lettered_to = position

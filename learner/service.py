@@ -141,6 +141,7 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
             topic=catalog.name(TopicRole.CATALOG), bootstrap_servers=bootstrap,
             features=features, claim=claim, dead_letter=dead_letter,
             limits=Limits.from_settings(settings), client_options=options,
+            group_id=f"{settings.learner_group_id}-catalog",
         )  # fmt: skip
         await follower.start()
     announcements: asyncio.Queue[SnapshotAnnouncement] = asyncio.Queue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from recq.topics import ensure_topics
 from schemas.codec import decode, encode
 from schemas.manifest import MODEL_FILE, VOCABULARY_FILE
 from schemas.model_store import ModelStore
-from schemas.records import DeadLetter, SnapshotAnnouncement
+from schemas.records import CatalogItem, DeadLetter, SnapshotAnnouncement
 from schemas.settings import LearnerSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
 from streams.vocabulary import ItemVocabulary
@@ -85,6 +86,14 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
             await producer.send(transitions_topic, encode(s), key=b"user-0")
         bad = b'{"record": "transition", "seq": -1}'
         await producer.send_and_wait(transitions_topic, bad, key=b"user-0")
+        # The catalog describes two items nobody has touched, and one record is bad.
+        catalog_topic = catalog.name(TopicRole.CATALOG)
+        now = int(time.time() * 1000)
+        for item_id, category in (("new-A", "shoes"), ("new-B", "hats")):
+            described = CatalogItem(item_id=item_id, category=category, price=25.0, ts_ms=now)
+            await producer.send(catalog_topic, encode(described), key=item_id.encode())
+        bad_item = b'{"item_id": "new-C", "price": "free", "ts_ms": %d}' % now
+        await producer.send_and_wait(catalog_topic, bad_item, key=b"new-C")
     finally:
         await producer.stop()
 
@@ -99,7 +108,7 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
         path = settings.model_store_dir / first.path
         assert path.is_dir() and first.version in store.versions()
         assert hashlib.sha256((path / MODEL_FILE).read_bytes()).hexdigest() == first.sha256
-        assert orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"] == ITEMS
+        assert orjson.loads((path / VOCABULARY_FILE).read_bytes())["items"][:30] == ITEMS
         manifest = store.manifest(first.version)
         assert manifest.parity.topk_equal == 1.0
         assert manifest.parity.max_abs_diff < 1e-3
@@ -118,6 +127,11 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
         resumed = await next_announcement(snapshots, 180)
         assert resumed.version > first.version
         assert resumed.step > saved.updates  # training continued from the checkpoint
+        # Items only the catalog describes were claimed: every snapshot scores them.
+        resumed_items = orjson.loads(
+            (settings.model_store_dir / resumed.path / VOCABULARY_FILE).read_bytes()
+        )["items"]
+        assert resumed_items == [*ITEMS, "new-A", "new-B"]
         stopping.set()
         await asyncio.wait_for(task, 60)
     finally:
@@ -133,11 +147,13 @@ async def test_transitions_in_snapshot_announced_restart_resumes(
         records = [DeadLetter.model_validate_json(m.value) for ms in batch.values() for m in ms]
     finally:
         await letters.stop()
-    # The restart refilled from the topic and met the bad transition again, but it had
-    # been dead-lettered before the checkpoint: exactly one letter, original bytes.
-    assert [(r.original, r.code, r.source_topic) for r in records] == [
-        (bad, "missing_field", transitions_topic)
-    ]
+    # The restart refilled from the topic and met the bad transition (and re-read the bad
+    # catalog record) again, but both had been dead-lettered before: one letter each,
+    # original bytes.
+    assert sorted((r.original, r.source_topic) for r in records) == sorted(
+        [(bad, transitions_topic), (bad_item, catalog_topic)]
+    )
+    assert {r.source_topic: r.code for r in records}[transitions_topic] == "missing_field"
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
