@@ -17,10 +17,12 @@ updates. Shoppers are split between arms by a hash of their id:
   popularity  most clicked items;  random  uniform;  oracle  the hidden tastes (off the log)
 
 Every arm but the oracle is logged: the learner learns from all of their slates.
-Variants (the ablation): ``response`` (the default: RECQ_RANKING=response, organic prior
-from the supervised head), ``response-noprior`` (no supervised head: slates alone),
+Variants (the ablation): ``response`` (the defaults: RECQ_RANKING=response, item features,
+no organic prior), ``response-prior`` (plus the supervised head as organic prior),
 ``q-slates`` (the previous default: Q ranking, slate TD, organic reward 1), ``organic``
-(Q ranking from organic transitions only). Shops: ``default`` and ``misleading`` (half
+(Q ranking from organic transitions only); ``--set item_features=false`` takes the
+catalog features away from the learner and the supervised control. Shops: ``default``
+and ``misleading`` (half
 the items' organic appeal is another item's: simulator/shop.py).
 
     .venv/bin/python bench/slate_loop.py [--variants response,q-slates] [--shops default,misleading]
@@ -79,7 +81,7 @@ CONTROLS = ("coview", "supervised")
 SHOPS = {"default": 0.0, "misleading": 0.5}
 VARIANTS: dict[str, dict[str, object]] = {
     "response": {},
-    "response-noprior": {"supervised_head": False},
+    "response-prior": {"supervised_head": True},
     "q-slates": {"ranking": "q", "slate_learning": "td", "organic_reward": 1.0,
                  "supervised_head": False},
     "organic": {"ranking": "q", "slate_learning": "off", "organic_reward": 1.0,
@@ -406,7 +408,10 @@ def main() -> None:
                     summary = summarize([done], args.rounds)
                     _emit(variant, shop, str(seed), summary, done)
                     results[f"{variant}/{shop}/seed{seed}"] = {**summary,
-                        "diagnostics": done["diagnostics"]}  # fmt: skip
+                        "diagnostics": done["diagnostics"],
+                        # (round, arm, shopper, reward) of every session: lets runs made
+                        # separately be pooled later (``summarize``).
+                        "sessions": done["log"]}  # fmt: skip
                 pooled = summarize(runs, args.rounds)
                 _emit(variant, shop, "pooled", pooled, None)
                 results[f"{variant}/{shop}"] = pooled

@@ -345,10 +345,11 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         default="gru", description="Sequence encoder of the Q-network."
     )
     supervised_head: bool = Field(
-        default=True,
+        default=False,
         description="Train a next-item softmax head on the same encoder (SQN, Xin et al. "
-        "2020): the organic prior of the response ranking. Off: the response ranking has "
-        "no prior and learns from slates alone.",
+        "2020); with RECQ_RANKING=response it is also the organic prior of the ranking. Off "
+        "by default: in bench/slate_loop.py the response ranking earned 15-20% less with it "
+        "(docs/performance.md).",
     )
     supervised_negatives: int = Field(
         default=1024,
