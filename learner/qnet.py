@@ -25,18 +25,19 @@ and the snapshot can rank by the SlateQ top-k rule, exp(v(s, a)) * Q(s, a).
 The response model (``RECQ_RANKING=response``, the default) is what showing an item earns,
 learned from every shown slot, answered or not:
 
-    z(s, a, j) = alpha * prior(s, a) + (W_r h . (e_a + f_a) + r_a) + b(h) + pos_j  (trained)
-    rank(s, a) = alpha * prior(s, a) + w_a * (W_r h . (e_a + f_a) + r_a)           (served)
-    prior(s, a) = W_s h . e_a + c_a        (the supervised head: organic next item)
+    z(s, a, j) = alpha * prior(s, a) + W_r h . (e_a + f_a) + r_a + b(h) + pos_j    (trained)
+    rank(s, a) = alpha * prior(s, a) + W_r h . (e_a + w_a f_a) + w_a r_a          (served)
+    prior(s, a) = W_s h . e_a + c_a        (optional: the supervised head, organic next item)
     w_a = n_a / (n_a + n0)                 (n_a impressions of a; n0 prior impressions)
 
 sigmoid(z) is the slot's expected reward as a share of the most a slot can earn. Organic
-behaviour enters only through the prior, whose weight alpha the slate evidence sets, and
-the item vectors e_a the correction starts from (held fixed by this loss); the
-correction (W_r, f_a, r_a; f_a and r_a zero until an item is shown) overrules it, shrunk
-towards the prior where an item has few impressions (pessimism where evidence is thin).
-b(h) and pos_j are the same for every item of a row and drop out of the ranking
-(``response_scores``).
+behaviour enters as context (the encoder), through the item vectors e_a (organic
+learning plus item features, held fixed by this loss) and, where the supervised head is
+on, a prior whose weight alpha the slates fit. W_r is shared by all items, so what the
+slates teach it generalizes through e_a to similar items, a new one included; the
+item's own evidence (f_a, r_a: zero until it is shown) counts with w_a (pessimism where
+evidence is thin). b(h) and pos_j are the same for every item of a row and drop out of
+the ranking (``response_scores``).
 """
 
 from __future__ import annotations
@@ -495,12 +496,13 @@ class QNetwork(nn.Module):
         return prior + self.correction(hidden, slate, rows) + level + position
 
     def response_table(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shrunk correction rows (w_a f_a, w_a r_a) of the first ``n`` items, as the
-        export folds them into the graph."""
+        """The correction rows (e_a + w_a f_a, w_a r_a) of the first ``n`` items, as the
+        export folds them into the graph: the item-specific evidence (f_a, r_a) shrunk by
+        w_a, the part shared through e_a (what similar items taught W_r) in full."""
         n = self.n_items if n is None else n
         w = self.shrinkage(self.impressions[:n])
-        vector = self.item_table(n).detach() + self.response_item[:n]
-        return vector * w[:, None], self.response_bias[:n] * w
+        vector = self.item_table(n).detach() + self.response_item[:n] * w[:, None]
+        return vector, self.response_bias[:n] * w
 
     def response_scores(
         self,
@@ -508,8 +510,8 @@ class QNetwork(nn.Module):
         prior_table: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
         response_table: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """alpha * prior + w_a * correction over the active catalog (or the given rows):
-        what ``response`` snapshots rank by. The export passes its folded tables."""
+        """alpha * prior + the shrunk correction over the active catalog (or the given
+        rows): what ``response`` snapshots rank by. The export passes its folded tables."""
         vector, bias = self.response_table() if response_table is None else response_table
         correction = torch.addmm(bias, self.response_query(hidden), vector.T)
         return self.prior(hidden, prior_table) + correction

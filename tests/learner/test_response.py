@@ -60,16 +60,17 @@ def test_the_loss_counts_slots_down_to_the_first_answer_with_reward_shares() -> 
     assert grad[5].item() == 0.0
 
 
-def test_an_unshown_item_ranks_by_the_prior_and_evidence_counts_by_n_over_n_plus_n0() -> None:
+def test_an_items_own_evidence_counts_by_n_over_n_plus_n0() -> None:
     q = net(supervised=True)
     items, events, ages = sample_states(2, L, 12, seed=3)
     with torch.no_grad():
+        q.response_query.weight.zero_()  # W_r h = 0: only the items' own biases correct
+        q.response_query.bias.zero_()
         hidden, _, _ = q.encode(items, events, ages)
         prior = q.prior_weight * q.supervised_logits(hidden, None)
-        assert torch.allclose(q.response_scores(hidden), prior)  # no impressions yet
-        q.response_query.weight.zero_()  # the correction is its bias alone
-        q.response_query.bias.zero_()
         q.response_bias[5] = 2.0
+        q.response_bias[6] = 2.0  # never shown: its evidence counts with weight 0
+        assert torch.allclose(q.response_scores(hidden), prior)
         q.impressions[5] = 20.0  # n = n0 = 20: half the correction counts
         scores = q.response_scores(hidden)
     assert torch.allclose(scores[:, 5], prior[:, 5] + 1.0, atol=1e-6)
@@ -153,6 +154,8 @@ def test_the_q_prior_is_exported_as_trained() -> None:
     with torch.no_grad():
         q.item_bias.normal_(0.0, 1.0)
         q.q_prior_weight.fill_(0.7)
+        q.response_query.weight.zero_()  # no correction: the scores are the priors
+        q.response_query.bias.zero_()
     items, events, ages = sample_states(4, L, 30, seed=1)
     with torch.no_grad():
         hidden, user, _ = q.encode(items, events, ages)
