@@ -5,7 +5,8 @@ The exported graph takes a batch of left-padded states (items, events, ages: int
 top-K item indices (int64 [B, K]) and their scores (float32 [B, K]) over the catalog
 as it was at export time: with ``ranking="response"`` the response model's ranking score
 (``QNetwork.response_scores``: the organic prior plus the shrunk slate correction),
-with ``"q"`` Q-values, with ``"slateq"`` the SlateQ top-k score
+with ``"next_item"`` the supervised head's next-item logits (the supervised control), with
+``"q"`` Q-values, with ``"slateq"`` the SlateQ top-k score
 exp(v(s, a) - max_a' v(s, a')) x Q(s, a) of the choice model and Q
 (``learner.dqn.slateq_score``, relative to the row's most appealing item).
 Excluded items score ``EXCLUDED_SCORE``. Parity with torch is measured on a sample batch
@@ -91,6 +92,10 @@ class TopKPolicy(nn.Module):
                 self.register_buffer("next_bias", next_bias)
                 self.register_buffer("live", live)
                 self.register_buffer("score_bias", bias[: self.width].clone())
+            elif ranking == "next_item":
+                next_bias = net.next_item_bias.detach()[: self.width]
+                self.register_buffer("next_bias", next_bias.masked_fill(~live, EXCLUDED_SCORE))
+                self.register_buffer("score_bias", bias[: self.width].clone())
             elif ranking == "slateq":
                 # The product exp(v) * Q is masked after it is formed: a masked bias
                 # times a tiny exp(v) would not stay excluded.
@@ -116,6 +121,8 @@ class TopKPolicy(nn.Module):
                 (self.score_item, self.next_bias, self.score_bias),
                 (self.response_item, self.response_bias),
             ).masked_fill(~self.live, EXCLUDED_SCORE)
+        elif self.ranking == "next_item":
+            q = torch.addmm(self.next_bias, net.next_item(hidden), self.score_item.T)
         elif self.ranking == "slateq":
             appeal = net.appeal_all(hidden, self.score_item, self.choice_bias)
             # Relative to the row's most appealing item: the same ranking, and scores of
@@ -141,6 +148,8 @@ def ranking_scores(
     hidden, user, value = net.encode(items, events, ages)
     if ranking == "response":
         return net.response_scores(hidden)
+    if ranking == "next_item":
+        return net.supervised_logits(hidden, None)
     q = net.q_all(user, value)
     if ranking == "slateq":
         appeal = net.appeal_all(hidden)

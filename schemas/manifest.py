@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: What a snapshot ranks by (``RECQ_RANKING``; ``learner.export``).
-Ranking = Literal["q", "slateq", "response"]
+Ranking = Literal["q", "slateq", "response", "next_item"]
 
 #: Version of this record's layout (not of the model).
 MANIFEST_SCHEMA_VERSION: Literal[1] = 1
@@ -119,7 +119,7 @@ class SnapshotManifest(BaseModel):
         default="q",
         description="What scores mean: Q(s, a); exp(v(s, a) - max v) x Q(s, a) (SlateQ); or "
         "the response model's logit of the expected reward of showing a, up to a per-state "
-        "constant (response).",
+        "constant (response); the supervised head's next-item logit (next_item).",
     )
     io: dict[str, Any] = Field(description="Inputs and outputs of model.onnx, for people.")
     parity: Parity

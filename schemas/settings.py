@@ -371,12 +371,13 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         "model + SlateQ targets, snapshots rank by choice score x Q). td measured best "
         "(bench/slate_loop.py; README, ablation).",
     )
-    ranking: Literal["response", "q", "slateq"] = Field(
+    ranking: Literal["response", "q", "slateq", "next_item"] = Field(
         default="response",
         description="What snapshots rank by: response (the expected reward of showing an "
-        "item, learned from every shown slot, with the organic next-item model as a prior "
-        "the slates overrule), q (the Q-network), slateq (choice score x Q; needs "
-        "RECQ_SLATE_LEARNING=slateq). response measured best (bench/slate_loop.py).",
+        "item, learned from every shown slot), q (the Q-network), slateq (choice score x Q; "
+        "needs RECQ_SLATE_LEARNING=slateq), next_item (the supervised next-item head alone: "
+        "the supervised control; needs RECQ_SUPERVISED_HEAD=true). response measured best "
+        "(bench/slate_loop.py).",
     )
     response_prior_impressions: float = Field(
         default=20.0, gt=0.0, le=1e6,
@@ -474,6 +475,11 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
             raise ValueError(
                 f"{ENV_PREFIX}RANKING=slateq ranks by the choice model, which only "
                 f"{ENV_PREFIX}SLATE_LEARNING=slateq trains: set both, or another ranking"
+            )
+        if self.ranking == "next_item" and not self.supervised_head:
+            raise ValueError(
+                f"{ENV_PREFIX}RANKING=next_item ranks by the next-item head: set "
+                f"{ENV_PREFIX}SUPERVISED_HEAD=true, or another ranking"
             )
         return self
 

@@ -138,6 +138,22 @@ def test_a_response_snapshot_ranks_in_onnx_as_in_torch() -> None:
     assert np.allclose(scores, reference.values.numpy(), atol=1e-4)
 
 
+def test_a_next_item_snapshot_ranks_by_the_supervised_head_in_onnx_as_in_torch() -> None:
+    q = net(30, supervised=True, seed=5)
+    with torch.no_grad():
+        q.next_item_bias.normal_(0.0, 1.0)
+    model, policy = SnapshotExporter(8, "next_item").export(q, 27)
+    parity = check_parity(model, policy)
+    assert parity.topk_equal == 1.0 and parity.max_abs_diff < 1e-4
+    items, events, ages = sample_states(4, L, 27, seed=2)
+    with torch.no_grad():
+        indices, _ = policy(items, events, ages, torch.full((4, 1), -1))
+        q.n_items = 27
+        hidden, _, _ = q.encode(items, events, ages)
+        reference = torch.topk(q.supervised_logits(hidden, None), 8).indices
+    assert torch.equal(indices, reference)
+
+
 def test_slateq_ranking_without_the_choice_model_fails_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -166,3 +182,11 @@ def test_the_q_prior_is_exported_as_trained() -> None:
     model, policy = SnapshotExporter(10, "response").export(q)
     parity = check_parity(model, policy)
     assert parity.topk_equal == 1.0 and parity.max_abs_diff < 1e-4
+
+
+def test_next_item_ranking_without_the_head_fails_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECQ_RANKING", "next_item")
+    with pytest.raises(SettingsError, match="RECQ_SUPERVISED_HEAD"):
+        load_settings(LearnerSettings)
