@@ -1,6 +1,6 @@
 """A short closed loop on the real broker (`recq demo`): worker, learner and serving
 member as processes, simulated shoppers split by user between the learned policy,
-popularity, random and the live oracle. The learned arm must be answered by model
+co-view, popularity, random and the live oracle. The learned arm must be answered by model
 snapshots once the learner has trained (the first ~40 s go to popularity:
 RECQ_SNAPSHOT_MIN_UPDATES), learn from slate transitions, and beat random: at least 1.2x
 its reward per session in the second half, with a higher CTR (240 s runs measured so
@@ -45,7 +45,8 @@ def test_short_closed_loop_learns_and_reports(kafka_bootstrap: str, tmp_path: Pa
     # A good part of the learned arm's slates come from snapshots, not the fallback.
     assert answers["model"] >= 0.5 * sum(answers.values()), summary
     late_learned, late_random = learned["second_half"], random["second_half"]
-    assert late_learned["sessions"] >= 800 and late_random["sessions"] >= 800, summary
+    # Five arms share the 240 shoppers (about 1,000 second-half sessions each measured).
+    assert late_learned["sessions"] >= 600 and late_random["sessions"] >= 600, summary
     assert late_learned["reward_per_session"] >= 1.2 * late_random["reward_per_session"], summary
     assert late_learned["ctr"] > late_random["ctr"], summary
     assert 0 < learned["fraction_of_oracle"] < 1, summary
