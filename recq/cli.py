@@ -491,10 +491,15 @@ def evaluate(
         list[str] | None, typer.Option(help="random and/or time (default: both).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    knn_k: Annotated[int, typer.Option(min=1, help="session-kNN: neighbours.")] = 100,
+    knn_sample: Annotated[
+        int, typer.Option(min=1, help="session-kNN: most recent candidate sessions.")
+    ] = 500,
 ) -> None:
-    """Offline evaluation (the RL next-item protocol): HR and NDCG at 5/10/20 of
-    popularity, item-to-item co-occurrence, a supervised sequence model, DQN and DQN+SQN,
-    for click and purchase targets, on a random and a time-based split."""
+    """Offline evaluation (the RL next-item protocol): HR and NDCG at 5/10/20 of S-POP,
+    item-kNN, session-kNN, popularity, item-to-item co-occurrence, a supervised sequence
+    model, DQN and DQN+SQN, for click and purchase targets, on a random and a time-based
+    split."""
     from recq.evaluation.run import run_evaluation
 
     splits = split or ["random", "time"]
@@ -503,7 +508,7 @@ def evaluate(
     target = out or Path("reports") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         run_evaluation(log, updates=updates, seed=seed, splits=splits, out=target,
-                       console=console)  # fmt: skip
+                       console=console, knn_k=knn_k, knn_sample=knn_sample)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise RecqError(str(exc)) from None
 

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from recq.evaluation.baselines import session_baselines
 from recq.evaluation.logs import Skipped, read_interactions
 from recq.evaluation.metrics import KS, RankingMetrics, target_ranks
 from recq.evaluation.models import Histories, Recommender, recommenders
@@ -64,8 +65,9 @@ def evaluate_split(
 
 
 def run_evaluation(
-    log: Path, *, updates: int, seed: int, splits: list[str], out: Path, console: Console
-) -> dict[str, Any]:
+    log: Path, *, updates: int, seed: int, splits: list[str], out: Path, console: Console,
+    knn_k: int = 100, knn_sample: int = 500,
+) -> dict[str, Any]:  # fmt: skip
     skipped = Skipped()
     with console.status(f"reading {log}..."):
         interactions = read_interactions(log, skipped)
@@ -82,7 +84,8 @@ def run_evaluation(
         f"{len(dataset.sessions)} sessions over {len(dataset.items)} items"
     )
     report: dict[str, Any] = {
-        "log": str(log), "updates": updates, "seed": seed,
+        "log": str(log), "updates": updates, "seed": seed, "knn_k": knn_k,
+        "knn_sample": knn_sample,
         "read": len(interactions), "skipped": dict(skipped.reasons),
         "sessions": len(dataset.sessions), "items": len(dataset.items),
         "interactions": dataset.interactions, "splits": {},
@@ -94,7 +97,7 @@ def run_evaluation(
     ) as progress:  # fmt: skip
         for name in splits:
             split = split_random(dataset, seed) if name == "random" else split_time(dataset)
-            models = recommenders(updates, seed)
+            models = [*session_baselines(knn_k, knn_sample), *recommenders(updates, seed)]
             report["splits"][name] = {
                 "train_sessions": len(split.train),
                 "test_sessions": len(split.test),
