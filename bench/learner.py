@@ -125,10 +125,10 @@ def main() -> None:
         )  # fmt: skip
     slates = synthetic_slates(20_000, args.items, device)
     # The slate terms of Q (td, slateq) and the response ranking (the default: response
-    # loss on the slates beside td, with the supervised head as its prior).
+    # loss on the slates beside td).
     for mode in ("td", "slateq", "response"):
         response = mode == "response"
-        net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=response)
+        net = QNetwork(n_items=args.items, history_length=HISTORY, supervised_head=False)
         settings = LearnerSettings(
             slate_learning="td" if response else mode, ranking="response" if response else "q"
         )  # type: ignore[arg-type]
@@ -141,8 +141,6 @@ def main() -> None:
 
         with_slates = rate(with_slate_batch, replay, args.batch, args.seconds)
         figure("learner", f"updates_per_s_slates_{mode}", with_slates, "1/s",
-               # the organic-only baseline of the response row has the supervised head
-               organic_supervised_head=response,
                baseline="organic_only", baseline_value=organic, digits=1, items=args.items,
                batch=args.batch, slate_batch=128, device=device.type)  # fmt: skip
 
