@@ -33,6 +33,17 @@ from schemas.settings import (
 )
 from schemas.topics import TopicCatalog, TopicRole
 
+#: ``--misleading`` of the commands that run the simulated shop.
+Misleading = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Share of items whose organic appeal is another item's (a shop where "
+        "browsing misleads; simulator/shop.py). 0: the default shop.",
+    ),
+]
+
 app = typer.Typer(
     help="recq: a real-time recommender that learns while it serves.",
     no_args_is_help=True,
@@ -346,15 +357,7 @@ def simulate(
     items: Annotated[int, typer.Option(help="Catalog size.")] = 2000,
     categories: Annotated[int, typer.Option(help="Item categories.")] = 20,
     concurrency: Annotated[int, typer.Option(help="Sessions running at once.")] = 16,
-    misleading: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Share of items whose organic appeal is another item's (a shop where "
-            "browsing misleads; simulator/shop.py). 0: the default shop.",
-        ),
-    ] = 0.0,
+    misleading: Misleading = 0.0,
     log: Annotated[
         Path | None,
         typer.Option(help="Write an offline JSONL log here instead (no Kafka, no recq)."),
@@ -613,15 +616,7 @@ def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 240.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated shop and shoppers.")] = 1,
     reports: Annotated[Path, typer.Option(help="Where <run>/ is written.")] = Path("reports"),
-    misleading: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Share of items whose organic appeal is another item's (a shop where "
-            "browsing misleads; simulator/shop.py). 0: the default shop.",
-        ),
-    ] = 0.0,
+    misleading: Misleading = 0.0,
 ) -> None:
     """The closed loop live (what `make demo` runs): broker, worker, learner, serving
     member and simulated shoppers (learned vs co-view vs popularity vs random vs the

@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from recq.evaluation.models import Histories, Progress, Recommender, item_counts
+from recq.evaluation.models import Histories, Progress, Recommender, tie_breaking_popularity
 from recq.evaluation.protocol import Step
 
 
@@ -38,9 +38,7 @@ class SessionPopularity:
     name = "s-pop"
 
     def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
-        counts = item_counts(sessions, n_items).astype(np.float64)
-        # Below a single occurrence in the session: global popularity only orders ties.
-        self.popularity = torch.tensor(counts / (counts.max() + 1.0), dtype=torch.float32)
+        self.popularity = tie_breaking_popularity(sessions, n_items)
         progress(1)
 
     def fit_steps(self) -> int:

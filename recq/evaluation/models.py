@@ -74,6 +74,13 @@ def item_counts(sessions: list[list[Step]], n_items: int) -> np.ndarray:
     return np.bincount([s.item for xs in sessions for s in xs], minlength=n_items)
 
 
+def tie_breaking_popularity(sessions: list[list[Step]], n_items: int) -> torch.Tensor:
+    """Interactions per item scaled below 1: added to scores that count co-occurrences or
+    session occurrences, it only orders what they leave tied."""
+    counts = item_counts(sessions, n_items)
+    return torch.tensor(counts / (counts.max() + 1.0), dtype=torch.float32)
+
+
 class Recommender(Protocol):
     name: str
 
@@ -116,9 +123,7 @@ class CoOccurrence:
         self.pairs = torch.sparse_coo_tensor(
             index, torch.ones(index.shape[1]), (n_items, n_items), check_invariants=True
         ).coalesce()
-        counts = item_counts(sessions, n_items)
-        # Scaled below any single co-occurrence: popularity only orders the rest.
-        self.popularity = torch.tensor(counts / (counts.max() + 1.0), dtype=torch.float32)
+        self.popularity = tie_breaking_popularity(sessions, n_items)
         progress(1)
 
     def fit_steps(self) -> int:
