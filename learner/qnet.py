@@ -283,7 +283,15 @@ class QNetwork(nn.Module):
         embedding gradient dense."""
         n = self.n_items
         with torch.no_grad():
-            mean_item, mean_bias = self.item_table(n).mean(0), self.item_bias[:n].mean()
+            mean_bias = self.item_bias[:n].mean()
+            # mean(e_a) without gathering N feature rows: each category's embedding
+            # weighted by its share of the catalog, plus the mean price feature.
+            share = torch.bincount(self.item_category[:n], minlength=self.category.num_embeddings)
+            mean_item = (
+                self.item[:n].mean(0)
+                + (share.to(self.item.dtype) / n) @ self.category.weight
+                + self.item_log_price[:n].mean() * self.price_vector
+            )
         return user @ mean_item + mean_bias
 
     def _action_rows(

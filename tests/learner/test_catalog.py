@@ -94,3 +94,16 @@ def test_a_cold_item_ranks_with_its_category_and_the_snapshot_folds_features_in(
     model, policy = SnapshotExporter(5, "response").export(net)
     parity = check_parity(model, policy)
     assert parity.topk_equal == 1.0 and parity.max_abs_diff < 1e-4
+
+
+def test_the_dueling_mean_counts_every_items_features() -> None:
+    # mean_advantage avoids gathering N feature rows; it must equal the plain mean of
+    # the item vectors as every other part of the network sees them.
+    torch.manual_seed(0)
+    net = QNetwork(n_items=300, dim=16, history_length=L)
+    net.set_features(torch.arange(300), torch.randint(0, 50, (300,)), torch.rand(300))
+    with torch.no_grad():
+        net.price_vector.normal_()
+        user = torch.randn(3, 16)
+        plain = user @ net.item_table().mean(0) + net.item_bias[:300].mean()
+        assert torch.allclose(net.mean_advantage(user), plain, atol=1e-5)

@@ -12,7 +12,13 @@ import pytest
 from schemas.codec import encode
 from schemas.examples import example_journey, example_request
 from schemas.jsonschema import export_json_schemas
-from schemas.records import RECORDS, ImpressionEvent, InteractionSequence, SlateTransition
+from schemas.records import (
+    RECORDS,
+    CatalogItem,
+    ImpressionEvent,
+    InteractionSequence,
+    SlateTransition,
+)
 
 NOW = 1_790_000_000_000
 
@@ -41,8 +47,13 @@ SLATE = SlateTransition(
 )  # fmt: skip
 
 
+CATALOG_ITEM = CatalogItem(item_id="sku-1", category="shoes", price=49.9,
+                           attributes={"brand": "acme"}, ts_ms=NOW)  # fmt: skip
+
+
 def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]]) -> None:
-    records = [*example_journey("u1", NOW), example_request("u1", NOW), IMPRESSION, SLATE]
+    records = [*example_journey("u1", NOW), example_request("u1", NOW), IMPRESSION, SLATE,
+               CATALOG_ITEM]  # fmt: skip
     for record in records:
         jsonschema.validate(orjson.loads(encode(record)), exported[record.record_name])
 
@@ -51,6 +62,9 @@ def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]])
     ("name", "patch"),
     [
         ("click", {"user_id": 42}),
+        ("catalog_item", {"price": -1.0}),
+        ("catalog_item", {"item_id": ""}),
+        ("catalog_item", {"attributes": {"k": 7}}),
         ("click", {"item_id": ""}),
         ("click", {"colour": "red"}),
         ("click", {"schema_version": 2}),
@@ -69,7 +83,7 @@ def test_schemas_accept_what_recq_writes(exported: dict[str, dict[str, object]])
 def test_schemas_reject_what_recq_rejects(
     exported: dict[str, dict[str, object]], name: str, patch: dict[str, object]
 ) -> None:
-    records = [*example_journey("u1", NOW), IMPRESSION, SLATE]
+    records = [*example_journey("u1", NOW), IMPRESSION, SLATE, CATALOG_ITEM]
     record = next(e for e in records if e.record_name == name)
     body = {**orjson.loads(encode(record)), **patch}
     with pytest.raises(jsonschema.ValidationError):
