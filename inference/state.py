@@ -36,6 +36,18 @@ class Shopper:
     def cart(self) -> set[str]:
         return {item for item, (_, inside) in self.cart_log.items() if inside}
 
+    def note(self, item_id: str, code: int, key: tuple[int, str]) -> None:
+        """What one interaction (at order key ``key``) does to the filters: a purchase
+        marks the item bought; adds, removals and purchases move it in or out of the cart.
+        The one rule serving's filters follow (``recq evaluate``'s served row too)."""
+        if code == EVENT_CODES["purchase"]:
+            self.purchased.add(item_id)
+        if code != EVENT_CODES["click"]:
+            # The cart follows event time too: a late add does not undo a removal.
+            seen = self.cart_log.get(item_id)
+            if seen is None or seen[0] <= key:
+                self.cart_log[item_id] = (key, code == EVENT_CODES["cart"])
+
 
 class ShopperStates:
     def __init__(
@@ -67,13 +79,7 @@ class ShopperStates:
         for x in features.interactions_of(event):
             entry = [x.item_id, x.code, event.ts_ms, event.event_id, x.line]
             features.insert(shopper.history, entry, self.history_length)
-            if x.code == EVENT_CODES["purchase"]:
-                shopper.purchased.add(x.item_id)
-            if x.code != EVENT_CODES["click"]:
-                # The cart follows event time too: a late add does not undo a removal.
-                seen = shopper.cart_log.get(x.item_id)
-                if seen is None or seen[0] <= key:
-                    shopper.cart_log[x.item_id] = (key, x.code == EVENT_CODES["cart"])
+            shopper.note(x.item_id, x.code, key)
         return True
 
     def arrays(

@@ -5,6 +5,13 @@ Two formats, told apart by the file's first line:
 - RetailRocket ``events.csv``: ``timestamp,visitorid,event,itemid,transactionid`` with
   ``view`` = click, ``addtocart`` = cart, ``transaction`` = purchase (one line item per
   row; rows of one transaction share ``transactionid``);
+- DIGINETICA ``train-item-views.csv`` (CIKM Cup 2016; e.g. the sample SR-GNN ships as
+  ``datasets/sample_train-item-views.csv``): ``session_id;user_id;item_id;timeframe;
+  eventdate``, one item view per row; the session is the visitor (user ids are mostly
+  missing) and the time is the day plus ``timeframe`` (ms into the session);
+- session-rec's prepared files (Ludewig et al.'s framework, e.g. its RecSys Challenge
+  2015 sample ``data/rsc15/prepared/yoochoose-clicks-100k_*.txt``): tab-separated
+  ``SessionId ItemId Time``, one item view per row, ``Time`` in seconds;
 - recq's own JSONL: one event per line, exactly as produced to the event topics (the
   contract in schemas/records.py), so a log captured from Kafka can be read back.
 
@@ -15,6 +22,7 @@ silently: readers return what they skipped alongside what they read.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +33,8 @@ from schemas.features import EVENT_NAMES, interactions_of
 from schemas.records import CartEvent, ClickEvent, DeadLetter, Event, LineItem, PurchaseEvent
 
 RETAILROCKET_HEADER = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
+DIGINETICA_HEADER = ["session_id", "user_id", "item_id", "timeframe", "eventdate"]
+SESSIONREC_HEADER = ["SessionId", "ItemId", "Time"]
 RETAILROCKET_EVENTS = {"view": "click", "addtocart": "cart", "transaction": "purchase"}
 #: Historic logs: their timestamps are years old, which is fine offline.
 OFFLINE_LIMITS = Limits(max_clock_skew_ms=10**15)
@@ -83,20 +93,25 @@ def log_format(path: Path) -> str:
         first = f.readline().strip()
     if first.replace(b" ", b"").split(b",") == [h.encode() for h in RETAILROCKET_HEADER]:
         return "retailrocket"
+    if first.replace(b" ", b"").split(b";") == [h.encode() for h in DIGINETICA_HEADER]:
+        return "diginetica"
+    if first.split(b"\t") == [h.encode() for h in SESSIONREC_HEADER]:
+        return "sessionrec"
     if first.startswith(b"{"):
         return "jsonl"
     raise ValueError(
-        f"{path}: not a RetailRocket events.csv (header {','.join(RETAILROCKET_HEADER)}) "
+        f"{path}: not a RetailRocket events.csv (header {','.join(RETAILROCKET_HEADER)}), "
+        f"a DIGINETICA train-item-views.csv (header {';'.join(DIGINETICA_HEADER)}), "
+        f"a session-rec file (header {' '.join(SESSIONREC_HEADER)}, tab-separated) "
         "nor recq JSONL (one event object per line)"
     )
 
 
 def read_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
     """(line, event) in file order, as recq events (RetailRocket rows converted)."""
-    if log_format(path) == "jsonl":
-        yield from _jsonl_events(path, skipped)
-    else:
-        yield from _retailrocket_events(path, skipped)
+    readers = {"jsonl": _jsonl_events, "retailrocket": _retailrocket_events,
+               "diginetica": _diginetica_events, "sessionrec": _sessionrec_events}  # fmt: skip
+    yield from readers[log_format(path)](path, skipped)
 
 
 def read_interactions(path: Path, skipped: Skipped) -> list[LoggedInteraction]:
@@ -161,3 +176,44 @@ def _retailrocket_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, Sh
                 skipped.add("invalid_field", n)
                 continue
             yield n, event
+
+
+def _diginetica_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter=";")
+        next(rows)  # header, checked by log_format
+        for n, row in enumerate(rows, 2):
+            if len(row) != len(DIGINETICA_HEADER):
+                skipped.add("wrong_column_count", n)
+                continue
+            session, _, item, timeframe, day = (c.strip() for c in row)
+            if not session or not item or not timeframe.isdigit():
+                skipped.add("missing_field", n)
+                continue
+            try:
+                midnight = dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+            except ValueError:
+                skipped.add("invalid_field", n)
+                continue
+            at = int(midnight.timestamp() * 1000) + int(timeframe)
+            yield n, ClickEvent(event_id=f"dg-{n}", user_id=session, ts_ms=at, item_id=item)
+
+
+def _sessionrec_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter="\t")
+        next(rows)  # header, checked by log_format
+        for n, row in enumerate(rows, 2):
+            if len(row) != len(SESSIONREC_HEADER):
+                skipped.add("wrong_column_count", n)
+                continue
+            session, item, seconds = (c.strip() for c in row)
+            try:
+                at = round(float(seconds) * 1000)
+            except ValueError:
+                skipped.add("invalid_field", n)
+                continue
+            if not session or not item:
+                skipped.add("missing_field", n)
+                continue
+            yield n, ClickEvent(event_id=f"sr-{n}", user_id=session, ts_ms=at, item_id=item)

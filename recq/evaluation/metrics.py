@@ -1,44 +1,117 @@
-"""HR@k and NDCG@k of targets ranked against all items.
+"""HR@k and NDCG@k of targets ranked against all items, by group, with paired intervals.
 
-A target's rank is the number of items scored strictly higher (0 = first), so ties are
-broken in the target's favour only when the tie is exact; HR@k = rank < k and NDCG@k =
-1 / log2(rank + 2) for a hit (one relevant item per target, so the ideal DCG is 1)."""
+A target's rank is the number of other items scored at least as high as it (0 = first):
+ties count against the target, so a model that scores every item alike (session-kNN
+with no history, a filtered target at -inf) gets no credit from the tie. HR@k = rank <
+k and NDCG@k = 1 / log2(rank + 2) for a hit (one relevant item per target, so the ideal
+DCG is 1).
+
+Targets are grouped as the protocol reports them (docs/evaluation.md): ``empty`` (no
+interaction before it in the session), ``repeat`` (its item is already in the session)
+and ``new``; and by kind (click, cart, purchase)."""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from learner.ope import Interval
+from recq.evaluation.protocol import Step
+from schemas.features import EVENT_NAMES
+
 KS = (5, 10, 20)
+GROUPS = ("empty", "repeat", "new")
+#: The two figures the summary tables and the paired intervals report.
+HEADLINE = ("hr@20", "ndcg@10")
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """scores [B, N], targets [B] item indices -> rank of each target [B]."""
+    """scores [B, N], targets [B] item indices -> rank of each target [B] (ties against
+    the target: every other item scored >= it is ahead)."""
     target_scores = scores.gather(1, targets.unsqueeze(1))
-    return (scores > target_scores).sum(dim=1)
+    return (scores >= target_scores).sum(dim=1) - 1
 
 
-class RankingMetrics:
-    """Accumulates ranks per target kind (click, cart, purchase) and reports HR/NDCG."""
+def group_of(history: list[Step], target: Step) -> str:
+    if not history:
+        return "empty"
+    return "repeat" if any(s.item == target.item for s in history) else "new"
 
-    def __init__(self, ks: tuple[int, ...] = KS) -> None:
-        self.ks = ks
-        self.ranks: dict[str, list[int]] = defaultdict(list)
 
-    def add(self, ranks: torch.Tensor, kinds: list[str]) -> None:
-        for rank, kind in zip(ranks.tolist(), kinds, strict=True):
-            self.ranks[kind].append(int(rank))
+@dataclass(frozen=True)
+class Targets:
+    """Every interaction of every test session with the interactions before it, and
+    what the report groups them by."""
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """{kind: {"targets": n, "hr@5": ..., "ndcg@5": ..., ...}}"""
-        out: dict[str, dict[str, float]] = {}
-        for kind, ranks in sorted(self.ranks.items()):
-            row: dict[str, float] = {"targets": len(ranks)}
-            for k in self.ks:
-                hits = [r for r in ranks if r < k]
-                row[f"hr@{k}"] = len(hits) / len(ranks)
-                row[f"ndcg@{k}"] = sum(1.0 / math.log2(r + 2) for r in hits) / len(ranks)
-            out[kind] = row
-        return out
+    rows: list[tuple[list[Step], Step]]
+    session: np.ndarray  # [T] index of the test session
+    kind: np.ndarray  # [T] str: click | cart | purchase | cart_remove
+    group: np.ndarray  # [T] str: empty | repeat | new
+
+    @classmethod
+    def of(cls, sessions: list[list[Step]]) -> Targets:
+        rows = [(xs[:t], xs[t]) for xs in sessions for t in range(len(xs))]
+        return cls(
+            rows=rows,
+            session=np.array([i for i, xs in enumerate(sessions) for _ in xs], np.int64),
+            kind=np.array([EVENT_NAMES[target.code] for _, target in rows], dtype=object),
+            group=np.array([group_of(h, target) for h, target in rows], dtype=object),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shares(self) -> dict[str, float]:
+        """The share of targets in each group."""
+        n = max(1, len(self))
+        return {g: round(float((self.group == g).sum()) / n, 4) for g in GROUPS}
+
+
+def gains(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Per target: 1/0 for ``hr@k``, the discounted gain for ``ndcg@k``."""
+    name, k = metric.split("@")
+    hit = ranks < int(k)
+    if name == "hr":
+        return hit.astype(np.float64)
+    return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def summary(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """{"targets": n, "hr@5": ..., "ndcg@5": ..., ...} of the given ranks."""
+    row: dict[str, float] = {"targets": len(ranks)}
+    for k in ks:
+        for name in ("hr", "ndcg"):
+            value = gains(ranks, f"{name}@{k}").mean() if len(ranks) else float("nan")
+            row[f"{name}@{k}"] = round(float(value), 4)
+    return row
+
+
+def breakdown(ranks: np.ndarray, targets: Targets) -> dict[str, dict[str, float]]:
+    """``summary`` of all targets, of each kind present and of each group."""
+    out = {"all": summary(ranks)}
+    for kind in sorted(set(targets.kind.tolist())):
+        out[kind] = summary(ranks[targets.kind == kind])
+    for group in GROUPS:
+        out[group] = summary(ranks[targets.group == group])
+    return out
+
+
+def paired_difference(
+    model: np.ndarray, baseline: np.ndarray, targets: Targets, metric: str, *,
+    resamples: int = 1000, level: float = 0.95, seed: int = 0,
+) -> Interval:  # fmt: skip
+    """``metric`` of ``model`` minus that of ``baseline`` (ranks of the same targets), with
+    a percentile interval from resampling test sessions (the unit the targets of one
+    shopper share): the Poisson bootstrap, each session drawn Poisson(1) times, the same
+    draws for both models."""
+    n_sessions = int(targets.session.max()) + 1 if len(targets) else 0
+    diff = np.bincount(targets.session, gains(model, metric) - gains(baseline, metric),
+                       minlength=n_sessions)  # fmt: skip
+    count = np.bincount(targets.session, minlength=n_sessions).astype(np.float64)
+    draws = np.random.default_rng(seed).poisson(1.0, (resamples, n_sessions)).astype(np.float64)
+    values = (draws @ diff) / np.maximum(draws @ count, 1.0)
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return Interval(float(diff.sum() / max(count.sum(), 1.0)), float(low), float(high))

@@ -8,17 +8,21 @@ asked to score every item given a target's history:
 - ``supervised``: the learner's sequence encoder trained only for the next item (full
   softmax cross-entropy): a GRU4Rec-style supervised model on the same architecture;
 - ``dqn``: the learner's Q-network (n-step double DQN with negative actions) with organic
-  reward counted in full, ranking by Q. What recq serves by default (the response
-  ranking) learns from logged slates, which a click log does not have: offline on a
-  click log it is the ``dqn+sqn`` row's next-item prior and nothing more;
-- ``dqn+sqn``: the same with the supervised next-item head (SQN), ranking by that head,
-  as in the SQN paper.
+  reward counted in full, ranking by Q (``RECQ_RANKING=q``, ``RECQ_ORGANIC_REWARD=1``:
+  what recq served before issue 22);
+- ``dqn+sqn``: the same with the supervised next-item head (SQN), ranking by that head
+  (``RECQ_RANKING=next_item``), as in the SQN paper;
+- ``served``: what a snapshot trained on this log with the environment's ``RECQ_*``
+  learner settings ranks (by default the response ranking), serving's filters applied.
+  The response ranking learns what showing an item earns from logged slates, which a
+  click log does not have: here it has only its organic prior (docs/evaluation.md).
 
 States are built by the rules every stage uses (schemas.features.encode_state).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,33 +31,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learner.dqn import DQN
+from inference.state import Shopper
+from learner.export import ranking_scores
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from recq.evaluation.protocol import Step
-from schemas.features import DEFAULT_HISTORY_LENGTH, encode_state
+from schemas.features import DEFAULT_HISTORY_LENGTH, EVENT_CODES, encode_state
 from schemas.records import InteractionSequence, Transition
 from schemas.reward import Reward
-from schemas.settings import LearnerSettings
+from schemas.settings import LearnerSettings, ServingSettings, load_settings
 
 HISTORY = DEFAULT_HISTORY_LENGTH
+#: The rows that learn (the others are the baselines intervals are taken against).
+LEARNED = ("supervised", "dqn", "dqn+sqn", "served")
 WINDOW = 3
 Progress = Callable[[int], None]  # advance a progress bar by n
 
 
 @dataclass(frozen=True)
 class Histories:
-    """Left-padded histories of a batch of targets (events 0 = padding)."""
+    """Left-padded histories of a batch of targets (events 0 = padding), and what
+    serving's filters would exclude for each (from the whole session so far, as serving
+    remembers purchases and the cart beyond the last ``HISTORY`` interactions)."""
 
     items: torch.Tensor  # [B, HISTORY] int64
     events: torch.Tensor
     ages: torch.Tensor
+    bought_or_carted: tuple[frozenset[int], ...] = ()
+    seen: tuple[frozenset[int], ...] = ()
 
     @classmethod
     def build(cls, rows: list[tuple[list[Step], int]]) -> Histories:
         """rows: (history, decision time in ms)."""
         items = torch.zeros(len(rows), HISTORY, dtype=torch.int64)
         events, ages = torch.zeros_like(items), torch.zeros_like(items)
+        filtered, seen = [], []
         for r, (history, now) in enumerate(rows):
             state = _state(history, now)
             n = len(state.items)
@@ -61,7 +73,20 @@ class Histories:
                 items[r, HISTORY - n :] = torch.tensor(state.items)
                 events[r, HISTORY - n :] = torch.tensor(state.events)
                 ages[r, HISTORY - n :] = torch.tensor(state.ages)
-        return cls(items, events, ages)
+            shopper = Shopper()
+            for t, step in enumerate(history):
+                if step.code != EVENT_CODES["click"]:
+                    shopper.note(str(step.item), step.code, (step.ts_ms, f"{t:09d}"))
+            filtered.append(frozenset(int(i) for i in shopper.purchased | shopper.cart))
+            seen.append(frozenset(state.items))
+        return cls(items, events, ages, tuple(filtered), tuple(seen))
+
+    def excluded(self, exclude_seen: bool) -> list[frozenset[int]]:
+        """Per row, the items serving would not show (``RECQ_SERVE_EXCLUDE_SEEN``: also
+        the last ``HISTORY`` interactions)."""
+        if not exclude_seen:
+            return list(self.bought_or_carted)
+        return [a | b for a, b in zip(self.bought_or_carted, self.seen, strict=True)]
 
 
 def _state(history: list[Step], now_ms: int) -> InteractionSequence:
@@ -141,34 +166,20 @@ class CoOccurrence:
         return scores
 
 
-class LearnerModel:
-    """The learner's network, trained here offline on transitions built from the training
-    sessions exactly as the streams worker would emit them."""
+class Supervised:
+    """The learner's sequence encoder trained only for the next item (full softmax)."""
 
-    def __init__(
-        self, name: str, *, objective: str, updates: int, batch_size: int = 256, seed: int = 0
-    ) -> None:
-        self.name = name
-        self.objective = objective  # "supervised" | "dqn" | "dqn+sqn"
-        self.updates = updates
-        self.batch_size = batch_size
-        self.seed = seed
+    name = "supervised"
+
+    def __init__(self, *, updates: int, batch_size: int = 256, seed: int = 0) -> None:
+        self.updates, self.batch_size, self.seed = updates, batch_size, seed
 
     def fit_steps(self) -> int:
         return self.updates
 
     def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
         torch.manual_seed(self.seed)
-        self.net = QNetwork(
-            n_items=n_items, history_length=HISTORY, supervised_head=self.objective != "dqn"
-        )
-        if self.objective == "supervised":
-            self._fit_supervised(sessions, progress)
-        else:
-            self._fit_dqn(sessions, progress)
-        self.net.eval()
-
-    def _fit_supervised(self, sessions: list[list[Step]], progress: Progress) -> None:
+        self.net = QNetwork(n_items=n_items, history_length=HISTORY, supervised_head=True)
         rows = [(xs[:t], xs[t].ts_ms) for xs in sessions for t in range(len(xs))]
         targets = torch.tensor([xs[t].item for xs in sessions for t in range(len(xs))])
         states = Histories.build(rows)
@@ -184,28 +195,65 @@ class LearnerModel:
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             progress(1)
-
-    def _fit_dqn(self, sessions: list[list[Step]], progress: Progress) -> None:
-        data = transitions(sessions)
-        replay = ReplayBuffer.build(
-            capacity=max(1, len(data)), history_length=HISTORY, device=torch.device("cpu"),
-            prioritized=True, n_step=3, gamma=0.9,
-        )  # fmt: skip
-        replay.add(data)
-        # Organic reward in full: a click log has no slates, so Q learns from what
-        # shoppers did (RECQ_ORGANIC_REWARD=1, the Q ranking recq served before issue 22).
-        dqn = DQN(self.net, LearnerSettings(supervised_negatives=256, organic_reward=1.0))
-        for step in range(self.updates):
-            batch = replay.sample(self.batch_size, 0.4 + 0.6 * step / self.updates)
-            replay.update_priorities(batch, dqn.update(batch).td_error)
-            progress(1)
+        self.net.eval()
 
     @torch.no_grad()
     def score(self, batch: Histories) -> torch.Tensor:
-        hidden, user, _ = self.net.encode(batch.items, batch.events, batch.ages)
-        if self.objective == "dqn":
-            return self.net.scores(user)  # ranks exactly like Q(s, .)
+        hidden, _, _ = self.net.encode(batch.items, batch.events, batch.ages)
         return self.net.supervised_logits(hidden, None)
+
+
+class Snapshot:
+    """What a snapshot of the learner trained on this log would rank: the network the
+    learner builds from ``settings`` (``learner.service.build_dqn``), trained by the
+    learner's update on the training sessions' transitions as the streams worker emits
+    them (organic only: a click log has no slates), ranked by
+    ``learner.export.ranking_scores`` (the reference each snapshot's ONNX graph is held
+    to) with ``settings.ranking``. With ``serving_filters``, the items serving would
+    never show are ranked last: bought or in the cart by the rule serving keeps
+    (``inference.state.Shopper.note``), and with ``exclude_seen`` the history."""
+
+    def __init__(self, name: str, settings: LearnerSettings, *, updates: int, seed: int = 0,
+                 serving_filters: bool = False, exclude_seen: bool = False) -> None:  # fmt: skip
+        if settings.history_length > HISTORY:
+            raise ValueError(
+                f"RECQ_HISTORY_LENGTH={settings.history_length}: recq evaluate builds "
+                f"histories of {HISTORY} interactions; evaluate with {HISTORY} or fewer"
+            )
+        self.name, self.settings, self.updates, self.seed = name, settings, updates, seed
+        self.serving_filters, self.exclude_seen = serving_filters, exclude_seen
+
+    def fit_steps(self) -> int:
+        return self.updates
+
+    def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
+        from learner.service import build_dqn
+
+        torch.manual_seed(self.seed)
+        cfg = self.settings
+        self.dqn = build_dqn(cfg, torch.device("cpu"), n_items)
+        data = transitions(sessions)
+        replay = ReplayBuffer.build(
+            capacity=max(1, len(data)), history_length=cfg.history_length,
+            device=torch.device("cpu"), prioritized=True, n_step=cfg.n_step, gamma=cfg.gamma,
+        )  # fmt: skip
+        replay.add(data)
+        for step in range(self.updates):
+            batch = replay.sample(cfg.batch_size, 0.4 + 0.6 * step / self.updates)
+            replay.update_priorities(batch, self.dqn.update(batch).td_error)
+            progress(1)
+        self.dqn.online.eval()
+
+    @torch.no_grad()
+    def score(self, batch: Histories) -> torch.Tensor:
+        length = self.settings.history_length
+        scores = ranking_scores(self.dqn.online, self.settings.ranking, batch.items[:, -length:],
+                                batch.events[:, -length:], batch.ages[:, -length:])  # fmt: skip
+        if self.serving_filters:
+            for row, excluded in enumerate(batch.excluded(self.exclude_seen)):
+                if excluded:
+                    scores[row, list(excluded)] = -math.inf
+        return scores
 
 
 def transitions(sessions: list[list[Step]]) -> list[Transition]:
@@ -227,11 +275,29 @@ def transitions(sessions: list[list[Step]]) -> list[Transition]:
     return out
 
 
-def recommenders(updates: int, seed: int = 0) -> list[Recommender]:
+def recommenders(
+    updates: int,
+    seed: int = 0,
+    served: ServingSettings | None = None,
+    learner: LearnerSettings | None = None,
+) -> list[Recommender]:
+    """Popularity, co-occurrence, the supervised model, the Q ranking recq served before
+    issue 22 (``dqn``: organic reward in full), the SQN head (``dqn+sqn``), and what a
+    snapshot trained with ``learner``'s settings serves (``served``, with ``served``'s
+    filters; by default the environment's ``RECQ_*`` settings)."""
+    learner = learner if learner is not None else load_settings(LearnerSettings)
+    served = served if served is not None else load_settings(ServingSettings)
+    organic = {"organic_reward": 1.0, "supervised_negatives": 256, "item_features": False,
+               "batch_size": 256}  # fmt: skip
     return [
         Popularity(),
         CoOccurrence(),
-        LearnerModel("supervised", objective="supervised", updates=updates, seed=seed),
-        LearnerModel("dqn", objective="dqn", updates=updates, seed=seed),
-        LearnerModel("dqn+sqn", objective="dqn+sqn", updates=updates, seed=seed),
-    ]
+        Supervised(updates=updates, seed=seed),
+        Snapshot("dqn", LearnerSettings(**organic, ranking="q", supervised_head=False),  # type: ignore[arg-type]
+                 updates=updates, seed=seed),
+        Snapshot("dqn+sqn", LearnerSettings(**organic, ranking="next_item",  # type: ignore[arg-type]
+                                            supervised_head=True),
+                 updates=updates, seed=seed),
+        Snapshot("served", learner, updates=updates, seed=seed, serving_filters=True,
+                 exclude_seen=served.serve_exclude_seen),
+    ]  # fmt: skip

@@ -1,13 +1,18 @@
 """The evaluation protocol of RL next-item recommendation papers (SQN/SAC, Xin et al.
-2020; SNQN 2022), on any log recq can read:
+2020; SNQN 2022), on any log recq can read, with every filter computed on training data
+only (docs/evaluation.md):
 
 - a session is a visitor's interactions in time order (``schemas.features``' order:
-  event time, event_id, line item; a repeated event_id counted once);
-- items with <= 2 interactions are dropped, then sessions with <= 2 interactions;
+  event time, event_id, line item; a repeated event_id counted once); sessions with
+  <= 2 interactions are dropped (a property of each session alone, so no leak);
 - sessions are split 80/10/10 into train/validation/test at random (seeded), or, as a
   harder and more honest variant, by time: the sessions that start last are the test;
-- every interaction of a test session is a target, ranked against all items given the
-  interactions before it.
+- the item vocabulary is the items with >= 3 interactions in the *training* sessions;
+  other items are removed from every session (a test interaction of an item training
+  never saw is counted as ``unknown_test_interactions``, not ranked), and sessions left
+  with <= 2 interactions are dropped again;
+- every interaction of a test session is a target, ranked against all vocabulary items
+  given the interactions before it.
 """
 
 from __future__ import annotations
@@ -21,31 +26,31 @@ from recq.evaluation.logs import LoggedInteraction
 from schemas.features import EVENT_CODES
 
 MIN_INTERACTIONS = 3  # "drop sessions and items with <= 2 interactions"
+SPLITS = ("random", "time")
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    item: int  # dense index into Dataset.items
+    item: int  # dense index into Split.items
     code: int  # schemas.features.EVENT_CODES
     ts_ms: int
 
 
 @dataclass(frozen=True)
-class Dataset:
-    items: list[str]  # index -> item id
-    sessions: list[list[Step]]
-
-    @property
-    def interactions(self) -> int:
-        return sum(len(s) for s in self.sessions)
-
-
-@dataclass(frozen=True)
 class Split:
     name: str  # random | time
+    items: list[str]  # the training vocabulary: index -> item id
     train: list[list[Step]]
     validation: list[list[Step]]
     test: list[list[Step]]
+    #: Test interactions of items the training sessions do not know (removed, not ranked).
+    unknown_test_interactions: int = 0
+    #: Test interactions before the vocabulary filter.
+    raw_test_interactions: int = 0
+
+    @property
+    def interactions(self) -> int:
+        return sum(len(s) for s in self.train + self.validation + self.test)
 
 
 def user_histories(log: list[LoggedInteraction]) -> dict[str, list[LoggedInteraction]]:
@@ -59,32 +64,36 @@ def user_histories(log: list[LoggedInteraction]) -> dict[str, list[LoggedInterac
     return {user: sorted(xs, key=lambda x: x.order_key) for user, xs in by_user.items()}
 
 
-def build_dataset(log: list[LoggedInteraction]) -> Dataset:
-    """Sessions by visitor, filtered as the protocol says (items first, then sessions)."""
-    item_counts = Counter(x.item for x in log)
-    kept = [x for x in log if item_counts[x.item] >= MIN_INTERACTIONS]
-    sessions_raw = [
-        xs for _, xs in sorted(user_histories(kept).items()) if len(xs) >= MIN_INTERACTIONS
-    ]
-    items = sorted({x.item for xs in sessions_raw for x in xs})
-    index = {item: i for i, item in enumerate(items)}
-    sessions = [
-        [Step(index[x.item], EVENT_CODES[x.event], x.ts_ms) for x in xs] for xs in sessions_raw
-    ]
-    return Dataset(items=items, sessions=sessions)
+def sessions_of(log: list[LoggedInteraction]) -> list[list[LoggedInteraction]]:
+    """Visitors' sessions with >= ``MIN_INTERACTIONS`` interactions, by visitor id."""
+    return [xs for _, xs in sorted(user_histories(log).items()) if len(xs) >= MIN_INTERACTIONS]
 
 
-def split_random(dataset: Dataset, seed: int = 0) -> Split:
-    order = np.random.default_rng(seed).permutation(len(dataset.sessions))
-    return _cut("random", [dataset.sessions[i] for i in order])
-
-
-def split_time(dataset: Dataset) -> Split:
-    """Train on the sessions that started first, test on those that started last."""
-    return _cut("time", sorted(dataset.sessions, key=lambda s: s[0].ts_ms))
-
-
-def _cut(name: str, sessions: list[list[Step]]) -> Split:
-    n = len(sessions)
+def split(sessions: list[list[LoggedInteraction]], name: str, seed: int = 0) -> Split:
+    """Cut ``sessions`` 80/10/10 (``random``: seeded permutation; ``time``: by the first
+    interaction), then keep the items training knows (>= 3 training interactions)."""
+    if name == "random":
+        order = np.random.default_rng(seed).permutation(len(sessions))
+        ordered = [sessions[i] for i in order]
+    elif name == "time":
+        ordered = sorted(sessions, key=lambda xs: (xs[0].ts_ms, xs[0].user))
+    else:
+        raise ValueError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+    n = len(ordered)
     a, b = int(n * 0.8), int(n * 0.9)
-    return Split(name, sessions[:a], sessions[a:b], sessions[b:])
+    train, validation, test = ordered[:a], ordered[a:b], ordered[b:]
+    counts = Counter(x.item for xs in train for x in xs)
+    items = sorted(item for item, c in counts.items() if c >= MIN_INTERACTIONS)
+    index = {item: i for i, item in enumerate(items)}
+
+    def known(part: list[list[LoggedInteraction]]) -> list[list[Step]]:
+        kept = ([Step(index[x.item], EVENT_CODES[x.event], x.ts_ms) for x in xs
+                 if x.item in index] for xs in part)  # fmt: skip
+        return [xs for xs in kept if len(xs) >= MIN_INTERACTIONS]
+
+    return Split(
+        name=name, items=items, train=known(train), validation=known(validation),
+        test=known(test),
+        unknown_test_interactions=sum(x.item not in index for xs in test for x in xs),
+        raw_test_interactions=sum(len(xs) for xs in test),
+    )  # fmt: skip

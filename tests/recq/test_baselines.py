@@ -65,17 +65,40 @@ def test_an_empty_history_scores_nothing_and_bad_settings_fail() -> None:
         SessionKNN(k=0)
 
 
-def test_recq_evaluate_reports_every_baseline_beside_the_learned_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_recq_evaluate_is_reproducible_and_reports_every_row(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Same log, seed and settings (two compute threads, where unordered parallel sums
+    once moved the DQN rows): the same figures for every model, twice."""
+    import io
+
+    import torch
     from rich.console import Console
 
     from recq.evaluation.run import run_evaluation
     from simulator.offline import write_log
 
     log = tmp_path / "shop.jsonl"
-    write_log(log, n_shoppers=60, sessions_each=3, items=40, categories=4, seed=1)
-    report = run_evaluation(log, updates=2, seed=0, splits=["time"], out=tmp_path / "out",
-                            console=Console(quiet=True), knn_k=5, knn_sample=20)  # fmt: skip
-    results = report["splits"]["time"]["results"]
-    assert list(results) == ["s-pop", "item-knn", "session-knn", "popularity", "cooccurrence",
-                             "supervised", "dqn", "dqn+sqn"]  # fmt: skip
-    assert report["knn_k"] == 5 and report["knn_sample"] == 20
+    # Large enough that two threads summing in another order moved the DQN rows
+    # (checked with deterministic algorithms off).
+    write_log(log, n_shoppers=300, sessions_each=5, items=80, categories=4, seed=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for n in range(2):
+            out = io.StringIO()
+            report = run_evaluation(log, updates=100, seed=0, splits=["time"],
+                                    out=tmp_path / f"out{n}", knn_k=5, knn_sample=20,
+                                    console=Console(file=out, width=200))  # fmt: skip
+            runs.append((report["splits"]["time"], out.getvalue()))
+    finally:
+        torch.set_num_threads(threads)
+    (first, printed), (second, _) = runs
+    assert list(first["results"]) == ["s-pop", "item-knn", "session-knn", "popularity",
+                                      "cooccurrence", "supervised", "dqn", "dqn+sqn",
+                                      "served"]  # fmt: skip
+    assert first["results"] == second["results"]
+    assert first["versus_best_baseline"] == second["versus_best_baseline"]
+    assert set(first["versus_best_baseline"]) == set(first["results"]) - {first["best_baseline"]}
+    assert sum(first["target_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    # Not a terminal: one line per stage in the log (no transient bars).
+    assert "time: fit dqn: done 100 in" in printed and "time: rank with served: done" in printed

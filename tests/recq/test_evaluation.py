@@ -4,16 +4,20 @@ scores on a tiny log."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
-from recq.evaluation.logs import Skipped, log_format, read_interactions
-from recq.evaluation.metrics import RankingMetrics, target_ranks
+from recq.evaluation.logs import LoggedInteraction, Skipped, log_format, read_interactions
+from recq.evaluation.metrics import Targets, breakdown, paired_difference, summary, target_ranks
 from recq.evaluation.models import CoOccurrence, Histories, Popularity
-from recq.evaluation.protocol import Dataset, Step, build_dataset, split_random, split_time
+from recq.evaluation.progress import StageLog
+from recq.evaluation.protocol import Step, sessions_of, split
 from schemas.codec import encode
 from schemas.records import ClickEvent, LineItem, PurchaseEvent
 from simulator.offline import write_log
@@ -67,6 +71,45 @@ def test_jsonl_reads_the_event_contract_and_counts_bad_lines(tmp_path: Path) -> 
     assert skipped.total == 1 and skipped.examples[next(iter(skipped.reasons))] == [2]
 
 
+def test_diginetica_and_session_rec_rows_become_clicks(tmp_path: Path) -> None:
+    digi = tmp_path / "train-item-views.csv"
+    digi.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n"
+        "1;NA;81766;526309;2016-05-09\n"
+        "1;NA;31331;x;2016-05-09\n"
+        "2;NA;32118;0;09.05.2016\n"
+    )
+    assert log_format(digi) == "diginetica"
+    skipped = Skipped()
+    # 2016-05-09T00:00:00Z is 1,462,752,000 s after the epoch.
+    assert [(x.user, x.ts_ms, x.item, x.event) for x in read_interactions(digi, skipped)] == [
+        ("1", 1_462_752_000_000 + 526_309, "81766", "click")
+    ]
+    assert dict(skipped.reasons) == {"missing_field": 1, "invalid_field": 1}
+    rec = tmp_path / "yoochoose-clicks-100k_test.txt"
+    rec.write_text("SessionId\tItemId\tTime\n3\t214716935\t1396437466.94\n3\t21\n")
+    assert log_format(rec) == "sessionrec"
+    skipped = Skipped()
+    got = read_interactions(rec, skipped)
+    assert [(x.user, x.ts_ms, x.item) for x in got] == [("3", 1_396_437_466_940, "214716935")]
+    assert dict(skipped.reasons) == {"wrong_column_count": 1}
+
+
+def test_progress_in_a_log_is_a_line_per_interval_with_rate_and_eta() -> None:
+    out = io.StringIO()
+    now = [0.0]
+    stages = StageLog(Console(file=out, width=200), interval=10.0, clock=lambda: now[0])
+    with stages.stage("time: fit dqn", 100) as advance:
+        for _ in range(4):
+            now[0] += 5.0
+            advance(10)  # 10 per 5 s: a line at 10 s and at 20 s
+    assert out.getvalue().splitlines() == [
+        "time: fit dqn: 20/100 (20%), 2.0/s, ETA 40 s",
+        "time: fit dqn: 40/100 (40%), 2.0/s, ETA 30 s",
+        "time: fit dqn: done 40 in 20.0 s, 2.0/s",
+    ]
+
+
 def test_unknown_format_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("a,b,c\n1,2,3\n")
@@ -74,68 +117,117 @@ def test_unknown_format_is_a_clear_error(tmp_path: Path) -> None:
         log_format(path)
 
 
-def test_protocol_drops_rare_items_then_short_sessions(tmp_path: Path) -> None:
+def _log(tmp_path: Path, script: dict[str, list[str]], ts: int = 1_433_221_332_117) -> Path:
+    """A RetailRocket log of views, visitor by visitor, one second apart."""
     rows = ["timestamp,visitorid,event,itemid,transactionid"]
-    # items x, y: 3+ interactions; z: 2 (dropped). Visitor v3 keeps 2 after z goes: dropped.
-    script = {
-        "v1": ["x", "y", "x", "z"],
-        "v2": ["y", "x", "y"],
-        "v3": ["x", "z", "y"],
-        "v4": ["y"],
-    }
-    ts = 1_433_221_332_117
     for visitor, items in script.items():
         for item in items:
             ts += 1_000
             rows.append(f"{ts},{visitor},view,{item},")
     path = tmp_path / "events.csv"
     path.write_text("\n".join(rows) + "\n")
-    dataset = build_dataset(read_interactions(path, Skipped()))
-    assert dataset.items == ["x", "y"]
-    assert [[s.item for s in xs] for xs in dataset.sessions] == [[0, 1, 0], [1, 0, 1]]
-    assert all(s.code == 1 for xs in dataset.sessions for s in xs)
+    return path
 
 
-def _sessions(n: int) -> Dataset:
-    return Dataset(
-        items=["a", "b", "c"],
-        sessions=[[Step(i % 3, 1, 1000 * (n - i) + t) for t in range(3)] for i in range(n)],
-    )
+def test_item_filter_counts_training_sessions_only(tmp_path: Path) -> None:
+    # Ten visitors in time order: the last one is the test (time split, 80/10/10).
+    # Item z is frequent in the test session only: training saw it twice (< 3), so it
+    # is removed everywhere and its test interactions are counted, not ranked.
+    script = {f"v{i}": ["x", "y", "x"] for i in range(7)}
+    script["v7"] = ["y", "z", "x", "z"]  # train: z's 1st and 2nd interaction
+    script["v8"] = ["x", "y", "x"]  # validation
+    script["v9"] = ["z", "x", "z", "y", "z", "x"]  # test: z four... three times
+    script["u0"] = ["x", "y"]  # two interactions: dropped before the split
+    sessions = sessions_of(read_interactions(_log(tmp_path, script), Skipped()))
+    assert len(sessions) == 10
+    got = split(sessions, "time")
+    assert got.items == ["x", "y"]  # z: 2 training interactions
+    assert [[s.item for s in xs] for xs in got.test] == [[0, 1, 0]]
+    assert (got.unknown_test_interactions, got.raw_test_interactions) == (3, 6)
+    # v7 keeps y, x: two interactions, dropped after the filter.
+    assert len(got.train) == 7 and all(len(xs) == 3 for xs in got.train)
+
+
+def _visitors(n: int) -> list[list[LoggedInteraction]]:
+    return [
+        [LoggedInteraction(f"v{i:03d}", 1000 * (n - i) + t, "abc"[t], "click", 1, f"e{i}-{t}")
+         for t in range(3)]
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def test_random_split_is_80_10_10_and_seeded() -> None:
-    dataset = _sessions(50)
-    a, b = split_random(dataset, seed=1), split_random(dataset, seed=1)
+    sessions = _visitors(50)
+    a, b = split(sessions, "random", seed=1), split(sessions, "random", seed=1)
     assert (len(a.train), len(a.validation), len(a.test)) == (40, 5, 5)
-    assert a == b and split_random(dataset, seed=2) != a
-    assert sorted(map(id, a.train + a.validation + a.test)) == sorted(map(id, dataset.sessions))
+    assert a == b and split(sessions, "random", seed=2) != a
 
 
 def test_time_split_tests_on_the_latest_sessions() -> None:
-    split = split_time(_sessions(50))
-    latest_train = max(xs[0].ts_ms for xs in split.train)
-    assert all(xs[0].ts_ms > latest_train for xs in split.validation + split.test)
+    got = split(_visitors(50), "time")
+    latest_train = max(xs[0].ts_ms for xs in got.train)
+    assert all(xs[0].ts_ms > latest_train for xs in got.validation + got.test)
+    with pytest.raises(ValueError, match="unknown split"):
+        split(_visitors(50), "weekly")
 
 
-def test_ranks_hr_and_ndcg_by_hand() -> None:
+def test_ranks_count_ties_against_the_target_and_hr_ndcg_by_hand() -> None:
     scores = torch.tensor(
         [
             [0.9, 0.1, 0.5, 0.3],  # target 2: one item higher -> rank 1
             [0.2, 0.8, 0.1, 0.0],  # target 1: rank 0
             [0.1, 0.2, 0.3, 0.4],  # target 0: rank 3
+            [0.0, 0.0, 0.0, 0.0],  # target 3: three items tie with it -> rank 3
+            [0.9, 0.7, 0.7, 0.1],  # target 2: one higher, one tied -> rank 2
         ]
     )
-    ranks = target_ranks(scores, torch.tensor([2, 1, 0]))
-    assert ranks.tolist() == [1, 0, 3]
-    metrics = RankingMetrics(ks=(1, 2, 4))
-    metrics.add(ranks, ["click", "click", "purchase"])
-    got = metrics.summary()
-    assert got["click"]["targets"] == 2
-    assert got["click"]["hr@1"] == 0.5 and got["click"]["hr@2"] == 1.0
-    assert got["click"]["ndcg@1"] == pytest.approx(0.5)
-    assert got["click"]["ndcg@2"] == pytest.approx((1.0 + 1 / math.log2(3)) / 2)
-    assert got["purchase"]["hr@2"] == 0.0 and got["purchase"]["hr@4"] == 1.0
-    assert got["purchase"]["ndcg@4"] == pytest.approx(1 / math.log2(5))
+    ranks = target_ranks(scores, torch.tensor([2, 1, 0, 3, 2]))
+    assert ranks.tolist() == [1, 0, 3, 3, 2]
+    got = summary(ranks.numpy()[:3], ks=(1, 2, 4))
+    assert got["targets"] == 3
+    assert got["hr@1"] == pytest.approx(1 / 3, abs=1e-4)
+    assert got["hr@2"] == pytest.approx(2 / 3, abs=1e-4)
+    assert got["ndcg@2"] == pytest.approx((1 / math.log2(3) + 1.0) / 3, abs=1e-4)
+    assert got["hr@4"] == 1.0
+    assert got["ndcg@4"] == pytest.approx((1 / math.log2(3) + 1 + 1 / math.log2(5)) / 3, abs=1e-4)
+
+
+def test_targets_are_grouped_empty_repeat_new_and_reported_apart() -> None:
+    sessions = [[Step(0, 1, 1), Step(1, 1, 2), Step(0, 1, 3)], [Step(2, 1, 1), Step(3, 3, 2)]]
+    targets = Targets.of(sessions)
+    assert targets.group.tolist() == ["empty", "new", "repeat", "empty", "new"]
+    assert targets.kind.tolist() == ["click"] * 4 + ["purchase"]
+    assert targets.session.tolist() == [0, 0, 0, 1, 1]
+    assert targets.shares() == {"empty": 0.4, "repeat": 0.2, "new": 0.4}
+    by = breakdown(np.array([0, 30, 4, 25, 0]), targets)
+    assert by["all"]["hr@20"] == 0.6 and by["all"]["targets"] == 5
+    assert by["empty"]["hr@20"] == 0.5 and by["new"]["hr@20"] == 0.5
+    assert by["repeat"]["hr@5"] == 1.0 and by["repeat"]["ndcg@5"] == pytest.approx(
+        1 / math.log2(6), abs=1e-4
+    )
+    assert by["purchase"]["hr@5"] == 1.0 and by["click"]["hr@5"] == 0.5
+
+
+def test_paired_difference_resamples_sessions() -> None:
+    targets = Targets.of([[Step(0, 1, t) for t in range(4)] for _ in range(30)])
+    base = np.full(len(targets), 50)
+    same = paired_difference(base, base, targets, "hr@20")
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
+    # The model hits every target of the first 15 sessions, where the baseline misses.
+    model = np.where(targets.session < 15, 0, 50)
+    got = paired_difference(model, base, targets, "hr@20", resamples=2000)
+    assert got.estimate == 0.5 and got.low < 0.5 < got.high
+    assert got.low > 0.25 and got.high < 0.75  # about +-1.96 * sqrt(.25 / 30) = .18
+    assert paired_difference(model, base, targets, "hr@20", resamples=2000) == got  # seeded
+
+
+def test_serving_filters_follow_the_cart_and_purchases() -> None:
+    # Cart 1, cart 2, remove 2, buy 3, view 4: serving would not show 1 (in the cart)
+    # nor 3 (bought); 2 left the cart; with exclude_seen every item of the history.
+    history = [Step(1, 2, 1), Step(2, 2, 2), Step(2, 4, 3), Step(3, 3, 4), Step(4, 1, 5)]
+    batch = Histories.build([(history, 10), ([], 10)])
+    assert batch.excluded(exclude_seen=False) == [frozenset({1, 3}), frozenset()]
+    assert batch.excluded(exclude_seen=True) == [frozenset({1, 2, 3, 4}), frozenset()]
 
 
 def test_baselines_score_what_they_counted() -> None:
