@@ -57,8 +57,11 @@ def main() -> None:
     for model, by in result["results"].items():
         versus = result["versus_best_baseline"].get(model, {})
         for metric in ("hr@20", "ndcg@10"):
+            interval = versus.get(metric)
+            if interval is not None:
+                interval = {k: round(v, 4) for k, v in interval.items()}
             figure("evaluation", metric, by["all"][metric], "share", model=model,
-                   best_baseline=best, versus_best=versus.get(metric), **common)  # fmt: skip
+                   best_baseline=best, versus_best=interval, **common)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from learner.ope import Interval
+from recq.evaluation.models import bought_or_carted
 from recq.evaluation.protocol import Step
 from schemas.features import EVENT_NAMES
 
@@ -49,6 +50,9 @@ class Targets:
     session: np.ndarray  # [T] index of the test session
     kind: np.ndarray  # [T] str: click | cart | purchase | cart_remove
     group: np.ndarray  # [T] str: empty | repeat | new
+    #: [T] bool: serving's filters forbid the target (bought, or in the cart: an order of
+    #: what the cart holds is a target no served slate can hit).
+    filtered: np.ndarray
 
     @classmethod
     def of(cls, sessions: list[list[Step]]) -> Targets:
@@ -58,15 +62,17 @@ class Targets:
             session=np.array([i for i, xs in enumerate(sessions) for _ in xs], np.int64),
             kind=np.array([EVENT_NAMES[target.code] for _, target in rows], dtype=object),
             group=np.array([group_of(h, target) for h, target in rows], dtype=object),
+            filtered=np.array([target.item in bought_or_carted(h) for h, target in rows], bool),
         )
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def shares(self) -> dict[str, float]:
-        """The share of targets in each group."""
+        """The share of targets in each group, and the share serving's filters forbid."""
         n = max(1, len(self))
-        return {g: round(float((self.group == g).sum()) / n, 4) for g in GROUPS}
+        out = {g: round(float((self.group == g).sum()) / n, 4) for g in GROUPS}
+        return {**out, "filtered_by_serving": round(float(self.filtered.sum()) / n, 4)}
 
 
 def gains(ranks: np.ndarray, metric: str) -> np.ndarray:

@@ -73,11 +73,7 @@ class Histories:
                 items[r, HISTORY - n :] = torch.tensor(state.items)
                 events[r, HISTORY - n :] = torch.tensor(state.events)
                 ages[r, HISTORY - n :] = torch.tensor(state.ages)
-            shopper = Shopper()
-            for t, step in enumerate(history):
-                if step.code != EVENT_CODES["click"]:
-                    shopper.note(str(step.item), step.code, (step.ts_ms, f"{t:09d}"))
-            filtered.append(frozenset(int(i) for i in shopper.purchased | shopper.cart))
+            filtered.append(bought_or_carted(history))
             seen.append(frozenset(state.items))
         return cls(items, events, ages, tuple(filtered), tuple(seen))
 
@@ -87,6 +83,16 @@ class Histories:
         if not exclude_seen:
             return list(self.bought_or_carted)
         return [a | b for a, b in zip(self.bought_or_carted, self.seen, strict=True)]
+
+
+def bought_or_carted(history: list[Step]) -> frozenset[int]:
+    """The items serving would not show after ``history``: bought, or in the cart, by the
+    rule serving keeps (``inference.state.Shopper.note``)."""
+    shopper = Shopper()
+    for t, step in enumerate(history):
+        if step.code != EVENT_CODES["click"]:
+            shopper.note(str(step.item), step.code, (step.ts_ms, f"{t:09d}"))
+    return frozenset(int(i) for i in shopper.purchased | shopper.cart)
 
 
 def _state(history: list[Step], now_ms: int) -> InteractionSequence:

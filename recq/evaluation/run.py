@@ -162,7 +162,8 @@ def _table(split_name: str, report: dict[str, Any]) -> Table:
     table = Table(
         title=f"{split_name} split: {report['train_sessions']} train / "
         f"{report['test_sessions']} test sessions, {report['targets']} targets "
-        f"({shares['empty']:.0%} empty history, {shares['repeat']:.0%} repeats)",
+        f"({shares['empty']:.0%} empty history, {shares['repeat']:.0%} repeats, "
+        f"{shares['filtered_by_serving']:.0%} forbidden by serving's filters)",
         caption=f"d: difference from the best baseline ({best}), paired 95% bootstrap "
         "over test sessions",
     )

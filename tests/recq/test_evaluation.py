@@ -198,7 +198,11 @@ def test_targets_are_grouped_empty_repeat_new_and_reported_apart() -> None:
     assert targets.group.tolist() == ["empty", "new", "repeat", "empty", "new"]
     assert targets.kind.tolist() == ["click"] * 4 + ["purchase"]
     assert targets.session.tolist() == [0, 0, 0, 1, 1]
-    assert targets.shares() == {"empty": 0.4, "repeat": 0.2, "new": 0.4}
+    assert targets.shares() == {"empty": 0.4, "repeat": 0.2, "new": 0.4,
+                                "filtered_by_serving": 0.0}  # fmt: skip
+    bought = Targets.of([[Step(5, 2, 1), Step(5, 3, 2), Step(5, 1, 3), Step(6, 1, 4)]])
+    # Cart 5, buy 5 (in the cart: forbidden), view 5 (bought: forbidden), view 6.
+    assert bought.filtered.tolist() == [False, True, True, False]
     by = breakdown(np.array([0, 30, 4, 25, 0]), targets)
     assert by["all"]["hr@20"] == 0.6 and by["all"]["targets"] == 5
     assert by["empty"]["hr@20"] == 0.5 and by["new"]["hr@20"] == 0.5
