@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 
 from learner import checkpoint
 from learner.catalog import CatalogFeatures, CatalogFollower
-from learner.device import pick_device
+from learner.device import pick_device, pin_threads
 from learner.dqn import DQN, select_dtype_for
 from learner.export import SnapshotExporter
 from learner.feed import TransitionFeed
@@ -71,6 +71,9 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
             loop.add_signal_handler(sig, stopping.set)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
+    intra, inter = pin_threads(settings.learner_threads)
+    log.info("learner: %d torch compute thread(s), %d inter-op (RECQ_LEARNER_THREADS=%d)",
+             intra, inter, settings.learner_threads)  # fmt: skip
 
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     options = client_options(settings)

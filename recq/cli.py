@@ -57,6 +57,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 snapshots_app = typer.Typer(help="The model store: snapshots written by the learner.")
 app.add_typer(snapshots_app, name="snapshots")
+config_app = typer.Typer(help="The configuration reference.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 console = Console()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -482,6 +484,27 @@ def health(
         err_console.print(f"unhealthy: {url} answers without any {prefix}* metric")
         raise typer.Exit(1)
     console.print(f"healthy: {role} answers on {url}")
+
+
+@config_app.command("docs")
+def config_docs(
+    check: Annotated[
+        bool, typer.Option(help="Only check that the page matches the settings classes.")
+    ] = False,
+) -> None:
+    """Write docs/configuration.md from the settings classes (every RECQ_* variable with
+    its type, default and meaning)."""
+    from recq.config_reference import PAGE, render
+
+    page = render()
+    if check:
+        if not PAGE.is_file() or PAGE.read_text() != page:
+            err_console.print(f"{PAGE} is out of date: run `recq config docs`")
+            raise typer.Exit(1)
+        console.print(f"{PAGE} matches the settings classes")
+        return
+    PAGE.write_text(page)
+    console.print(f"wrote {PAGE}")
 
 
 # --- offline evaluation and replay ------------------------------------------------------

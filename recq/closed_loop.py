@@ -125,7 +125,7 @@ def process_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
     # One compute thread each for the learner and the serving member: on a small machine
     # the streams worker and the broker need the rest to keep the loop's data flowing.
     if name == "learner":
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env.update(stage_env({}, RECQ_LEARNER_THREADS=1))
     if name == "serve":
         env.update(stage_env({}, RECQ_SERVE_THREADS=1))
     return env

@@ -314,6 +314,17 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
     learner_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when torch sees a GPU, else cpu."
     )
+    learner_threads: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="torch compute threads of the learner (intra-op; inter-op is 1). 0 = "
+        "torch's default, one per core. 1 by default because the learner usually shares "
+        "cores with the broker, workers or serving, and oversubscribed OpenMP threads "
+        "stall each other (a GRU step over a batch of 256 took 549 ms with 2 threads "
+        "beside one busy process, 13 ms with 1). Raise it where the learner has cores of "
+        "its own (a CPU limit in compose; on a GPU it matters little).",
+    )
     replay_capacity: int = Field(
         default=200_000, ge=64, le=100_000_000, description="Transitions kept for replay."
     )
