@@ -12,7 +12,7 @@ scorings, full softmax) kept as the benchmark baseline and as the reference in t
 
 The response model (``RECQ_RANKING=response``; ``learner.qnet``) adds the binary
 cross-entropy of every examined slot's reward share (``response_loss``). Slates
-(``RECQ_SLATE_LEARNING``, README "Learning from slates") add, in the same step:
+(``RECQ_SLATE_LEARNING``, docs/learner.md, "Learning from slates") add, in the same step:
 
     td:      answered slot j:  Q(s, a_j) -> r_j + gamma * Q_target(s', argmax Q(s', .))
              ignored slot k:   Q(s, a_k) -> 0  (shown, not taken: DRN's negative feedback)

@@ -193,7 +193,7 @@ def _run(
             RECQ_BATCH_SIZE=128,
             # The learned arm explores (epsilon 0.1, serving's default) with exact logged
             # propensities: the gate can only judge a candidate whose picks the logs
-            # cover, and a greedy arm left 40 of 43 candidates unsupported (README).
+            # cover, and a greedy arm left 40 of 43 candidates unsupported (docs/serving.md).
             RECQ_EXPLORATION="epsilon",
             # The reward the demo scores its arms with is the one the stages learn from.
             RECQ_REWARD_CLICK=reward.click,

@@ -1,5 +1,5 @@
 """Valid example records, one shopper journey per user: used by the demo, the tests and
-the README, and a starting point for producers writing their own."""
+docs/contract.md, and a starting point for producers writing their own."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ serving members (request states), offline evaluation, and the learner (the size 
 event and age embeddings). ``tests/schemas/test_state_builders.py`` feeds one event log
 to each of them and compares every state with one written by hand from these rules.
 
-Rules (the README's "State" section says the same):
+Rules (docs/streams.md, "State and reward", says the same):
 
 * Interactions. A click is one interaction with code ``click``; a cart ``add`` one with
   code ``cart``; a cart ``remove`` one with code ``cart_remove`` (the shopper touched the

@@ -1,6 +1,6 @@
 """Export one JSON Schema (draft 2020-12) per record, so producers in any language can
 validate what they write. Rules that depend on the clock (no timestamps beyond now + the
-allowed skew) cannot be expressed in JSON Schema; the README's contract section lists them."""
+allowed skew) cannot be expressed in JSON Schema; docs/contract.md lists them."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ class GateResult(BaseModel):
 
 class TrainedThrough(BaseModel):
     """The newest transitions in the replay and slate stores when the snapshot was
-    exported: what it could have trained on (freshness, README)."""
+    exported: what it could have trained on (freshness, docs/serving.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 

@@ -3,7 +3,7 @@
 Every record is a frozen pydantic model with a ``schema_version``; unknown fields are
 rejected (a misspelt optional field would otherwise vanish silently) and evolution goes
 through ``schema_version``. Times are epoch milliseconds (UTC). The rules here are the
-contract written in the README; ``schemas.jsonschema`` exports them for other languages.
+contract written in docs/contract.md; ``schemas.jsonschema`` exports them for other languages.
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ SlateClose = Literal["reward_wait", "session_end", "event_time", "capacity"]
 
 class SlateTransition(Record):
     """One shown recommendation and what the shopper did with each slot, written when its
-    reward window closed (README, "Impressions and slate transitions"). Keyed by user_id.
+    reward window closed (docs/streams.md, slate transitions). Keyed by user_id.
 
     Slots are in the order shown. ``responses[j]`` is the strongest response attributed
     to slot j (by rec_id and position, item matching): 0 none, 1 click, 2 cart, 3

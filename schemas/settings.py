@@ -10,7 +10,7 @@ variable.
     ServingSettings      + exploration, micro-batching, filters
     RewardSettings       the reward weights alone (the demo's scoring)
 
-Every field has one default and one description, here; the README's configuration
+Every field has one default and one description, here; docs/configuration.md
 tables list the same. ``stage_env`` builds environments for subprocesses (demo, benches,
 tests) and refuses names that no stage reads.
 """
@@ -380,7 +380,7 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         description="What the learner takes from slate transitions: off (organic only), "
         "td (answered slots as TD samples, ignored ones regressed to 0), slateq (choice "
         "model + SlateQ targets, snapshots rank by choice score x Q). td measured best "
-        "(bench/slate_loop.py; README, ablation).",
+        "(bench/slate_loop.py; docs/performance.md).",
     )
     ranking: Literal["response", "q", "slateq", "next_item"] = Field(
         default="response",
@@ -413,7 +413,7 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
         description="Share of an organic interaction's reward that counts as earned by the "
         "recommender in the Q-network's TD targets (1: every organic click as if a "
         "recommendation caused it). 0 by default: organic behaviour is context and the "
-        "response ranking's prior, not reward (README, Quality).",
+        "response ranking's prior, not reward (docs/simulator.md, Quality).",
     )  # fmt: skip
     slate_replay_capacity: int = Field(
         default=50_000, ge=64, le=10_000_000, description="Slate transitions kept for replay."

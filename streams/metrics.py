@@ -13,7 +13,7 @@ DEAD_LETTERS = Counter(
 )
 LATE_EVENTS = Counter(
     "recq_streams_late_events_total",
-    "Interactions older than one already released (applied at once, see README).",
+    "Interactions older than one already released (applied at once, see docs/streams.md).",
 )
 DUPLICATE_EVENTS = Counter(
     "recq_streams_duplicate_events_total", "Events skipped as repeats of a recent event_id."

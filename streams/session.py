@@ -2,7 +2,7 @@
 transitions. Pure: no Kafka, no clock (callers pass times in), so the rules are tested
 directly and every worker computes the same transitions from the same input.
 
-Rules (the README's "Transitions" section says the same):
+Rules (docs/streams.md says the same):
 
 * Reorder window W: interactions wait in a per-user buffer, sorted by event time (ties:
   event_id, then line), and leave it from the front once the front one has waited W of
@@ -28,7 +28,7 @@ Rules (the README's "Transitions" section says the same):
   (event-time gap > timeout; or no message for the timeout: wall-clock idle when the
   inputs are read to their end, else inputs read that far past the user's last event)
   or by a purchase (checkout).
-* Slate transition (README, "Impressions and slate transitions"): each recommendation
+* Slate transition (docs/streams.md, slate transitions): each recommendation
   shown to the user opens a reward window with the state when it was shown (the last L
   interactions with event time up to its serving time). An interaction carrying its
   rec_id and position, whose item is in that slot, is attributed to the slot (its reward

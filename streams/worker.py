@@ -333,7 +333,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         """Diagnostics for a worker whose agent hears nothing for a minute: whether the
         consumer thread still answers, the lag and the paused partitions. (Seen after a
         kill -9 and restart in tests/reliability: recovery completes, then nothing
-        reaches the agent; see the README, "Exactly once".)"""
+        reaches the agent; see docs/streams.md, "Exactly once".)"""
         quiet = time.monotonic() - runtime.last_message_at
         if quiet < 60:
             return

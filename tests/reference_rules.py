@@ -1,11 +1,11 @@
-"""recq's transition rules written again, from the README alone, as the reference the
-streams tests compare the worker with. Deliberately independent of streams/ and
-schemas.features: if the worker and this file disagree, one of them is wrong about the
-documented rules.
+"""recq's transition rules written again, from the documented rules alone
+(docs/streams.md), as the reference the streams tests compare the worker with.
+Deliberately independent of streams/ and schemas.features: if the worker and this file
+disagree, one of them is wrong about the documented rules.
 
 Scope: a log in which every event of a shopper reaches the worker within the reorder
 window, after which every session idles out (what the streams tests produce). Under
-that condition the README's rules read:
+that condition the documented rules read:
 
 * a shopper's events are taken once per event_id, in (event time, event_id) order;
 * a click is one interaction (code 1), a cart add one (code 2), a cart removal one
@@ -90,7 +90,7 @@ def reference_transitions(
 def reference_slates(
     log: list[Any], *, history_length: int, session_timeout_ms: int
 ) -> list[dict[str, Any]]:
-    """The README's slate transitions ("Impressions and slate transitions") for a log of
+    """The documented slate transitions (docs/streams.md) for a log of
     events and recommendation records, implicit impressions, under the same condition
     (every message within the reorder window; each recommendation followed by one of its
     shopper's events; the reward wait longer than any session).

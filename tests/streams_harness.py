@@ -129,9 +129,10 @@ def item_ids(event: ShopEvent) -> list[str]:
 
 
 def expected_transitions(log: list[LogRecord]) -> Counter[bytes]:
-    """What the README's rules say the worker must write for ``log`` (every event of a
-    user within the reorder window, then the session idles out), from the independent
-    reference in tests/reference_rules.py; items as ids, canonical JSON, as a multiset."""
+    """What the documented rules (docs/streams.md) say the worker must write for ``log``
+    (every event of a user within the reorder window, then the session idles out), from
+    the independent reference in tests/reference_rules.py; items as ids, canonical JSON,
+    as a multiset."""
     rules = {"history_length": HISTORY_LENGTH, "session_timeout_ms": int(SESSION_TIMEOUT_S * 1000)}
     events = [e for e in log if not isinstance(e, Recommendation)]
     out = reference_transitions(events, **rules) + reference_slates(log, **rules)

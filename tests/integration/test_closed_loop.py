@@ -7,7 +7,7 @@ gate, and the report must be complete, with intervals. How much the learned arm 
 not asserted here: with 48 shoppers per arm one run's interval is +-20%, and a 240 s
 run measured 1.09x-1.66x random (the ratio this test once required was 1.2x). Quality
 is measured where it can be measured with intervals: `bench/slate_loop.py` (960
-shoppers, 3 seeds) and `make demo` (README, Quality)."""
+shoppers, 3 seeds) and `make demo` (docs/simulator.md, Quality)."""
 
 from __future__ import annotations
 

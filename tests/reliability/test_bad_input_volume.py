@@ -88,7 +88,7 @@ def valid_click(rng: random.Random, n: int) -> dict[str, object]:
 
 def mutations() -> list[Callable[[dict[str, object], random.Random], tuple[bytes | None, bool]]]:
     """Each takes a valid event and returns (value, keyed by its user?): always invalid
-    by the contract (README, "The event contract")."""
+    by the contract (docs/contract.md)."""
 
     def truncated(e: dict[str, object], rng: random.Random) -> tuple[bytes | None, bool]:
         raw = orjson.dumps(e)  # any proper prefix of a JSON object is not JSON

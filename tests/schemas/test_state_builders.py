@@ -3,7 +3,7 @@ the streams worker (training states), the serving members (request states) and o
 evaluation get the same event log, with cart removals, a repeated delivery, events out of
 order within the reorder window, a late event, an item the serving snapshot does not know
 yet and a multi-line purchase, and must build the same state. The expected state is
-written by hand from the rules in schemas/features.py (and the README), not computed by
+written by hand from the rules in schemas/features.py (and docs/streams.md), not computed by
 any builder; the learner's network must accept every code and bucket they produce."""
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ async def test_every_state_builder_builds_the_documented_state(tmp_path: Path) -
 async def test_streams_and_the_simulators_scoring_agree_on_the_reward(
     weights: Reward, total: float
 ) -> None:
-    """The README's weights by hand: 8 clicks x 0.2, a cart add 0.5, its removal -0.5, two
+    """The documented weights by hand: 8 clicks x 0.2, a cart add 0.5, its removal -0.5, two
     purchase lines x 1.0 (the repeat counted once) = 3.6; with the revenue objective at
     0.1 per EUR, the order's 5.0 x 1 + 3.0 x 2 = 11 EUR adds 1.1. From the worker's organic
     transitions and from the Reward the simulator and the demo score sessions with."""

@@ -1,6 +1,7 @@
-"""The worker's rules against the README's, without a broker: the streams tests' scripted
-log (removals, repeats, out-of-order neighbours, multi-line purchases, sessions ended by
-gaps) through the real TransitionAssembler, compared with tests/reference_rules.py."""
+"""The worker's rules against the documented ones (docs/streams.md), without a broker:
+the streams tests' scripted log (removals, repeats, out-of-order neighbours, multi-line
+purchases, sessions ended by gaps) through the real TransitionAssembler, compared with
+tests/reference_rules.py."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def test_late_event_is_counted_and_applied_now() -> None:
 
 
 def test_cart_removal_is_a_negative_interaction() -> None:
-    # README: a removal enters the state with code 4 and earns RECQ_REWARD_CART_REMOVE
+    # docs/streams.md: a removal enters the state with code 4 and earns RECQ_REWARD_CART_REMOVE
     # (-0.5 by default: it takes back what the add earned).
     remove = [Interaction(T0 + 2_000, "e2000", 0, 7, 4)]
     got, _ = run([click(0, 7), cart(1_000, 7), remove, click(3_000, 8)])
@@ -179,7 +179,7 @@ def test_rewards_and_done_follow_the_rules(journey: list[tuple[int, str, int, in
     interactions = [x for event in events for x in event]
     assert len(got) == len(interactions)  # one organic transition per interaction
     assert [t["seq"] for t in got] == list(range(len(got)))
-    rewards = {1: 0.2, 2: 0.5, 3: 1.0, 4: -0.5}  # the README's defaults
+    rewards = {1: 0.2, 2: 0.5, 3: 1.0, 4: -0.5}  # the documented defaults
     for t, x in zip(got, interactions, strict=True):
         assert t["action"] == x.item
         assert t["reward"] == rewards[x.code]

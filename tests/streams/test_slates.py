@@ -1,5 +1,5 @@
 """The impression join: slate transitions from a scripted log, expectations written by
-hand from the README's rules ("Impressions and slate transitions"), not computed by the
+hand from the documented rules (docs/streams.md), not computed by the
 sessionizer. Rules here: reorder window 2 s, session timeout 60 s, reward wait 30 s."""
 
 from __future__ import annotations
