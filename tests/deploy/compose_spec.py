@@ -110,6 +110,9 @@ def local_env(
         RECQ_STREAMS_APP_ID=f"c{unique}-streams",
         RECQ_LEARNER_GROUP_ID=f"c{unique}-learner",
         RECQ_SERVE_GROUP_ID=f"c{unique}-serve",
+        # No CPU limits here: every process shares this host's cores, so one thread each.
+        RECQ_LEARNER_THREADS="1",
+        RECQ_SERVE_THREADS="1",
         **SOONER,
     )
     return stage_env(**{k: v for k, v in env.items() if k.startswith("RECQ_")})
