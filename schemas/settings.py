@@ -254,6 +254,12 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         default="exactly_once", description="Kafka transactions (exactly_once) or not."
     )
+    streams_eos_untested: bool = Field(
+        default=False,
+        description="Run exactly-once on a faust-streaming or aiokafka release that "
+        "streams/eos.py's patches were not tested with (the worker refuses at start "
+        "otherwise). Run `make reliability` with that release first.",
+    )
     streams_commit_livelock_s: float = Field(
         default=300.0,
         ge=1.0,

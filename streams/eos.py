@@ -87,13 +87,16 @@ resume has emptied the queues, then goes in. See ``_end_recovery_keeping_fetched
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
 import faust
 from aiokafka.producer.transaction_manager import TransactionState
+from faust.stores.memory import Store as MemoryStore
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -110,6 +113,7 @@ _original_on_revoked = TransactionManager.on_partitions_revoked
 _IN_FLIGHT_ATTR = "_recq_in_flight"
 _original_wait_next_records = Consumer._wait_next_records
 _original_on_recovery_completed = Recovery.on_recovery_completed
+_original_highwaters = AIOKafkaConsumerThread._highwaters
 
 
 def processing_lock(app: faust.App) -> asyncio.Lock:
@@ -154,7 +158,7 @@ async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> No
         return
     async with lock:  # no event is half processed; none starts until this is done
         await _buffer_sent(self.app)
-        producers = getattr(self.producer, "_transaction_producers", {})
+        producers = self.producer._transaction_producers  # type: ignore[attr-defined]
         aborted = 0
         for tid in sorted(self._tps_to_transactional_ids(set(revoked))):
             txn = producers.get(tid)
@@ -183,13 +187,10 @@ async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> No
 def _forget(store: Any) -> bool:
     """Empty an in-memory table store (True); other stores keep their data (False: their
     recovery resumes from offsets they persist)."""
-    data = getattr(store, "data", None)
-    if not isinstance(data, dict):
+    if not isinstance(store, MemoryStore):
         return False
-    data.clear()
-    key_partition = getattr(store, "_key_partition", None)
-    if isinstance(key_partition, dict):
-        key_partition.clear()
+    store.data.clear()
+    store._key_partition.clear()  # which partition each key came from (faust 0.15)
     return True
 
 
@@ -211,9 +212,9 @@ async def _commit_offsets_noting_transactions(
     updates: under exactly-once every healthy partition was reported as "has not
     committed at all since worker start". A transactional commit now updates it too."""
     committed = await _original_commit_offsets(self, offsets, start_new_transaction)
-    stamps = getattr(getattr(self, "_thread", None), "tp_last_committed_at", None)
-    if committed and self.in_transaction and stamps is not None:
+    if committed and self.in_transaction:
         now = monotonic()  # the clock the check compares with
+        stamps = self._thread.tp_last_committed_at  # type: ignore[attr-defined]
         stamps.update({tp: now for tp in offsets if tp in self.assignment()})
     return committed
 
@@ -257,22 +258,100 @@ async def _end_recovery_keeping_fetched(self: Recovery, generation_id: int = 0) 
         raise
 
 
-def install() -> None:
-    """Patch faust (idempotent; apps that take no processing lock keep faust's commit)."""
-    if Consumer.commit is not _commit_under_lock:
-        Consumer.commit = _commit_under_lock  # type: ignore[method-assign]
-    if Consumer._commit_offsets is not _commit_offsets_noting_transactions:
-        Consumer._commit_offsets = _commit_offsets_noting_transactions  # type: ignore[method-assign]
-    if ProducerBuffer._send_pending is not _counted_send_pending:
-        ProducerBuffer._send_pending = _counted_send_pending  # type: ignore[method-assign]
-    if TransactionManager.on_partitions_revoked is not _roll_back_on_revoke:
-        TransactionManager.on_partitions_revoked = _roll_back_on_revoke  # type: ignore[method-assign]
-    if Recovery.on_recovery_completed is not _end_recovery_keeping_fetched:
-        Recovery.on_recovery_completed = _end_recovery_keeping_fetched  # type: ignore[method-assign]
-    if Consumer._wait_next_records is not _deliver_what_was_fetched:
-        Consumer._wait_next_records = _deliver_what_was_fetched  # type: ignore[method-assign]
-    if AIOKafkaConsumerThread._highwaters is not _highwaters_from_the_broker:
-        AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker  # type: ignore[method-assign]
+@dataclass(frozen=True)
+class Patch:
+    """One replaced faust method: what it fixes (the numbered points above), the test that
+    fails without it, and what of faust / aiokafka it relies on (held to the installed
+    classes by tests/streams/test_eos_contract.py)."""
+
+    owner: type[Any]
+    method: str
+    replacement: Callable[..., Any]
+    original: Callable[..., Any]  # faust's, as imported (before ``install``)
+    point: int
+    fixes: str
+    test: str
+    #: "Class.attribute" names the replacement reads or calls beyond its own arguments.
+    relies_on: tuple[str, ...] = ()
+
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(Consumer, "commit", _commit_under_lock, _original_commit, 1,
+          "a commit could cover an event's offset without its outputs, or the reverse",
+          "tests/reliability/test_crash.py", ("ProducerBuffer.size",)),
+    Patch(ProducerBuffer, "_send_pending", _counted_send_pending, _original_send_pending, 3,
+          "a commit did not wait for buffered changelog writes still in flight",
+          "tests/streams/test_eos.py", ()),
+    Patch(AIOKafkaConsumerThread, "_highwaters", _highwaters_from_the_broker,
+          _original_highwaters, 4,
+          "recovery after a quick restart read empty changelogs (no fetch yet)",
+          "tests/streams/test_eos.py",
+          ("AIOKafkaConsumerThread._ensure_consumer",)),
+    Patch(Consumer, "_commit_offsets", _commit_offsets_noting_transactions,
+          _original_commit_offsets, 5,
+          "false 'has not committed' errors under exactly-once",
+          "tests/streams/test_eos.py",
+          ("ThreadDelegateConsumer._thread", "AIOKafkaConsumerThread.tp_last_committed_at")),
+    Patch(TransactionManager, "on_partitions_revoked", _roll_back_on_revoke,
+          _original_on_revoked, 6,
+          "a worker that lost its membership committed its in-flight outputs twice",
+          "tests/reliability/test_crash.py",
+          ("Producer._transaction_producers", "TransactionManager._tps_to_transactional_ids",
+           "MemoryStore._key_partition", "Recovery.active_offsets",
+           "Recovery.standby_offsets")),
+    Patch(Consumer, "_wait_next_records", _deliver_what_was_fetched,
+          _original_wait_next_records, 7,
+          "records fetched while flow control paused their partition were dropped",
+          "tests/reliability/test_crash.py", ()),
+    Patch(Recovery, "on_recovery_completed", _end_recovery_keeping_fetched,
+          _original_on_recovery_completed, 8,
+          "records fetched while recovery ended were emptied out of the agents' queues",
+          "tests/reliability/test_crash.py", ("FlowControlEvent.suspend",)),
+)  # fmt: skip
+
+#: The releases the patches were written and tested for (`make reliability` passes). An
+#: upgrade: run `make reliability` against the new release, then widen these (docs/streams.md).
+WRITTEN_FOR = {"faust-streaming": ((0, 15, 3), (0, 15, 4)), "aiokafka": ((0, 14, 0), (0, 15, 0))}
+
+
+class UntestedFaust(RuntimeError):
+    """The installed faust-streaming or aiokafka is outside ``WRITTEN_FOR``."""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def untested_releases() -> list[str]:
+    """'name version' of each installed library outside the range the patches target."""
+    out = []
+    for name, (low, high) in WRITTEN_FOR.items():
+        installed = importlib.metadata.version(name)
+        if not low <= _release(installed) < high:
+            out.append(f"{name} {installed}")
+    return out
+
+
+def install(*, allow_untested: bool = False) -> None:
+    """Patch faust (idempotent; apps that take no processing lock keep faust's commit).
+    Refuses a faust-streaming or aiokafka release the patches were not tested with,
+    unless ``allow_untested`` (``RECQ_STREAMS_EOS_UNTESTED=true``)."""
+    if untested := untested_releases():
+        ranges = ", ".join(f"{name} {'.'.join(map(str, low))} to below "
+                           f"{'.'.join(map(str, high))}"
+                           for name, (low, high) in WRITTEN_FOR.items())  # fmt: skip
+        message = (
+            f"exactly-once: streams/eos.py patches faust for {ranges}; installed "
+            f"{', '.join(untested)}. Install the locked versions (make test), or run "
+            "`make reliability` with this release and widen streams.eos.WRITTEN_FOR; "
+            "RECQ_STREAMS_EOS_UNTESTED=true runs anyway"
+        )
+        if not allow_untested:
+            raise UntestedFaust(message)
+        log.warning("%s (RECQ_STREAMS_EOS_UNTESTED=true)", message)
+    for patch in PATCHES:
+        if getattr(patch.owner, patch.method) is not patch.replacement:
+            setattr(patch.owner, patch.method, patch.replacement)
 
 
 async def send_in_transaction(

@@ -141,7 +141,10 @@ class StreamsRuntime:
 
 
 def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> faust.App:
-    eos.install()
+    # At least once, the patches still help (fetched records, highwaters), but only
+    # exactly-once depends on them: only it refuses a release they were not tested with.
+    eos.install(allow_untested=settings.streams_eos_untested
+                or settings.processing_guarantee != "exactly_once")  # fmt: skip
     bootstrap = bootstrap or resolve_bootstrap(settings)
     catalog = TopicCatalog(prefix=settings.topic_prefix, partitions=settings.partitions)
     # Local table state lives under RECQ_DATA_DIR (Faust's default is "<app id>-data" in

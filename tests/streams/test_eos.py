@@ -8,7 +8,9 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 import pytest
+from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
 from streams import eos
@@ -111,7 +113,12 @@ def test_a_revocation_aborts_open_transactions_and_restores_the_tables_from_the_
     async def stop_transaction(tid: str) -> None:
         stopped.append(tid)
 
-    store = SimpleNamespace(data={b"alice": b"state"}, _key_partition={b"alice": 0})
+    # faust's real in-memory store (what the worker's tables use), not a stand-in: the
+    # roll-back clears its private key -> partition map too.
+    faust_app = faust.App("eos-test", store="memory://")
+    store = MemoryStore("memory://", faust_app, faust_app.Table("sessions"))
+    store.data[b"alice"] = b"state"
+    store._key_partition[b"alice"] = 0
     changelog = SimpleNamespace(get_topic_name=lambda: "app-sessions-changelog")
     sessions = TP("app-sessions-changelog", 0)
     other = TP("app-other-changelog", 0)  # a table whose store keeps its data
