@@ -3,9 +3,12 @@
     {"bench": "ingest", "metric": "events_per_s", "value": 1349.0, "unit": "1/s",
      "baseline": "faust_forward", "baseline_value": 3518.0, "ratio": 0.38, ...}
 
-``ratio`` is value / baseline_value, computed here so no bench rounds it differently."""
+``ratio`` is value / baseline_value, computed here so no bench rounds it differently;
+``torch_threads`` is added wherever the bench computes with torch."""
 
 from __future__ import annotations
+
+import sys
 
 import orjson
 
@@ -31,5 +34,9 @@ def figure(
         if ratio:
             line["ratio"] = round(value / baseline_value, 3) if baseline_value else None
     line.update(extra)
+    # The compute threads the figure was measured with, where this process computes with
+    # torch (on shared cores a thread count can move a figure 40x: docs/performance.md).
+    if "torch" in sys.modules and "torch_threads" not in line:
+        line["torch_threads"] = sys.modules["torch"].get_num_threads()
     print(orjson.dumps(line).decode(), flush=True)
     return line
