@@ -30,8 +30,8 @@ from inference.policy import Popularity
 from inference.recommender import Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
+from kafkaio.connection import client_options, quiet_retriable_client_errors
 from schemas.codec import Limits, Source, decode, encode
-from schemas.connection import client_options, quiet_retriable_client_errors
 from schemas.records import (
     MAX_ID_LENGTH,
     CartEvent,

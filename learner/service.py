@@ -15,6 +15,8 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import start_http_server
 
+from kafkaio.connection import client_options, quiet_retriable_client_errors
+from kafkaio.vocabulary import ItemVocabulary
 from learner import checkpoint
 from learner.catalog import CatalogFeatures, CatalogFollower
 from learner.device import pick_device, pin_threads
@@ -29,13 +31,11 @@ from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
 from learner.trainer import Trainer
 from schemas.codec import Limits, encode
-from schemas.connection import client_options, quiet_retriable_client_errors
 from schemas.manifest import TrainedThrough
 from schemas.model_store import ModelStore
 from schemas.records import DeadLetter, SlateTransition, SnapshotAnnouncement
 from schemas.settings import LearnerSettings
 from schemas.topics import TopicCatalog, TopicRole
-from streams.vocabulary import ItemVocabulary
 
 log = logging.getLogger("recq.learner")
 T = TypeVar("T")

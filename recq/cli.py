@@ -13,14 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recq.embedded_kafka import EmbeddedKafka
-from recq.errors import RecqError
-from schemas.connection import (
+from kafkaio.connection import (
     BrokerNotConfigured,
     BrokerRefused,
     checked_bootstrap,
     client_options,
 )
+from recq.embedded_kafka import EmbeddedKafka
+from recq.errors import RecqError
 from schemas.settings import (
     ExplorationSettings,
     LearnerSettings,

@@ -27,11 +27,11 @@ from rich.live import Live
 from rich.table import Table
 
 from inference.recommender import POPULARITY
+from kafkaio.connection import check_broker, client_options, quiet_retriable_client_errors
 from recq import scrape
 from recq.embedded_kafka import EmbeddedKafka, free_port
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
-from schemas.connection import check_broker, client_options, quiet_retriable_client_errors
 from schemas.reward import Reward
 from schemas.settings import KNOWN_VARIABLES, StageSettings, stage_env
 from schemas.topics import TopicCatalog, TopicRole

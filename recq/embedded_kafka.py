@@ -34,16 +34,16 @@ import orjson
 from aiokafka import AIOKafkaClient
 from pydantic import SecretStr
 
-from recq import tls
-from recq.errors import RecqError
-from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
-from schemas.connection import (
+from kafkaio.connection import (
     BROKER_STATE_FILE,
     accepts_connections,
     client_options,
     jaas_config,
     java_client_properties,
 )
+from recq import tls
+from recq.errors import RecqError
+from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
 from schemas.settings import ConnectionSettings, StageSettings
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"

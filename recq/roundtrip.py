@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
+from kafkaio.connection import check_broker, client_options
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
 from recq.topics import ensure_topics
 from schemas.codec import Limits, Source, decode, encode
-from schemas.connection import check_broker, client_options
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter, EventType
 from schemas.settings import StageSettings

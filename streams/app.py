@@ -2,7 +2,7 @@
 Settings come from the environment; the broker is RECQ_BOOTSTRAP_SERVERS or the embedded
 one started by ``recq kafka start``. Create the topics first: ``recq topics create``."""
 
-from schemas.connection import checked_bootstrap
+from kafkaio.connection import checked_bootstrap
 from schemas.settings import StreamsSettings, load_settings
 from streams.worker import create_app
 

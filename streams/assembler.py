@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from kafkaio.vocabulary import Vocabulary
 from schemas.codec import Limits, Source, dead_letter, decode, encode
 from schemas.features import interactions_of
 from schemas.records import (
@@ -24,7 +25,6 @@ from schemas.records import (
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
 from streams.session import SYNCED, Interaction, Outcome, Sessionizer, Sync, UserSession
-from streams.vocabulary import Vocabulary
 
 InputRecord = (
     ClickEvent | CartEvent | PurchaseEvent | ImpressionEvent | Recommendation | SessionTick

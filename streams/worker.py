@@ -15,15 +15,15 @@ from aiokafka import AIOKafkaProducer
 from faust.types import StreamT
 from prometheus_client import start_http_server
 
+from kafkaio.connection import client_options, quiet_retriable_client_errors, resolve_bootstrap
+from kafkaio.vocabulary import ItemVocabulary
 from schemas.codec import Limits, Source, encode
-from schemas.connection import client_options, quiet_retriable_client_errors, resolve_bootstrap
 from schemas.records import SessionTick
 from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
 from streams.session import CAUGHT_UP, HELD, Rules, Sessionizer, Sync, UserSession
-from streams.vocabulary import ItemVocabulary
 
 log = logging.getLogger(__name__)
 #: Above this many messages of lag, idle ticks wait: the worker is reading a backlog, and

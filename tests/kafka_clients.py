@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.connection import client_options
+from kafkaio.connection import client_options
 from schemas.settings import ConnectionSettings
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from kafkaio.vocabulary import ItemVocabulary
 from recq.processes import StageProcess, recq_command
 from schemas.codec import encode
 from schemas.records import (
@@ -25,7 +26,6 @@ from schemas.records import (
 )
 from schemas.settings import stage_env
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
-from streams.vocabulary import ItemVocabulary
 from tests.kafka_clients import kafka_options
 from tests.reference_rules import reference_slates, reference_transitions
 

@@ -1,4 +1,4 @@
-"""What a wheel of recq contains: every package and subpackage of the six top-level
+"""What a wheel of recq contains: every package and subpackage of the seven top-level
 packages (the container's learner once failed on a missing learner.replay: the wheel
 was built from a list of top-level packages only)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = ("schemas", "streams", "learner", "inference", "simulator", "recq")
+TOP = ("schemas", "kafkaio", "streams", "learner", "inference", "simulator", "recq")
 
 
 def test_the_wheel_includes_every_subpackage() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from kafkaio.connection import java_client_properties
 from recq.kafka_dist import LOG4J_CONFIG, KafkaDistribution, find_java
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
-from schemas.connection import java_client_properties
 from schemas.examples import example_journey
 from schemas.records import EVENT_CLASSES, DeadLetter
 from schemas.settings import ConnectionSettings, StageSettings

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from kafkaio.vocabulary import ItemVocabulary
 from learner import checkpoint
 from learner.service import run_learner
 from recq.topics import ensure_topics
@@ -21,7 +22,6 @@ from schemas.model_store import ModelStore
 from schemas.records import CatalogItem, DeadLetter, SnapshotAnnouncement
 from schemas.settings import LearnerSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
-from streams.vocabulary import ItemVocabulary
 from tests.kafka_clients import kafka_options
 from tests.learner.helpers import transition
 from tests.learner.test_slateq import slate

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
+from kafkaio.vocabulary import ItemVocabulary
 from recq.topics import ensure_topics
 from schemas.topics import TopicCatalog, TopicRole
-from streams.vocabulary import ItemVocabulary
 from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration

@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from inference.registry import SnapshotRegistry
+from kafkaio.vocabulary import ItemVocabulary
 from learner import checkpoint
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
@@ -33,7 +34,6 @@ from schemas.model_store import ModelStore
 from schemas.records import SnapshotAnnouncement
 from schemas.settings import stage_env
 from schemas.topics import TopicCatalog, TopicRole
-from streams.vocabulary import ItemVocabulary
 from tests.integration.test_learner import next_announcement
 from tests.kafka_clients import kafka_options
 from tests.learner.helpers import transition

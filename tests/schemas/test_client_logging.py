@@ -7,7 +7,7 @@ import logging
 import pytest
 from aiokafka import errors
 
-from schemas.connection import quiet_retriable_client_errors
+from kafkaio.connection import quiet_retriable_client_errors
 
 
 class Remember(logging.Handler):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.connection import BrokerNotConfigured, client_options, resolve_bootstrap
+from kafkaio.connection import BrokerNotConfigured, client_options, resolve_bootstrap
 from schemas.reward import Reward
 from schemas.settings import (
     KNOWN_VARIABLES,
