@@ -139,81 +139,73 @@ def _jsonl_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent
                 yield n, event
 
 
-def _retailrocket_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+def _rows(
+    path: Path, header: list[str], skipped: Skipped, delimiter: str = ","
+) -> Iterator[tuple[int, list[str]]]:
+    """(line, stripped cells) of each row after the header (checked by ``log_format``)
+    that has the header's column count; the others are counted as skipped."""
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f)
-        next(rows)  # header, checked by log_format
+        rows = csv.reader(f, delimiter=delimiter)
+        next(rows)
         for n, row in enumerate(rows, 2):
-            if len(row) != len(RETAILROCKET_HEADER):
+            if len(row) != len(header):
                 skipped.add("wrong_column_count", n)
                 continue
-            ts, visitor, kind, item, transaction = (c.strip() for c in row)
-            event_type = RETAILROCKET_EVENTS.get(kind)
-            if event_type is None:
-                skipped.add("unknown_event", n)
-                continue
-            if not ts.isdigit() or not visitor or not item:
-                skipped.add("missing_field", n)
-                continue
-            eid, at = f"rr-{n}", int(ts)
-            try:
-                if event_type == "click":
-                    event: ShopEvent = ClickEvent(
-                        event_id=eid, user_id=visitor, ts_ms=at, item_id=item
-                    )
-                elif event_type == "cart":
-                    event = CartEvent(
-                        event_id=eid, user_id=visitor, ts_ms=at, item_id=item, action="add"
-                    )
-                else:
-                    # RetailRocket has no prices; 0 keeps the line valid and says "unknown".
-                    line = LineItem(item_id=item, quantity=1, unit_price=0.0)
-                    event = PurchaseEvent(
-                        event_id=eid, user_id=visitor, ts_ms=at,
-                        order_id=transaction or eid, items=[line],
-                    )  # fmt: skip
-            except ValueError:
-                skipped.add("invalid_field", n)
-                continue
-            yield n, event
+            yield n, [c.strip() for c in row]
+
+
+def _retailrocket_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
+    for n, (ts, visitor, kind, item, transaction) in _rows(path, RETAILROCKET_HEADER, skipped):
+        event_type = RETAILROCKET_EVENTS.get(kind)
+        if event_type is None:
+            skipped.add("unknown_event", n)
+            continue
+        if not ts.isdigit() or not visitor or not item:
+            skipped.add("missing_field", n)
+            continue
+        eid, at = f"rr-{n}", int(ts)
+        try:
+            if event_type == "click":
+                event: ShopEvent = ClickEvent(event_id=eid, user_id=visitor, ts_ms=at, item_id=item)
+            elif event_type == "cart":
+                event = CartEvent(
+                    event_id=eid, user_id=visitor, ts_ms=at, item_id=item, action="add"
+                )
+            else:
+                # RetailRocket has no prices; 0 keeps the line valid and says "unknown".
+                line = LineItem(item_id=item, quantity=1, unit_price=0.0)
+                event = PurchaseEvent(
+                    event_id=eid, user_id=visitor, ts_ms=at,
+                    order_id=transaction or eid, items=[line],
+                )  # fmt: skip
+        except ValueError:
+            skipped.add("invalid_field", n)
+            continue
+        yield n, event
 
 
 def _diginetica_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, delimiter=";")
-        next(rows)  # header, checked by log_format
-        for n, row in enumerate(rows, 2):
-            if len(row) != len(DIGINETICA_HEADER):
-                skipped.add("wrong_column_count", n)
-                continue
-            session, _, item, timeframe, day = (c.strip() for c in row)
-            if not session or not item or not timeframe.isdigit():
-                skipped.add("missing_field", n)
-                continue
-            try:
-                midnight = dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-            except ValueError:
-                skipped.add("invalid_field", n)
-                continue
-            at = int(midnight.timestamp() * 1000) + int(timeframe)
-            yield n, ClickEvent(event_id=f"dg-{n}", user_id=session, ts_ms=at, item_id=item)
+    for n, (session, _, item, timeframe, day) in _rows(path, DIGINETICA_HEADER, skipped, ";"):
+        if not session or not item or not timeframe.isdigit():
+            skipped.add("missing_field", n)
+            continue
+        try:
+            midnight = dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+        except ValueError:
+            skipped.add("invalid_field", n)
+            continue
+        at = int(midnight.timestamp() * 1000) + int(timeframe)
+        yield n, ClickEvent(event_id=f"dg-{n}", user_id=session, ts_ms=at, item_id=item)
 
 
 def _sessionrec_events(path: Path, skipped: Skipped) -> Iterator[tuple[int, ShopEvent]]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, delimiter="\t")
-        next(rows)  # header, checked by log_format
-        for n, row in enumerate(rows, 2):
-            if len(row) != len(SESSIONREC_HEADER):
-                skipped.add("wrong_column_count", n)
-                continue
-            session, item, seconds = (c.strip() for c in row)
-            try:
-                at = round(float(seconds) * 1000)
-            except ValueError:
-                skipped.add("invalid_field", n)
-                continue
-            if not session or not item:
-                skipped.add("missing_field", n)
-                continue
-            yield n, ClickEvent(event_id=f"sr-{n}", user_id=session, ts_ms=at, item_id=item)
+    for n, (session, item, seconds) in _rows(path, SESSIONREC_HEADER, skipped, "\t"):
+        try:
+            at = round(float(seconds) * 1000)
+        except ValueError:
+            skipped.add("invalid_field", n)
+            continue
+        if not session or not item:
+            skipped.add("missing_field", n)
+            continue
+        yield n, ClickEvent(event_id=f"sr-{n}", user_id=session, ts_ms=at, item_id=item)
