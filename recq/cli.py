@@ -31,7 +31,7 @@ from schemas.settings import (
     StreamsSettings,
     load_settings,
 )
-from schemas.topics import TopicCatalog, TopicRole
+from schemas.topics import TopicCatalog
 
 #: ``--misleading`` of the commands that run the simulated shop.
 Misleading = Annotated[
@@ -388,11 +388,10 @@ def simulate(
                           categories=categories, seed=seed)  # fmt: skip
         console.print(f"wrote {n} events to {log}")
         return
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
     from recq.topics import ensure_topics
+    from simulator.client import ShopClient
     from simulator.shop import Catalog
-    from simulator.traffic import OBJECTIVES, Answers, Traffic
+    from simulator.traffic import OBJECTIVES, Traffic
 
     settings = _settings()
     reward = load_settings(RewardSettings).reward()
@@ -409,18 +408,11 @@ def simulate(
         await ensure_topics(catalog, bootstrap_servers=bootstrap,
                             replication_factor=settings.replication_factor,
                             client_options=options)  # fmt: skip
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **options)
-        consumer = AIOKafkaConsumer(catalog.name(TopicRole.RECOMMENDATIONS),
-                                    bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                    **options)  # fmt: skip
-        await producer.start()
-        await consumer.start()
-        answers = Answers(consumer)
-        router = asyncio.create_task(answers.run())
-        try:
+        async with ShopClient(bootstrap, catalog, options) as client:
             explicit = load_settings(StreamsSettings).impressions == "explicit"
-            traffic = Traffic(catalog=shop, topics=catalog, producer=producer, answers=answers,
-                              seed=seed, reward=reward, impressions=explicit)  # fmt: skip
+            traffic = Traffic(catalog=shop, topics=catalog, producer=client.producer,
+                              answers=client.answers, seed=seed, reward=reward,
+                              impressions=explicit)  # fmt: skip
             await traffic.publish_catalog()  # item features for the learner
             rounds = 0
             while forever:  # returning shoppers until SIGTERM / Ctrl-C
@@ -432,10 +424,6 @@ def simulate(
                 ))  # fmt: skip
             with console.status(f"{shoppers} shoppers shopping..."):
                 stats = await traffic.run(shoppers, concurrency)
-        finally:
-            router.cancel()
-            await producer.stop()
-            await consumer.stop()
         return {arm: s.summary() for arm, s in stats.items()}
 
     summary = asyncio.run(main())

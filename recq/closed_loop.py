@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -34,10 +33,11 @@ from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.reward import Reward
 from schemas.settings import KNOWN_VARIABLES, StageSettings, stage_env
-from schemas.topics import TopicCatalog, TopicRole
+from schemas.topics import TopicCatalog
+from simulator.client import ShopClient
 from simulator.compare import ArmRewards, ratio_interval, reward_interval
 from simulator.shop import Catalog, shoppers
-from simulator.traffic import ARMS, OBJECTIVES, Answers, Traffic
+from simulator.traffic import ARMS, OBJECTIVES, Traffic
 
 STAGES = ("worker", "learner", "serve")
 #: Settings the demo wires itself; any other RECQ_* variable in the environment is
@@ -249,22 +249,20 @@ async def _drive(
     misleading: float,
 ) -> Timeline:
     shop = Catalog.generate(2000, 20, seed, misleading=misleading)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **options)
-    consumer = AIOKafkaConsumer(
-        catalog.name(TopicRole.RECOMMENDATIONS),
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="latest",
-        **options,
-    )
-    await producer.start()
-    await consumer.start()
-    answers = Answers(consumer)
-    router = asyncio.create_task(answers.run())
+    async with ShopClient(bootstrap, catalog, options) as client:
+        return await _run_shoppers(client, shop, catalog, stages, duration_s, seed, reward,
+                           impressions, console)  # fmt: skip
+
+
+async def _run_shoppers(
+    client: ShopClient, shop: Catalog, catalog: TopicCatalog, stages: list[Stage],
+    duration_s: float, seed: int, reward: Reward, impressions: bool, console: Console,
+) -> Timeline:  # fmt: skip
     traffic = Traffic(
         catalog=shop,
         topics=catalog,
-        producer=producer,
-        answers=answers,
+        producer=client.producer,
+        answers=client.answers,
         seed=seed,
         answer_timeout_s=1.0,
         reward=reward,
@@ -325,9 +323,6 @@ async def _drive(
         for task in shoppers_tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        router.cancel()
-        await producer.stop()
-        await consumer.stop()
     return timeline
 
 

@@ -24,9 +24,9 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from schemas.records import (
     CatalogItem,
     ClickEvent,
@@ -38,6 +38,7 @@ from schemas.records import (
 from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from simulator import metrics
+from simulator.client import Answers
 from simulator.controls import CoView
 from simulator.session import SessionOutcome, ShoppingSession, Slate, oracle_slate
 from simulator.shop import Catalog, Shopper, shoppers
@@ -77,24 +78,6 @@ class ArmStats:
             "unanswered": self.unanswered,
             **{f"{name}_per_session": self.objectives[name] / n for name in OBJECTIVES},
         }
-
-
-class Answers:
-    """Routes recommendations to the requests waiting for them (by request_id)."""
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self.consumer = consumer
-        self.waiting: dict[str, asyncio.Future[Recommendation]] = {}
-
-    async def run(self) -> None:
-        while True:
-            for messages in (await self.consumer.getmany(timeout_ms=100)).values():
-                for m in messages:
-                    r = decode(m.value, Recommendation)
-                    if isinstance(r, Recommendation):
-                        future = self.waiting.pop(r.request_id, None)
-                        if future is not None and not future.done():
-                            future.set_result(r)
 
 
 class Traffic:
@@ -156,14 +139,13 @@ class Traffic:
             return await self._logged(arm, shopper, top, [1.0] * len(top))
         request = RecRequest(request_id=uuid.uuid4().hex, user_id=shopper.user_id, k=self.k,
                              ts_ms=int(time.time() * 1000))  # fmt: skip
-        future: asyncio.Future[Recommendation] = asyncio.get_running_loop().create_future()
-        self.answers.waiting[request.request_id] = future
+        future = self.answers.expect(request.request_id)
         await self.producer.send(self.topics.name(TopicRole.REC_REQUESTS), encode(request),
                                  key=shopper.user_id.encode())  # fmt: skip
         try:
             answer = await asyncio.wait_for(future, self.answer_timeout_s)
         except TimeoutError:
-            self.answers.waiting.pop(request.request_id, None)
+            self.answers.forget(request.request_id)
             self.stats[arm].unanswered += 1
             return None
         self.stats[arm].versions[answer.model_version] += 1

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from inference.service import run_server
 from recq.topics import ensure_topics
@@ -16,8 +16,9 @@ from schemas.codec import decode
 from schemas.records import Event, Recommendation
 from schemas.settings import ServingSettings, load_settings
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from simulator.client import ShopClient
 from simulator.shop import Catalog, shoppers
-from simulator.traffic import Answers, Traffic
+from simulator.traffic import Traffic
 from tests.kafka_clients import kafka_options
 
 pytestmark = pytest.mark.integration
@@ -39,35 +40,17 @@ async def test_shoppers_ask_recq_and_react(
     await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
     stopping, ready = asyncio.Event(), asyncio.Event()
     server = asyncio.create_task(run_server(settings, kafka_bootstrap, stopping, ready))
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **kafka_options(), linger_ms=0)
-    answers_in = AIOKafkaConsumer(
-        catalog.name(TopicRole.RECOMMENDATIONS),
-        bootstrap_servers=kafka_bootstrap,
-        **kafka_options(),
-        auto_offset_reset="earliest",
-    )
-    await producer.start()
-    await answers_in.start()
-    answers = Answers(answers_in)
-    router = asyncio.create_task(answers.run())
+    client = ShopClient(kafka_bootstrap, catalog, kafka_options(), from_earliest=True)
     try:
-        await asyncio.wait_for(ready.wait(), 60)
-        shop = Catalog.generate(n_items=300, n_categories=6, seed=5)
-        traffic = Traffic(
-            catalog=shop,
-            topics=catalog,
-            producer=producer,
-            answers=answers,
-            seed=5,
-            answer_timeout_s=20.0,
-        )
-        stats = await asyncio.wait_for(traffic.run(40, concurrency=10), 240)
+        async with client:
+            await asyncio.wait_for(ready.wait(), 60)
+            shop = Catalog.generate(n_items=300, n_categories=6, seed=5)
+            traffic = Traffic(catalog=shop, topics=catalog, producer=client.producer,
+                              answers=client.answers, seed=5, answer_timeout_s=20.0)  # fmt: skip
+            stats = await asyncio.wait_for(traffic.run(40, concurrency=10), 240)
     finally:
-        router.cancel()
         stopping.set()
         await asyncio.wait_for(server, 60)
-        await producer.stop()
-        await answers_in.stop()
 
     assert {arm: s.sessions for arm, s in stats.items()} == {
         "learned": 8,
