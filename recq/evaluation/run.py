@@ -27,7 +27,7 @@ from recq.evaluation.metrics import (
     paired_difference,
     target_ranks,
 )
-from recq.evaluation.models import LEARNED, Histories, Recommender, recommenders
+from recq.evaluation.models import LEARNED, Histories, Recommender, Snapshot, recommenders
 from recq.evaluation.progress import Advance, StageBars, StageLog, stages
 from recq.evaluation.protocol import MIN_INTERACTIONS, Split, sessions_of, split
 
@@ -102,7 +102,8 @@ def run_evaluation(
     report: dict[str, Any] = {
         "log": str(log), "updates": updates, "seed": seed, "knn_k": knn_k,
         "knn_sample": knn_sample, "read": len(interactions), "skipped": dict(skipped.reasons),
-        "sessions": len(sessions), "threads": torch.get_num_threads(), "splits": {},
+        "sessions": len(sessions), "threads": torch.get_num_threads(),
+        "served_settings": {}, "splits": {},
     }  # fmt: skip
     # Multi-threaded CPU kernels may sum in any order (the DQN rows moved between runs
     # with two threads); deterministic ones make a run's figures a function of the log,
@@ -125,6 +126,9 @@ def run_evaluation(
             wide = Console(file=console.file, width=132, quiet=console.quiet)
         wide.print(_table(name, split_report))
         wide.print(_groups(name, split_report))
+    if report["served_settings"]:
+        settings = ", ".join(f"{k}={v}" for k, v in report["served_settings"].items())
+        console.print(f"served row trained with {settings}")
     console.print(
         f"{report['seconds']} s, peak memory {report['peak_rss_mb']} MiB; "
         f"written {out / 'evaluation.json'}"
@@ -147,7 +151,18 @@ def _run_splits(
                 "never saw (not ranked)"
             )
             models = [*session_baselines(knn_k, knn_sample), *recommenders(updates, seed)]
+            report["served_settings"] = served_settings(models)
             report["splits"][name] = evaluate_split(data, models, progress, seed)
+
+
+def served_settings(models: list[Recommender]) -> dict[str, str]:
+    """The learner settings the served row was trained with that differ from recq's
+    defaults (``RECQ_*`` from the environment): what the row's figures depend on."""
+    for model in models:
+        if isinstance(model, Snapshot) and model.name == "served":
+            changed = model.settings.model_dump(exclude_defaults=True)
+            return {f"RECQ_{key.upper()}": str(value) for key, value in sorted(changed.items())}
+    return {}
 
 
 def _interval(row: dict[str, float] | None) -> str:

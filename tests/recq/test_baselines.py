@@ -65,7 +65,7 @@ def test_an_empty_history_scores_nothing_and_bad_settings_fail() -> None:
         SessionKNN(k=0)
 
 
-def test_recq_evaluate_is_reproducible_and_reports_every_row(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_recq_evaluate_is_reproducible_and_reports_every_row(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Same log, seed and settings (two compute threads, where unordered parallel sums
     once moved the DQN rows): the same figures for every model, twice."""
     import io
@@ -80,6 +80,7 @@ def test_recq_evaluate_is_reproducible_and_reports_every_row(tmp_path) -> None: 
     # Large enough that two threads summing in another order moved the DQN rows
     # (checked with deterministic algorithms off).
     write_log(log, n_shoppers=300, sessions_each=5, items=80, categories=4, seed=3)
+    monkeypatch.setenv("RECQ_SUPERVISED_HEAD", "true")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -93,6 +94,8 @@ def test_recq_evaluate_is_reproducible_and_reports_every_row(tmp_path) -> None: 
     finally:
         torch.set_num_threads(threads)
     (first, printed), (second, _) = runs
+    # The served row follows the environment's settings, and the report says which.
+    assert report["served_settings"]["RECQ_SUPERVISED_HEAD"] == "True"
     assert list(first["results"]) == ["s-pop", "item-knn", "session-knn", "popularity",
                                       "cooccurrence", "supervised", "dqn", "dqn+sqn",
                                       "served"]  # fmt: skip
