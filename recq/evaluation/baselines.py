@@ -24,7 +24,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from recq.evaluation.models import Histories, Progress, Recommender, tie_breaking_popularity
+from recq.evaluation.models import (
+    CountingModel,
+    Histories,
+    Recommender,
+    tie_breaking_popularity,
+)
 from recq.evaluation.protocol import Step
 
 
@@ -34,15 +39,11 @@ def _history_items(batch: Histories, row: int) -> list[int]:
     return [int(i) for i in batch.items[row][real].tolist()]
 
 
-class SessionPopularity:
+class SessionPopularity(CountingModel):
     name = "s-pop"
 
-    def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
         self.popularity = tie_breaking_popularity(sessions, n_items)
-        progress(1)
-
-    def fit_steps(self) -> int:
-        return 1
 
     def score(self, batch: Histories) -> torch.Tensor:
         scores = self.popularity.expand(batch.items.shape[0], -1).clone()
@@ -52,10 +53,10 @@ class SessionPopularity:
         return scores
 
 
-class ItemKNN:
+class ItemKNN(CountingModel):
     name = "item-knn"
 
-    def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
         self.n_items = n_items
         together: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         support = np.zeros(n_items)
@@ -71,10 +72,6 @@ class ItemKNN:
             others = np.fromiter(row.keys(), dtype=np.int64)
             counts = np.fromiter(row.values(), dtype=np.float64)
             self.similar[a] = (others, counts / np.sqrt(support[a] * support[others]))
-        progress(1)
-
-    def fit_steps(self) -> int:
-        return 1
 
     def score(self, batch: Histories) -> torch.Tensor:
         scores = np.zeros((batch.items.shape[0], self.n_items), dtype=np.float32)
@@ -86,7 +83,7 @@ class ItemKNN:
         return torch.from_numpy(scores)
 
 
-class SessionKNN:
+class SessionKNN(CountingModel):
     def __init__(self, k: int = 100, sample: int = 500) -> None:
         if k < 1 or sample < 1:
             raise ValueError(
@@ -95,7 +92,7 @@ class SessionKNN:
         self.k, self.sample = k, sample
         self.name = "session-knn"
 
-    def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
         self.n_items = n_items
         # Training sessions, most recent last (by their last interaction's time).
         ordered = sorted(sessions, key=lambda xs: xs[-1].ts_ms if xs else 0)
@@ -104,10 +101,6 @@ class SessionKNN:
         for sid, items in enumerate(self.sets):
             for item in items:
                 self.with_item[item].append(sid)
-        progress(1)
-
-    def fit_steps(self) -> int:
-        return 1
 
     def neighbours(self, current: set[int]) -> list[tuple[float, int]]:
         """(similarity, session id) of the k nearest among the ``sample`` most recent

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from learner.ope import Interval
-from recq.evaluation.models import bought_or_carted
+from recq.evaluation.models import Histories, bought_or_carted
 from recq.evaluation.protocol import Step
 from schemas.features import EVENT_NAMES
 
@@ -50,9 +50,8 @@ class Targets:
     session: np.ndarray  # [T] index of the test session
     kind: np.ndarray  # [T] str: click | cart | purchase | cart_remove
     group: np.ndarray  # [T] str: empty | repeat | new
-    #: [T] bool: serving's filters forbid the target (bought, or in the cart: an order of
-    #: what the cart holds is a target no served slate can hit).
-    filtered: np.ndarray
+    #: [T] what serving's filters would not show after each target's history.
+    filters: tuple[frozenset[int], ...]
 
     @classmethod
     def of(cls, sessions: list[list[Step]]) -> Targets:
@@ -62,11 +61,29 @@ class Targets:
             session=np.array([i for i, xs in enumerate(sessions) for _ in xs], np.int64),
             kind=np.array([EVENT_NAMES[target.code] for _, target in rows], dtype=object),
             group=np.array([group_of(h, target) for h, target in rows], dtype=object),
-            filtered=np.array([target.item in bought_or_carted(h) for h, target in rows], bool),
+            filters=tuple(bought_or_carted(h) for h, _ in rows),
         )
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def filtered(self) -> np.ndarray:
+        """[T] bool: serving's filters forbid the target (bought, or in the cart: an order
+        of what the cart holds is a target no served slate can hit)."""
+        return np.array([t.item in f for (_, t), f in zip(self.rows, self.filters, strict=True)],
+                        dtype=bool)  # fmt: skip
+
+    def batches(self, size: int) -> list[tuple[Histories, torch.Tensor]]:
+        """The models' inputs, ``size`` targets at a time: (histories, target items). Built
+        once per split; every model ranks the same batches."""
+        out = []
+        for start in range(0, len(self), size):
+            chunk = self.rows[start : start + size]
+            histories = Histories.build([(h, target.ts_ms) for h, target in chunk],
+                                        self.filters[start : start + size])  # fmt: skip
+            out.append((histories, torch.tensor([t.item for _, t in chunk], dtype=torch.int64)))
+        return out
 
     def shares(self) -> dict[str, float]:
         """The share of targets in each group, and the share serving's filters forbid."""

@@ -23,7 +23,7 @@ States are built by the rules every stage uses (schemas.features.encode_state).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,11 +61,16 @@ class Histories:
     seen: tuple[frozenset[int], ...] = ()
 
     @classmethod
-    def build(cls, rows: list[tuple[list[Step], int]]) -> Histories:
-        """rows: (history, decision time in ms)."""
+    def build(
+        cls, rows: list[tuple[list[Step], int]],
+        filters: Sequence[frozenset[int]] | None = None,
+    ) -> Histories:  # fmt: skip
+        """rows: (history, decision time in ms); ``filters``: each row's
+        ``bought_or_carted`` where the caller has it already (else computed here)."""
         items = torch.zeros(len(rows), HISTORY, dtype=torch.int64)
         events, ages = torch.zeros_like(items), torch.zeros_like(items)
-        filtered, seen = [], []
+        filtered: list[frozenset[int]] = []
+        seen: list[frozenset[int]] = []
         for r, (history, now) in enumerate(rows):
             state = _state(history, now)
             n = len(state.items)
@@ -73,8 +78,11 @@ class Histories:
                 items[r, HISTORY - n :] = torch.tensor(state.items)
                 events[r, HISTORY - n :] = torch.tensor(state.events)
                 ages[r, HISTORY - n :] = torch.tensor(state.ages)
-            filtered.append(bought_or_carted(history))
             seen.append(frozenset(state.items))
+            if filters is None:
+                filtered.append(bought_or_carted(history))
+        if filters is not None:
+            filtered = list(filters)
         return cls(items, events, ages, tuple(filtered), tuple(seen))
 
     def excluded(self, exclude_seen: bool) -> list[frozenset[int]]:
@@ -122,25 +130,36 @@ class Recommender(Protocol):
     def score(self, batch: Histories) -> torch.Tensor: ...
 
 
-class Popularity:
-    name = "popularity"
+class CountingModel:
+    """A recommender fitted by one counting pass over the training sessions (``count``):
+    one progress step."""
 
     def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
-        self.counts = torch.tensor(item_counts(sessions, n_items), dtype=torch.float32)
+        self.count(sessions, n_items)
         progress(1)
 
     def fit_steps(self) -> int:
         return 1
 
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
+        raise NotImplementedError
+
+
+class Popularity(CountingModel):
+    name = "popularity"
+
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
+        self.counts = torch.tensor(item_counts(sessions, n_items), dtype=torch.float32)
+
     def score(self, batch: Histories) -> torch.Tensor:
         return self.counts.expand(batch.items.shape[0], -1)
 
 
-class CoOccurrence:
+class CoOccurrence(CountingModel):
     name = "cooccurrence"
     recency = (1.0, 0.5, 0.25)  # weights of the newest, second and third newest item
 
-    def fit(self, sessions: list[list[Step]], n_items: int, progress: Progress) -> None:
+    def count(self, sessions: list[list[Step]], n_items: int) -> None:
         rows, cols = [], []
         for xs in sessions:
             items = [s.item for s in xs]
@@ -155,10 +174,6 @@ class CoOccurrence:
             index, torch.ones(index.shape[1]), (n_items, n_items), check_invariants=True
         ).coalesce()
         self.popularity = tie_breaking_popularity(sessions, n_items)
-        progress(1)
-
-    def fit_steps(self) -> int:
-        return 1
 
     def score(self, batch: Histories) -> torch.Tensor:
         scores = self.popularity.expand(batch.items.shape[0], -1).clone()

@@ -34,22 +34,22 @@ from recq.evaluation.protocol import MIN_INTERACTIONS, Split, sessions_of, split
 SCORE_BATCH = 256
 
 
-def rank_targets(model: Recommender, targets: Targets, advance: Advance) -> np.ndarray:
-    """The rank of every target under ``model`` ([T] int64)."""
-    out = np.empty(len(targets), np.int64)
-    for start in range(0, len(targets), SCORE_BATCH):
-        chunk = targets.rows[start : start + SCORE_BATCH]
-        batch = Histories.build([(history, target.ts_ms) for history, target in chunk])
-        wanted = torch.tensor([target.item for _, target in chunk], dtype=torch.int64)
-        out[start : start + len(chunk)] = target_ranks(model.score(batch), wanted).numpy()
-        advance(len(chunk))
-    return out
+def rank_targets(
+    model: Recommender, batches: list[tuple[Histories, torch.Tensor]], advance: Advance
+) -> np.ndarray:
+    """The rank of every target under ``model`` ([T] int64), batch by batch."""
+    out = []
+    for histories, wanted in batches:
+        out.append(target_ranks(model.score(histories), wanted).numpy())
+        advance(len(wanted))
+    return np.concatenate(out) if out else np.empty(0, np.int64)
 
 
 def evaluate_split(
     data: Split, models: list[Recommender], progress: StageLog | StageBars, seed: int
 ) -> dict[str, Any]:
     targets = Targets.of(data.test)
+    batches = targets.batches(SCORE_BATCH)
     ranks: dict[str, np.ndarray] = {}
     seconds: dict[str, dict[str, float]] = {}
     for model in models:
@@ -58,7 +58,7 @@ def evaluate_split(
             model.fit(data.train, len(data.items), advance)
         fitted = time.perf_counter()
         with progress.stage(f"{data.name}: rank with {model.name}", len(targets)) as advance:
-            ranks[model.name] = rank_targets(model, targets, advance)
+            ranks[model.name] = rank_targets(model, batches, advance)
         seconds[model.name] = {"fit": round(fitted - started, 1),
                                "rank": round(time.perf_counter() - fitted, 1)}  # fmt: skip
     results = {name: breakdown(r, targets) for name, r in ranks.items()}

@@ -58,7 +58,8 @@ async def test_a_killed_serving_member_leaves_no_request_unanswered(
                            tmp_path / f"{name}.log", recq_command("serve")).start()
         for name in ("a", "b")
     }  # fmt: skip
-    shop = ShopClient(kafka_bootstrap, catalog, kafka_options(), from_earliest=True)
+    shop = ShopClient(kafka_bootstrap, catalog, kafka_options(), from_earliest=True,
+                      count_answers=True)  # fmt: skip
     producer, answers = shop.producer, shop.answers
     sent: list[str] = []
     try:

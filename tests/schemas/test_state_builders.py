@@ -18,7 +18,7 @@ import torch
 from inference.state import ShopperStates
 from learner.qnet import QNetwork
 from recq.evaluation.logs import Skipped, read_interactions
-from recq.evaluation.models import Histories
+from recq.evaluation.models import Histories, bought_or_carted
 from recq.evaluation.protocol import Step, user_histories
 from schemas.codec import Limits, Source, encode
 from schemas.features import (
@@ -150,6 +150,26 @@ async def test_every_state_builder_builds_the_documented_state(tmp_path: Path) -
     assert streams == EXPECTED, "streams"
     for name, build in builders.items():
         assert build() == EXPECTED, name
+
+
+def test_serving_and_evaluation_filter_the_same_items(tmp_path: Path) -> None:
+    """What a served slate may not show after u1's events, by serving's state and by
+    ``recq evaluate``'s served row: by hand, sku-a was added (a2, delivered twice) and
+    removed (a3), so it is no longer in the cart; p1 bought sku-b and sku-c."""
+    expected = {"sku-b", "sku-c"}
+    states = ShopperStates(L)
+    for event, _ in DELIVERY:
+        states.apply(event)
+    shopper = states.get("u1")
+    assert shopper is not None
+    assert shopper.purchased | shopper.cart == expected, "serving"
+    log = tmp_path / "shop.jsonl"
+    log.write_bytes(b"\n".join(encode(event) for event, _ in DELIVERY))
+    history = user_histories(read_interactions(log, Skipped()))["u1"]
+    index = {item: i for i, item in enumerate(sorted({x.item for x in history}))}
+    steps = [Step(index[x.item], EVENT_CODES[x.event], x.ts_ms) for x in history]
+    ids = {i: item for item, i in index.items()}
+    assert {ids[i] for i in bought_or_carted(steps)} == expected, "evaluation"
 
 
 @pytest.mark.parametrize(("weights", "total"), [(Reward(), 3.6), (Reward(revenue=0.1), 4.7)])
