@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import types
 import typing
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -74,8 +73,6 @@ def type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         return " \\| ".join(type_name(a) for a in args)
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return " \\| ".join(f"`{m.value}`" for m in annotation)
     if annotation is SecretStr:
         return "secret"
     return getattr(annotation, "__name__", str(annotation))
@@ -101,8 +98,6 @@ def default_of(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
     if value is None or value == "":
         return "unset"
-    if isinstance(value, Enum):
-        value = value.value
     if isinstance(value, Path) and value.is_relative_to(Path.home()):
         value = Path("~") / value.relative_to(Path.home())  # not this machine's home
     if isinstance(value, bool):
