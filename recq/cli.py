@@ -4,6 +4,7 @@ validates them first and fails with a message naming the bad one."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kafkaio.connection import (
@@ -21,6 +23,7 @@ from kafkaio.connection import (
 )
 from recq.embedded_kafka import EmbeddedKafka
 from recq.errors import RecqError
+from recq.roles import FIRST_PARTY, command_in, role_of
 from schemas.settings import (
     ExplorationSettings,
     LearnerSettings,
@@ -215,8 +218,6 @@ def worker(
 ) -> None:
     """Run a streams worker (the Faust app; same as `faust -A streams.app worker`).
     Creates missing topics first. Start more workers to share the partitions."""
-    import sys
-
     from recq.topics import ensure_topics
     from streams.worker import create_app
 
@@ -632,6 +633,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated shop and shoppers.")] = 1,
     reports: Annotated[Path, typer.Option(help="Where <run>/ is written.")] = Path("reports"),
     misleading: Misleading = 0.0,
+    until_served: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Stop once the learned arm has been answered from model snapshots this many "
+            "times (at most --duration): a smoke run of the whole loop. 0: run the duration.",
+        ),
+    ] = 0,
 ) -> None:
     """The closed loop live (what `make demo` runs): broker, worker, learner, serving
     member and simulated shoppers (learned vs co-view vs popularity vs random vs the
@@ -642,7 +651,7 @@ def demo(
     settings, reward = _settings(), load_settings(RewardSettings).reward()
     console.print(f"scoring every arm with the configured reward (RECQ_REWARD_*): {reward}")
     run_closed_loop(settings, reward, duration_s=duration, seed=seed, console=console,
-                    reports=reports, misleading=misleading)  # fmt: skip
+                    reports=reports, misleading=misleading, until_served=until_served)  # fmt: skip
 
 
 @app.command("roundtrip")
@@ -661,6 +670,18 @@ def main() -> None:
         app()
     except (RecqError, SettingsError, BrokerNotConfigured, BrokerRefused) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as exc:
+        # A role's install (recq/roles.py) lacks what another role's command imports.
+        command = command_in(sys.argv[1:])
+        if command is None or exc.name is None or exc.name.split(".")[0] in FIRST_PARTY:
+            raise
+        role = role_of(command)
+        err_console.print(
+            f"[bold red]error:[/] `recq {command}` needs {exc.name}, which this install "
+            f"lacks: it runs in the {role.name} role, installed with "
+            + escape(f"pip install '{role.install()}' (or '{role.install('gpu')}' on GPUs)"),
+        )
         raise SystemExit(2) from None
 
 

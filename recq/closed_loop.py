@@ -94,6 +94,8 @@ class Timeline:
     #: Each stage at the end of the run, before it is stopped: its exit code (None: it
     #: was still running, as it should be) and how many metric scrapes it missed.
     stages: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    #: How long the shoppers ran (the duration, or less with ``until_served``).
+    ran_s: float = 0.0
 
     def rewards(self, arm: str, since: float = 0.0) -> ArmRewards:
         """The arm's reward per shopper (for intervals over shoppers)."""
@@ -140,7 +142,11 @@ def run_closed_loop(
     console: Console,
     reports: Path = Path("reports"),
     misleading: float = 0.0,
+    until_served: int = 0,
 ) -> Path:
+    """Run the loop for ``duration_s``; with ``until_served`` > 0, stop as soon as the
+    learned arm has been answered from model snapshots that many times (a smoke run that
+    waits for the loop to close rather than for a fixed time)."""
     run = time.strftime("%Y%m%d-%H%M%S")
     out = reports / run
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -151,7 +157,7 @@ def run_closed_loop(
     own_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(own_log)
     try:
-        return _run(settings, reward, out, run, duration_s, seed, console, misleading)
+        return _run(settings, reward, out, run, duration_s, seed, console, misleading, until_served)
     finally:
         logging.getLogger().removeHandler(own_log)
         own_log.close()
@@ -166,6 +172,7 @@ def _run(
     seed: int,
     console: Console,
     misleading: float = 0.0,
+    until_served: int = 0,
 ) -> Path:
     with tempfile.TemporaryDirectory(prefix="recq-demo-") as tmp:
         root = Path(tmp)
@@ -224,7 +231,7 @@ def _run(
                 s.start()
             timeline = asyncio.run(
                 _drive(bootstrap, options, catalog, stages, duration_s, seed, reward,
-                       impressions, console, misleading)
+                       impressions, console, misleading, until_served)
             )  # fmt: skip
         finally:
             with console.status("stopping worker, learner and serving member..."):
@@ -232,7 +239,7 @@ def _run(
                     s.stop(timeout_s=60)  # the learner writes a final checkpoint
                 if kafka is not None:
                     kafka.stop()
-    _report(out, timeline, stages, duration_s, seed, reward, console, misleading)
+    _report(out, timeline, stages, timeline.ran_s, seed, reward, console, misleading)
     return out
 
 
@@ -247,16 +254,18 @@ async def _drive(
     impressions: bool,
     console: Console,
     misleading: float,
+    until_served: int,
 ) -> Timeline:
     shop = Catalog.generate(2000, 20, seed, misleading=misleading)
     async with ShopClient(bootstrap, catalog, options) as client:
         return await _run_shoppers(client, shop, catalog, stages, duration_s, seed, reward,
-                           impressions, console)  # fmt: skip
+                                   impressions, console, until_served)  # fmt: skip
 
 
 async def _run_shoppers(
     client: ShopClient, shop: Catalog, catalog: TopicCatalog, stages: list[Stage],
     duration_s: float, seed: int, reward: Reward, impressions: bool, console: Console,
+    until_served: int = 0,
 ) -> Timeline:  # fmt: skip
     traffic = Traffic(
         catalog=shop,
@@ -305,7 +314,10 @@ async def _run_shoppers(
                 last = {"events": vitals["events"], "t": elapsed}
                 timeline.vitals.append(vitals)
                 live.update(_table(timeline, vitals, duration_s))
+                if until_served and model_answers(traffic) >= until_served:
+                    break
     finally:
+        timeline.ran_s = min(time.monotonic() - start, duration_s)
         stopping.set()
         timeline.stages = {
             s.name: {"exit_code": s.exit_code(), "scrape_failures": s.scrape_failures}
@@ -314,7 +326,7 @@ async def _run_shoppers(
         learned = traffic.stats["learned"]
         by_popularity = learned.versions.get(POPULARITY, 0)
         timeline.learned_answers = {
-            "model": sum(learned.versions.values()) - by_popularity,
+            "model": model_answers(traffic),
             "popularity": by_popularity,
             "unanswered": learned.unanswered,
         }
@@ -324,6 +336,12 @@ async def _run_shoppers(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return timeline
+
+
+def model_answers(traffic: Traffic) -> int:
+    """Requests of the learned arm answered from a model snapshot (not popularity)."""
+    versions = traffic.stats["learned"].versions
+    return sum(versions.values()) - versions.get(POPULARITY, 0)
 
 
 async def _vitals(stages: list[Stage], elapsed: float) -> dict[str, float]:

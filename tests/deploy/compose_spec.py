@@ -56,11 +56,11 @@ class Stack:
         return cls(services=merged["services"], volumes=merged.get("volumes") or {})
 
     def recq_services(self) -> dict[str, dict[str, Any]]:
-        """Services that run the recq image (their entrypoint is `recq`)."""
+        """Services that run a recq image (built from our Dockerfile; entrypoint `recq`)."""
         return {
             name: s
             for name, s in self.services.items()
-            if str(s.get("image", "")).startswith("recq")
+            if (s.get("build") or {}).get("dockerfile") == "deploy/docker/Dockerfile"
         }
 
     @staticmethod

@@ -16,6 +16,7 @@ import typer.main
 import yaml
 
 from recq.cli import app
+from recq.roles import ROLES, role_of
 from schemas.settings import (
     KNOWN_VARIABLES,
     LearnerSettings,
@@ -25,7 +26,8 @@ from schemas.settings import (
     StreamsSettings,
     load_settings,
 )
-from tests.deploy.compose_spec import DEPLOY, GPU_OVERRIDE, Stack, dockerfile_env
+from tests.deploy.compose_spec import COMPOSE, DEPLOY, GPU_OVERRIDE, Stack, dockerfile_env
+from tests.test_roles import installed
 
 STAGE_OF = {"worker": StreamsSettings, "learner": LearnerSettings, "serve": ServingSettings,
             "topics": StageSettings, "simulate": RewardSettings}  # fmt: skip
@@ -166,12 +168,48 @@ def test_the_gpu_override_puts_learner_and_serving_on_gpus() -> None:
     assert "deploy" not in stack.services["worker"]
 
 
+@pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, GPU_OVERRIDE)], ids=["cpu", "gpu"])
+def test_each_service_runs_an_image_whose_role_installs_its_command(
+    files: tuple[Path, ...],
+) -> None:
+    """The learner's image has torch, serving's none, the streams image neither; each
+    service's command (recq/roles.py) runs in the image its build names, health included."""
+    stack = Stack.load(*files)
+    roles = {name: s["build"]["args"]["ROLE"] for name, s in stack.recq_services().items()}
+    assert roles == {"topics": "streams", "worker": "streams", "shoppers": "streams",
+                     "learner": "learner", "serve": "serve"}  # fmt: skip
+    for name, service in stack.recq_services().items():
+        image_role = next(r for r in ROLES if r.name == roles[name])
+        variant = service["build"]["args"]["VARIANT"]
+        assert service["image"].endswith(f":{variant}-{image_role.name}"), service["image"]
+        for args in (service["command"], service.get("healthcheck", {}).get("test", [])[2:]):
+            if args:
+                needs = role_of(parse_path(args))
+                assert installed(needs) <= installed(image_role), (name, args)
+    assert "torch" not in installed(next(r for r in ROLES if r.name == "serve"))
+
+
+def parse_path(args: list[str]) -> str:
+    """``["topics", "create"]`` -> "topics create": the command recq/roles.py lists."""
+    leaf = parse_command(args)
+    words = [a for a in args if not a.startswith("-")]
+    return " ".join(words[: words.index(leaf) + 1])
+
+
 def test_the_image_is_multi_stage_non_root_with_one_onnxruntime() -> None:
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
     assert re.search(r"^ARG VARIANT=cpu$", text, re.M)
+    assert re.search(r"^ARG ROLE=demo$", text, re.M)
     assert re.search(r"^ARG BASE=python:3\.11-slim$", text, re.M)
     assert re.search(r"^ARG CUDA_BASE=nvidia/cuda:12\.[0-9.]+-cudnn-runtime", text, re.M)
-    assert '".[${VARIANT}]"' in text  # recq[cpu] or recq[gpu]: never both
+    # recq[ROLE,cpu] or recq[ROLE,gpu] (never both onnxruntime builds); the streams role
+    # installs neither.
+    assert '".[${extras}]"' in text
+    for role in ROLES:
+        if role.name == "streams":
+            assert 'streams) extras="streams"' in text
+        else:
+            assert re.search(rf"\b{role.name}\b[^)]*\) extras=\"\$\{{ROLE}},\$\{{VARIANT}}\"", text)
     runtime = text[text.index("AS runtime") :]
     assert "COPY --from=build /opt/recq /opt/recq" in runtime
     assert "pip install" not in runtime and "apt-get" not in runtime

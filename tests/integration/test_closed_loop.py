@@ -20,7 +20,10 @@ import pytest
 
 from schemas.settings import stage_env
 
-pytestmark = pytest.mark.integration
+# Four minutes of a five-minute budget for the whole suite: `make reliability` runs it;
+# `make test` runs the demo's path for 60 s over SASL_SSL (tests/integration/
+# test_secure_broker.py) with the report's completeness checked there.
+pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.extended]
 
 DURATION_S = 240  # the default demo: the learned arm is clearly ahead by its second half
 
