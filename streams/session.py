@@ -223,37 +223,80 @@ class UserSession:
 
     # --- persistence (Table values are bytes) ---------------------------------------------
     def to_bytes(self) -> bytes:
+        """The stored record: named fields and the format version ``v`` (SESSION_FORMAT)."""
         return orjson.dumps(
-            [self.history, [x.as_list() for x in self.buffer],
-             list(self.last_key) if self.last_key else None, self.pending, self.seq,
-             self.open, self.last_ts, self.last_seen_wall_ms, self.recent_ids, self.slates,
-             self.last_produced_ms, self.slate_seq, self.closed_recs, self.early_impressions,
-             self.waiting_recs]
+            {"v": SESSION_FORMAT, "history": self.history,
+             "buffer": [x.as_list() for x in self.buffer],
+             "last_key": list(self.last_key) if self.last_key else None,
+             "pending": self.pending, "seq": self.seq, "open": self.open,
+             "last_ts": self.last_ts, "last_seen_wall_ms": self.last_seen_wall_ms,
+             "last_produced_ms": self.last_produced_ms, "recent_ids": self.recent_ids,
+             "slates": self.slates, "slate_seq": self.slate_seq,
+             "closed_recs": self.closed_recs, "early_impressions": self.early_impressions,
+             "waiting_recs": self.waiting_recs}
         )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSession:
+        """Read a stored record of this format or the one before it (upgraded: the next
+        write stores it in this format). A newer format raises ``SessionFormatError``."""
         if not raw:
             return cls()
-        (h, buf, last_key, pending, seq, is_open, last_ts, wall, ids, slates, produced,
-         slate_seq, closed, early, waiting) = orjson.loads(raw)  # fmt: skip
+        data = orjson.loads(raw)
+        if isinstance(data, list):
+            data = _upgrade_format_1(data)
+        version = data.get("v") if isinstance(data, dict) else None
+        if version != SESSION_FORMAT:
+            raise SessionFormatError(version)
+        last_key = data["last_key"]
         return cls(
-            history=h,
-            buffer=[Interaction.from_list(x) for x in buf],
+            history=data["history"],
+            buffer=[Interaction.from_list(x) for x in data["buffer"]],
             last_key=(last_key[0], last_key[1], last_key[2]) if last_key else None,
-            pending=pending,
-            seq=seq,
-            open=is_open,
-            last_ts=last_ts,
-            last_seen_wall_ms=wall,
-            last_produced_ms=produced,
-            recent_ids=ids,
-            slates=slates,
-            slate_seq=slate_seq,
-            closed_recs=closed,
-            early_impressions=early,
-            waiting_recs=waiting,
+            pending=data["pending"],
+            seq=data["seq"],
+            open=data["open"],
+            last_ts=data["last_ts"],
+            last_seen_wall_ms=data["last_seen_wall_ms"],
+            last_produced_ms=data["last_produced_ms"],
+            recent_ids=data["recent_ids"],
+            slates=data["slates"],
+            slate_seq=data["slate_seq"],
+            closed_recs=data["closed_recs"],
+            early_impressions=data["early_impressions"],
+            waiting_recs=data["waiting_recs"],
         )
+
+
+#: The format of a stored session (the sessions Table's values, hence its changelog).
+#: 2: a named record with ``v``. 1: a positional list of 15 slots (before issue 24), read
+#: and upgraded. Raise it, and teach ``from_bytes`` the one before, when the record changes.
+SESSION_FORMAT = 2
+#: Format 1's slots, in order.
+_FORMAT_1_SLOTS = ("history", "buffer", "last_key", "pending", "seq", "open", "last_ts",
+                   "last_seen_wall_ms", "recent_ids", "slates", "last_produced_ms",
+                   "slate_seq", "closed_recs", "early_impressions", "waiting_recs")  # fmt: skip
+
+
+def _upgrade_format_1(slots: list[Any]) -> dict[str, Any]:
+    if len(slots) != len(_FORMAT_1_SLOTS):
+        # Lists of other lengths predate slates (before the first release that kept its
+        # changelog across upgrades): not upgraded, the worker stops and says so.
+        raise SessionFormatError(f"1 with {len(slots)} slots")
+    return {"v": SESSION_FORMAT, **dict(zip(_FORMAT_1_SLOTS, slots, strict=True))}
+
+
+class SessionFormatError(RuntimeError):
+    """A stored session this worker cannot read: written by a newer recq (or corrupt)."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(
+            f"a stored session has format {version!r}; this worker reads formats up to "
+            f"{SESSION_FORMAT} (and 1, upgraded). A newer recq wrote the sessions Table's "
+            "changelog: run that release's worker (or newer) on this RECQ_STREAMS_APP_ID, "
+            "or start a new app id to begin with empty sessions."
+        )
+        self.version = version
 
 
 class Sessionizer:

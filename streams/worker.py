@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -23,7 +24,15 @@ from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
-from streams.session import CAUGHT_UP, HELD, Rules, Sessionizer, Sync, UserSession
+from streams.session import (
+    CAUGHT_UP,
+    HELD,
+    Rules,
+    SessionFormatError,
+    Sessionizer,
+    Sync,
+    UserSession,
+)
 
 log = logging.getLogger(__name__)
 #: Above this many messages of lag, idle ticks wait: the worker is reading a backlog, and
@@ -61,6 +70,21 @@ def handled_lag(highwater: int | None, handled: int | None, committed: int | Non
     if done < 0:
         return highwater  # nothing handled nor committed: all of it is ahead
     return max(highwater - done, 0)
+
+
+#: sysexits' EX_CONFIG: the worker cannot run with what it was given; restarting it as is
+#: would fail the same way.
+EX_CONFIG = 78
+
+
+def stop_on_unreadable_state(exc: SessionFormatError) -> NoReturn:
+    """Stop the process at once with the reason: a session this release cannot read
+    would fail on every message of that shopper (a crash loop). Nothing is lost: the
+    open transaction is never committed, so its input is read again by the next worker."""
+    log.critical("stopping: %s", exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EX_CONFIG)
 
 
 def end_observed_at(consumer: Any, tp: Any) -> int | None:
@@ -211,15 +235,18 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             if produced_ms > runtime.read_until.get(read_key, 0):
                 runtime.read_until[read_key] = produced_ms
             async with lock:
-                result = await assembler.handle(
-                    sessions,
-                    key=message.key,
-                    value=message.value,
-                    source=Source(message.topic, message.partition, message.offset),
-                    wall_ms=int(time.time() * 1000),
-                    produced_ms=produced_ms,
-                    synced=runtime.synced.get(message.partition, HELD),
-                )
+                try:
+                    result = await assembler.handle(
+                        sessions,
+                        key=message.key,
+                        value=message.value,
+                        source=Source(message.topic, message.partition, message.offset),
+                        wall_ms=int(time.time() * 1000),
+                        produced_ms=produced_ms,
+                        synced=runtime.synced.get(message.partition, HELD),
+                    )
+                except SessionFormatError as exc:
+                    stop_on_unreadable_state(exc)
                 for out in result.outputs:
                     await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
                 event.ack()
@@ -267,7 +294,11 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         else:
             waiting_since.clear()
         for n, (user, raw) in enumerate(list(sessions.items()), 1):
-            if sessionizer.ready(UserSession.from_bytes(raw), now, assembler.resumed_ms, synced):
+            try:
+                session = UserSession.from_bytes(raw)
+            except SessionFormatError as exc:
+                stop_on_unreadable_state(exc)
+            if sessionizer.ready(session, now, assembler.resumed_ms, synced):
                 await runtime.send_tick(ticks_topic, user)
             elif n % 1000 == 0:
                 await asyncio.sleep(0)  # a large table must not stall the agent
@@ -369,7 +400,10 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         for n, (user, raw) in enumerate(list(sessions.items()), 1):
             if n % 1000 == 0:
                 await asyncio.sleep(0)  # a large table must not stall the agent
-            session = UserSession.from_bytes(raw)
+            try:
+                session = UserSession.from_bytes(raw)
+            except SessionFormatError as exc:
+                stop_on_unreadable_state(exc)
             if session.buffer:
                 head = session.buffer[0]
                 ready = assembler.sessionizer.ready(session, now, assembler.resumed_ms, synced)
