@@ -4,11 +4,19 @@ bench/ingest.py as a baseline (`python bench/faust_forward.py worker`); configur
 BENCH_BOOTSTRAP, BENCH_PREFIX, BENCH_GUARANTEE, BENCH_LINGER_MS (the recq worker's
 producer linger, so both batch their produce requests alike) and BENCH_TAKE (0: one event
 at a time, as recq's agent; N: ``stream.noack_take(N)`` batches, to measure what
-batching in Faust is worth)."""
+batching in Faust is worth).
+
+BENCH_MODE=noop runs the no-op agent instead (baseline ``faust_noop``): every event read
+through Faust's stream under the same guarantee and nothing done with it, the ceiling of
+anything built on Faust's stream here. It produces nothing to time, so it writes its own
+figures to BENCH_RESULT once BENCH_EXPECT events have come: the seconds and the process's
+CPU seconds (user + system, all threads) from its first event to its last."""
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -35,9 +43,28 @@ source = app.topic(
 sink = app.topic(f"{PREFIX}forwarded", key_type=bytes, value_type=bytes)
 
 
+MODE = os.environ.get("BENCH_MODE", "forward")
+
+
+def write_result(events: int, seconds: float, cpu_s: float) -> None:
+    Path(os.environ["BENCH_RESULT"]).write_text(
+        f'{{"events": {events}, "seconds": {seconds}, "cpu_s": {cpu_s}}}'
+    )
+
+
 @app.agent(source)
 async def forward(stream: Any) -> None:
-    if TAKE:
+    if MODE == "noop":
+        expect, seen = int(os.environ["BENCH_EXPECT"]), 0
+        started = cpu_started = 0.0
+        async for _ in stream.events():
+            if not seen:
+                started, cpu_started = time.perf_counter(), time.process_time()
+            seen += 1
+            if seen == expect:
+                took, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                write_result(seen - 1, took, cpu)
+    elif TAKE:
         # Each event acked by hand after its send, as a batched agent under recq's
         # exactly-once lock (streams/eos.py) would have to.
         async for batch in stream.noack_take(TAKE, within=0.01):

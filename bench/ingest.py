@@ -1,6 +1,10 @@
 """Streams ingest throughput: events/s through one `recq worker` (exactly-once, one
-process), and in the same run a raw aiokafka consume + decode loop on the same broker and
-events. Prints JSON lines (bench/report.py). Run from the repo root after `make test`:
+process) and the worker's CPU time per event (user + system of its process, all threads:
+a figure that does not depend on what else shares the cores), and in the same run on the
+same broker and events: a raw aiokafka consume + decode loop, the smallest Faust pipeline
+with the same guarantee (consume, forward: `faust_forward`) and a Faust agent that does
+nothing with each event (`faust_noop`: the ceiling of anything built on Faust's stream
+here). Prints JSON lines (bench/report.py). Run from the repo root after `make test`:
 
     .venv/bin/python bench/ingest.py [--events 60000]
 
@@ -14,13 +18,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import figure
 from bench.workload import make_events
 from recq.embedded_kafka import EmbeddedKafka
+from recq.processes import StageProcess
 from recq.topics import ensure_topics
 from schemas.codec import decode
 from schemas.records import EVENT_CLASSES
@@ -81,7 +89,7 @@ async def raw_loop(bootstrap: str, catalog: TopicCatalog, n: int) -> float:
             for tp, messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():
                 if not first:
                     first = time.perf_counter()
-                cls = EVENT_CLASSES[topics[tp.topic]]  # type: ignore[index]
+                cls = EVENT_CLASSES[topics[tp.topic]]
                 for m in messages:
                     decode(m.value, cls)
                 seen += len(messages)
@@ -90,36 +98,86 @@ async def raw_loop(bootstrap: str, catalog: TopicCatalog, n: int) -> float:
         await consumer.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Rate:
+    events_per_s: float
+    cpu_us_per_event: float
+
+
 async def transitions_rate(
-    bootstrap: str, topic: str, n: int, expect: int, proc: WorkerProcess
-) -> float:
-    """n / (last - first) Kafka timestamps of the ``expect`` committed outputs."""
+    bootstrap: str, topic: str, n: int, expect: int, proc: StageProcess
+) -> Rate:
+    """n / (last - first) Kafka timestamps of the ``expect`` committed outputs; the
+    process's CPU per event between the first and the last output read here."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
         isolation_level="read_committed", enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
     seen, first_ts, last_ts = 0, None, 0
+    cpu_first = cpu_last = 0.0
+    seen_at_first = 0
     deadline = time.monotonic() + 900
+    assert proc.proc is not None
     try:
         while seen < expect and time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                if first_ts is None:
+                    cpu_first, seen_at_first = cpu_seconds(proc.proc.pid), len(messages)
                 for m in messages:
                     first_ts = m.timestamp if first_ts is None else min(first_ts, m.timestamp)
                     last_ts = max(last_ts, m.timestamp)
                 seen += len(messages)
+        cpu_last = cpu_seconds(proc.proc.pid)
     finally:
         await consumer.stop()
         proc.stop()
     if seen < expect or first_ts is None:
         raise RuntimeError(f"only {seen} of {expect} outputs from {topic}\n{proc.log_tail()}")
-    return n / max((last_ts - first_ts) / 1000, 1e-3)
+    # Inputs behind the outputs read between the two CPU samples (outputs per input: expect/n).
+    inputs = (seen - seen_at_first) * n / expect
+    return Rate(n / max((last_ts - first_ts) / 1000, 1e-3),
+                (cpu_last - cpu_first) / max(inputs, 1) * 1e6)  # fmt: skip
+
+
+async def faust_noop_rate(
+    bootstrap: str, catalog: TopicCatalog, n: int, workdir: Path, guarantee: str
+) -> Rate:
+    """Baseline: a Faust agent that reads every event and does nothing (its own figures:
+    it has no output to time)."""
+    result = workdir / "noop.json"
+    env = dict(
+        os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=catalog.prefix,
+        BENCH_GUARANTEE=guarantee, BENCH_DATADIR=str(workdir / "noop-data"),
+        BENCH_MODE="noop", BENCH_EXPECT=str(n), BENCH_RESULT=str(result), PYTHONUNBUFFERED="1",
+    )  # fmt: skip
+    script = Path(__file__).with_name("faust_forward.py")
+    proc = WorkerProcess(env, workdir / "noop.log", [sys.executable, str(script), "worker"])
+    proc.start()
+    try:
+        deadline = time.monotonic() + 900
+        while not result.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the no-op agent did not see {n} events\n{proc.log_tail()}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)  # written in one call; let it land
+        figures = orjson.loads(result.read_bytes())
+    finally:
+        proc.stop()
+    events = max(figures["events"], 1)  # first to last: n - 1 events after the first
+    return Rate(events / figures["seconds"], figures["cpu_s"] / events * 1e6)
 
 
 async def faust_forward_rate(
     bootstrap: str, catalog: TopicCatalog, n: int, workdir: Path, guarantee: str,
     forward_settings: list[tuple[str, str]],
-) -> float:  # fmt: skip
+) -> Rate:  # fmt: skip
     """Baseline: the smallest Faust pipeline (consume, forward) on the same events."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -142,8 +200,8 @@ async def faust_forward_rate(
 
 async def worker_rate(
     bootstrap: str, catalog: TopicCatalog, n: int, expect: int, workdir: Path, guarantee: str,
-    worker_settings: list[tuple[str, str]],
-) -> float:  # fmt: skip
+    worker_settings: list[tuple[str, str]], profile: Path | None = None,
+) -> Rate:  # fmt: skip
     """events/s through one worker: first to last transition produced (their Kafka
     timestamps), counting only committed transitions."""
     env = worker_env(
@@ -152,7 +210,37 @@ async def worker_rate(
         RECQ_STREAMS_APP_ID=f"{catalog.prefix}{guarantee}", **dict(worker_settings),
     )  # fmt: skip
     worker = WorkerProcess(env, workdir / "worker.log").start()
-    return await transitions_rate(bootstrap, catalog.name(TopicRole.TRANSITIONS), n, expect, worker)
+    assert worker.proc is not None
+    spy = None if profile is None else start_py_spy(worker.proc.pid, profile)
+    try:
+        return await transitions_rate(
+            bootstrap, catalog.name(TopicRole.TRANSITIONS), n, expect, worker
+        )
+    finally:
+        if spy is not None:
+            spy.wait(timeout=60)
+
+
+def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` until it exits (the profile is written then)."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+         "--nonblocking", "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def top_of_profile(path: Path, lines: int = 15) -> list[tuple[float, str]]:
+    """py-spy's raw (collapsed) stacks: the share of samples per innermost frame."""
+    self_samples: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1]
+        self_samples[frame] = self_samples.get(frame, 0) + int(count)
+        total += int(count)
+    ranked = sorted(self_samples.items(), key=lambda kv: -kv[1])[:lines]
+    return [(round(100 * c / max(total, 1), 1), f) for f, c in ranked]
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -162,19 +250,30 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         await ensure_topics(catalog, bootstrap_servers=bootstrap)
         await produce(bootstrap, catalog, events)
         baseline = await raw_loop(bootstrap, catalog, len(events))
+        profile = args.profile / "worker-profile.txt" if args.profile else None
         rate = await worker_rate(
             bootstrap, catalog, len(events), interactions, Path(tmp), args.guarantee,
-            args.worker_env,
+            args.worker_env, profile,
         )  # fmt: skip
         forward = await faust_forward_rate(
             bootstrap, catalog, len(events), Path(tmp), args.guarantee, args.forward_env
         )
+        noop = await faust_noop_rate(bootstrap, catalog, len(events), Path(tmp), args.guarantee)
     common = {"events": len(events), "partitions": PARTITIONS, "guarantee": args.guarantee,
               "worker_settings": dict(args.worker_env),
               "forward_settings": dict(args.forward_env)}  # fmt: skip
-    for name, value in (("raw_aiokafka", baseline), ("faust_forward", forward)):
-        figure("ingest", "events_per_s", rate, "1/s", baseline=name, baseline_value=value,
-               digits=1, **common)  # fmt: skip
+    for name, value in (("raw_aiokafka", baseline), ("faust_forward", forward.events_per_s),
+                        ("faust_noop", noop.events_per_s)):  # fmt: skip
+        figure("ingest", "events_per_s", rate.events_per_s, "1/s", baseline=name,
+               baseline_value=value, digits=1, **common)  # fmt: skip
+    if profile is not None:
+        print(f"worker profile (py-spy, share of samples by innermost frame): {profile}")
+        for share, frame in top_of_profile(profile):
+            print(f"  {share:5.1f}%  {frame}")
+    for name, other in (("faust_forward", forward), ("faust_noop", noop)):
+        figure("ingest", "worker_cpu_us_per_event", rate.cpu_us_per_event, "us",
+               baseline=name, baseline_value=other.cpu_us_per_event, digits=1,
+               **common)  # fmt: skip
 
 
 def setting(text: str) -> tuple[str, str]:
@@ -200,6 +299,9 @@ def main() -> None:
     parser.add_argument(
         "--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once"
     )
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the worker with py-spy (on PATH) into DIR and print "
+                        "the top of the profile")  # fmt: skip
     args = parser.parse_args()
     # SIGTERM (`timeout`, Ctrl-C in some runners) unwinds like an exception, so the worker
     # subprocesses started here are stopped by their `finally` and not left running.

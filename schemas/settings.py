@@ -267,6 +267,12 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
         description="Faust's commit-liveness check: an input partition that is processing "
         "but has committed nothing for this long is logged as an error.",
     )
+    streams_state_writes: Literal["commit", "event"] = Field(
+        default="commit",
+        description="When a shopper's session is written to the sessions Table's changelog: "
+        "once per commit (the last value of each shopper touched since the last commit) or "
+        "on every event (the behaviour before issue 24).",
+    )
     streams_producer_linger_ms: float = Field(
         default=5.0,
         ge=0.0,

@@ -24,7 +24,8 @@ from schemas.records import (
 )
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
-from streams.session import SYNCED, Interaction, Outcome, Sessionizer, Sync, UserSession
+from streams.session import SYNCED, Interaction, Outcome, Sessionizer, Sync
+from streams.state import Sessions, WriteThrough
 
 InputRecord = (
     ClickEvent | CartEvent | PurchaseEvent | ImpressionEvent | Recommendation | SessionTick
@@ -78,7 +79,7 @@ class TransitionAssembler:
 
     async def handle(
         self,
-        sessions: MutableMapping[bytes, bytes],
+        sessions: Sessions | MutableMapping[bytes, bytes],
         *,
         key: bytes | None,
         value: bytes | None,
@@ -87,7 +88,8 @@ class TransitionAssembler:
         produced_ms: int = 0,
         synced: Sync = SYNCED,
     ) -> Result:
-        """Process one message; ``sessions`` is the per-user Table (user_id -> bytes).
+        """Process one message; ``sessions`` holds each user's session (streams/state.py;
+        a mapping of user_id -> stored bytes is written through on every event).
         ``produced_ms`` is the message's Kafka timestamp; ``synced`` how far every input
         partition of its group has been read (see ``streams.session.Sync``)."""
         expected = self._inputs[source.topic or ""]
@@ -110,7 +112,9 @@ class TransitionAssembler:
             )
             return self._dead(letter, key)
 
-        session = UserSession.from_bytes(sessions.get(user))
+        if isinstance(sessions, MutableMapping):
+            sessions = WriteThrough(sessions)
+        session = sessions.load(user)
         if isinstance(record, SessionTick):
             outcome = self.sessionizer.on_tick(
                 session, record.user_id, wall_ms, self.resumed_ms, synced
@@ -143,7 +147,7 @@ class TransitionAssembler:
             outcome = self.sessionizer.on_event(
                 session, record.user_id, interactions, wall_ms, self.resumed_ms, synced
             )
-        sessions[user] = session.to_bytes()
+        sessions.save(user, session, source)
         return self._emit(outcome, user)
 
     async def _interactions(

@@ -89,7 +89,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -106,6 +106,7 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 _LOCK_ATTR = "_recq_processing_lock"
+_HOOKS_ATTR = "_recq_commit_hooks"
 _original_commit = Consumer.commit
 _original_commit_offsets = Consumer._commit_offsets
 _original_send_pending = ProducerBuffer._send_pending
@@ -114,6 +115,28 @@ _IN_FLIGHT_ATTR = "_recq_in_flight"
 _original_wait_next_records = Consumer._wait_next_records
 _original_on_recovery_completed = Recovery.on_recovery_completed
 _original_highwaters = AIOKafkaConsumerThread._highwaters
+
+
+@dataclass(frozen=True)
+class CommitHook:
+    """State an app keeps between commits (streams/state.py's SessionCache): ``flush``
+    writes it into the open transactions just before each commit, under the processing
+    lock; ``forget`` drops it when a revocation aborts those transactions."""
+
+    flush: Callable[[], Awaitable[Any]]
+    forget: Callable[[], None]
+
+
+def before_commit(app: faust.App, hook: CommitHook) -> None:
+    """Run ``hook`` at every commit of ``app`` (and its ``forget`` at every roll-back)."""
+    hooks: list[CommitHook] = getattr(app, _HOOKS_ATTR, [])
+    setattr(app, _HOOKS_ATTR, [*hooks, hook])
+
+
+async def flush_kept_state(app: faust.App) -> None:
+    """Write what the ``before_commit`` hooks keep (the commit calls this, under the lock)."""
+    for hook in getattr(app, _HOOKS_ATTR, ()):
+        await hook.flush()
 
 
 def processing_lock(app: faust.App) -> asyncio.Lock:
@@ -130,8 +153,10 @@ async def _commit_under_lock(self: Consumer, *args: Any, **kwargs: Any) -> bool:
     if lock is None:  # an app that did not opt in keeps faust's behaviour
         return await _original_commit(self, *args, **kwargs)
     async with lock:
-        # Every table write made so far must be in the producer before the offsets it
-        # belongs with are committed.
+        # State kept since the last commit is written into the transactions now
+        # (streams/state.py), and every table write made so far must be in the producer,
+        # before the offsets it belongs with are committed.
+        await flush_kept_state(self.app)
         await _buffer_sent(self.app)
         return await _original_commit(self, *args, **kwargs)
 
@@ -177,6 +202,8 @@ async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> No
         # partitions. An emptied table must also be read again from the changelog's
         # start: faust's recovery resumes a partition it keeps from the offset it had
         # read to, which alone would leave the kept partitions' sessions empty.
+        for hook in getattr(self.app, _HOOKS_ATTR, ()):
+            hook.forget()  # what was kept since the last commit belonged to the aborted work
         emptied = {table.changelog_topic.get_topic_name()
                    for table in self.app.tables.values() if _forget(table.data)}  # fmt: skip
         _read_again_from_start(self.app.tables, emptied)
@@ -355,14 +382,20 @@ def install(*, allow_untested: bool = False) -> None:
 
 
 async def send_in_transaction(
-    app: faust.App, topic: str, key: bytes | None, value: bytes, source: TP
-) -> None:
+    app: faust.App,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    source: TP,
+    partition: int | None = None,
+) -> Awaitable[Any]:
     """Produce ``value`` inside the transaction that will commit ``source``'s offset
-    (or plainly, when the app runs at least once)."""
+    (or plainly, when the app runs at least once); to ``partition`` if given, else the
+    key's. Returns the delivery future."""
     if app.in_transaction:
         group = app.assignor.group_for_topic(source.topic)
         transactional_id = f"{app.conf.id}-{group}-{source.partition}"
         producer = app.consumer.transactions.producer
-        await producer.send(topic, key, value, None, None, None, transactional_id=transactional_id)
-    else:
-        await app.producer.send(topic, key, value, None, None, None)
+        return await producer.send(topic, key, value, partition, None, None,
+                                   transactional_id=transactional_id)  # fmt: skip
+    return await app.producer.send(topic, key, value, partition, None, None)

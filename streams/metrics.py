@@ -34,6 +34,11 @@ UNSHOWN_SLATES = Counter(
     "recq_streams_unshown_slates_total",
     "Reward windows closed with no slot rendered (explicit impressions): no transition.",
 )
+STATE_WRITES = Counter(
+    "recq_streams_state_writes_total",
+    "Session records written to the sessions Table's changelog (RECQ_STREAMS_STATE_WRITES="
+    "commit: one per shopper touched per commit; event: one per event).",
+)
 CONSUMER_LAG = Gauge(
     "recq_streams_consumer_lag", "Highwater minus position, per source partition.",
     ["topic", "partition"],

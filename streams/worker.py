@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import faust
 from aiokafka import AIOKafkaProducer
-from faust.types import StreamT
+from faust.types import TP, StreamT
 from prometheus_client import start_http_server
 
 from kafkaio.connection import client_options, quiet_retriable_client_errors, resolve_bootstrap
@@ -31,8 +31,8 @@ from streams.session import (
     SessionFormatError,
     Sessionizer,
     Sync,
-    UserSession,
 )
+from streams.state import SessionCache, WriteThrough
 
 log = logging.getLogger(__name__)
 #: Above this many messages of lag, idle ticks wait: the worker is reading a backlog, and
@@ -217,6 +217,21 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         value_type=bytes,
         partitions=settings.partitions,
     )
+    state: SessionCache | WriteThrough
+    if settings.streams_state_writes == "commit":
+        state = SessionCache(sessions)
+
+        async def send_changelog(user: bytes, raw: bytes, topic: str, partition: int) -> Any:
+            return await eos.send_in_transaction(
+                app, sessions.changelog_topic.get_topic_name(), user, raw,
+                TP(topic, partition), partition,
+            )  # fmt: skip
+
+        cache = state
+        eos.before_commit(app, eos.CommitHook(lambda: cache.flush(send_changelog), cache.forget))
+    else:
+        state = WriteThrough(sessions)
+    app.recq_state = state  # type: ignore[attr-defined]  # for inspection and tests
 
     # --- agents ------------------------------------------------------------------------------
     @app.agent(sources, name="assemble-transitions")
@@ -237,7 +252,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             async with lock:
                 try:
                     result = await assembler.handle(
-                        sessions,
+                        state,
                         key=message.key,
                         value=message.value,
                         source=Source(message.topic, message.partition, message.offset),
@@ -293,15 +308,14 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
             _note_waiting(f"inputs read to {runtime.synced}")
         else:
             waiting_since.clear()
-        for n, (user, raw) in enumerate(list(sessions.items()), 1):
-            try:
-                session = UserSession.from_bytes(raw)
-            except SessionFormatError as exc:
-                stop_on_unreadable_state(exc)
-            if sessionizer.ready(session, now, assembler.resumed_ms, synced):
-                await runtime.send_tick(ticks_topic, user)
-            elif n % 1000 == 0:
-                await asyncio.sleep(0)  # a large table must not stall the agent
+        try:
+            for n, (user, session) in enumerate(state.items(), 1):
+                if sessionizer.ready(session, now, assembler.resumed_ms, synced):
+                    await runtime.send_tick(ticks_topic, user)
+                elif n % 1000 == 0:
+                    await asyncio.sleep(0)  # a large table must not stall the agent
+        except SessionFormatError as exc:
+            stop_on_unreadable_state(exc)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_reading(sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -397,13 +411,13 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         now = int(time.time() * 1000)
         synced = Sync.weakest(runtime.synced.values())
         held = []
-        for n, (user, raw) in enumerate(list(sessions.items()), 1):
+        try:
+            sessions_now = list(state.items())
+        except SessionFormatError as exc:
+            stop_on_unreadable_state(exc)
+        for n, (user, session) in enumerate(sessions_now, 1):
             if n % 1000 == 0:
                 await asyncio.sleep(0)  # a large table must not stall the agent
-            try:
-                session = UserSession.from_bytes(raw)
-            except SessionFormatError as exc:
-                stop_on_unreadable_state(exc)
             if session.buffer:
                 head = session.buffer[0]
                 ready = assembler.sessionizer.ready(session, now, assembler.resumed_ms, synced)

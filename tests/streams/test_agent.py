@@ -18,7 +18,7 @@ from schemas.codec import encode
 from schemas.records import ClickEvent
 from schemas.settings import StreamsSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
-from streams import worker
+from streams import eos, worker
 from streams.session import SYNCED, UserSession
 from tests.streams.test_assembler import ListVocabulary
 
@@ -36,9 +36,17 @@ def app_and_outputs(
         self._started = True
 
     async def capture(
-        app: faust.App, topic: str, key: bytes | None, value: bytes, source: Any
-    ) -> None:
+        app: faust.App,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        source: Any,
+        partition: int | None = None,
+    ) -> asyncio.Future[None]:
         outputs.append((topic, key, value))
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
 
     monkeypatch.setattr(worker, "ItemVocabulary", lambda **_: ListVocabulary())
     monkeypatch.setattr(worker.StreamsRuntime, "ensure_started", started)
@@ -87,8 +95,15 @@ async def test_agent_turns_clicks_into_transitions_and_dead_letters_bad_input(
             click = ClickEvent(event_id=f"e{n}", user_id="u1", ts_ms=T0 + n * 1000, item_id=item)
             await _deliver(ctx, clicks, n, b"u1", encode(click))
         await _deliver(ctx, clicks, 3, b"u1", b'{"type": "click", "user_id": 7')
-        session = UserSession.from_bytes(app.tables["sessions"][b"u1"])
+        # The session is written once per commit, not per event (streams/state.py).
+        table = app.tables["sessions"]
+        changelog = table.changelog_topic.get_topic_name()
+        assert b"u1" not in table and not [o for o in outputs if o[0] == changelog]
+        await eos.flush_kept_state(app)  # what the commit does first
+        session = UserSession.from_bytes(table[b"u1"])
         assert [h[0] for h in session.history] == [0, 1, 2]  # the Table holds the state
+        written = [o for o in outputs if o[0] == changelog]
+        assert [(k, v) for _, k, v in written] == [(b"u1", table[b"u1"])]  # once, the last
     transitions = [
         orjson.loads(v) for t, _, v in outputs if t == catalog.name(TopicRole.TRANSITIONS)
     ]
