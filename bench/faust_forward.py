@@ -22,8 +22,9 @@ from typing import Any
 import faust
 
 PREFIX = os.environ["BENCH_PREFIX"]
+MODE = os.environ.get("BENCH_MODE", "forward")
 app = faust.App(
-    f"{PREFIX}faust-forward",
+    f"{PREFIX}faust-{MODE}",  # its own group: each mode reads every event
     broker=f"kafka://{os.environ['BENCH_BOOTSTRAP']}",
     store="memory://",
     processing_guarantee=os.environ.get("BENCH_GUARANTEE", "exactly_once"),
@@ -41,9 +42,6 @@ source = app.topic(
     value_type=bytes,
 )
 sink = app.topic(f"{PREFIX}forwarded", key_type=bytes, value_type=bytes)
-
-
-MODE = os.environ.get("BENCH_MODE", "forward")
 
 
 def write_result(events: int, seconds: float, cpu_s: float) -> None:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,17 +231,22 @@ def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def top_of_profile(path: Path, lines: int = 15) -> list[tuple[float, str]]:
-    """py-spy's raw (collapsed) stacks: the share of samples per innermost frame."""
-    self_samples: dict[str, int] = {}
+def top_of_profile(path: Path, lines: int = 15) -> list[tuple[float, float, str]]:
+    """py-spy's raw (collapsed) stacks, by function (line numbers dropped): the share of
+    samples spent in it (self) and under it (inclusive), the top ``lines`` by self."""
+    own: dict[str, int] = {}
+    under: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frame = stack.rsplit(";", 1)[-1]
-        self_samples[frame] = self_samples.get(frame, 0) + int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            under[frame] = under.get(frame, 0) + int(count)
         total += int(count)
-    ranked = sorted(self_samples.items(), key=lambda kv: -kv[1])[:lines]
-    return [(round(100 * c / max(total, 1), 1), f) for f, c in ranked]
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:lines]
+    return [(round(100 * c / max(total, 1), 1), round(100 * under[f] / max(total, 1), 1), f)
+            for f, c in ranked]  # fmt: skip
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -267,9 +273,9 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         figure("ingest", "events_per_s", rate.events_per_s, "1/s", baseline=name,
                baseline_value=value, digits=1, **common)  # fmt: skip
     if profile is not None:
-        print(f"worker profile (py-spy, share of samples by innermost frame): {profile}")
-        for share, frame in top_of_profile(profile):
-            print(f"  {share:5.1f}%  {frame}")
+        print(f"worker profile (py-spy; % of samples in / under each function): {profile}")
+        for share, inclusive, frame in top_of_profile(profile):
+            print(f"  {share:5.1f}% {inclusive:5.1f}%  {frame}")
     for name, other in (("faust_forward", forward), ("faust_noop", noop)):
         figure("ingest", "worker_cpu_us_per_event", rate.cpu_us_per_event, "us",
                baseline=name, baseline_value=other.cpu_us_per_event, digits=1,
