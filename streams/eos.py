@@ -101,7 +101,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
-from faust.types import TP
+from faust.types import TP, AppT
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def before_commit(app: faust.App, hook: CommitHook) -> None:
     setattr(app, _HOOKS_ATTR, [*hooks, hook])
 
 
-async def flush_kept_state(app: faust.App) -> None:
+async def flush_kept_state(app: faust.App | AppT) -> None:
     """Write what the ``before_commit`` hooks keep (the commit calls this, under the lock)."""
     for hook in getattr(app, _HOOKS_ATTR, ()):
         await hook.flush()
