@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 RECQ = str(Path(sys.executable).with_name("recq"))
 REFUSAL_DEADLINE_S = 20.0  # interpreter start + imports + one refused connection
 DEMO_MAX_S = 300
-SERVED = 20  # learned-arm answers from snapshots that end the demo
+SERVED = 5  # learned-arm answers from snapshots that end the demo
 
 
 class SecureBroker:
