@@ -12,7 +12,7 @@ LOCKED := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && echo yes || echo no)
 # uv installs the lock (parallel downloads: 33 s from a cold cache here, pip 77 s) and
 # compiles it (`make lock`); pip only bootstraps it into the venv.
 UV_SPEC := uv>=0.13,<0.14
-UV     := $(BIN)/uv pip --python $(BIN)/python
+UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python
 
 .PHONY: demo test lint unit integration reliability container-test kafka lock clean
 
@@ -52,11 +52,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip '$(UV_SPEC)'
 ifeq ($(LOCKED),yes)
-	$(UV) install --quiet --require-hashes -r $(LOCK)
-	$(UV) install --quiet --no-deps -e .
+	$(UV_INSTALL) --quiet --require-hashes -r $(LOCK)
+	$(UV_INSTALL) --quiet --no-deps -e .
 else
 	@echo "no lock for $$(uname -sm): installing from pyproject's ranges (untested set)"
-	$(UV) install --quiet -e '.[$(ORT_EXTRA),demo,dev]'
+	$(UV_INSTALL) --quiet -e '.[$(ORT_EXTRA),demo,dev]'
 endif
 	rm -f $(VENV)/.installed-*
 	touch $@
