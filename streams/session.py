@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import orjson
@@ -224,17 +224,11 @@ class UserSession:
     # --- persistence (Table values are bytes) ---------------------------------------------
     def to_bytes(self) -> bytes:
         """The stored record: named fields and the format version ``v`` (SESSION_FORMAT)."""
-        return orjson.dumps(
-            {"v": SESSION_FORMAT, "history": self.history,
-             "buffer": [x.as_list() for x in self.buffer],
-             "last_key": list(self.last_key) if self.last_key else None,
-             "pending": self.pending, "seq": self.seq, "open": self.open,
-             "last_ts": self.last_ts, "last_seen_wall_ms": self.last_seen_wall_ms,
-             "last_produced_ms": self.last_produced_ms, "recent_ids": self.recent_ids,
-             "slates": self.slates, "slate_seq": self.slate_seq,
-             "closed_recs": self.closed_recs, "early_impressions": self.early_impressions,
-             "waiting_recs": self.waiting_recs}
-        )  # fmt: skip
+        record: dict[str, Any] = {"v": SESSION_FORMAT}
+        record.update((name, getattr(self, name)) for name in _STORED)
+        record["buffer"] = [x.as_list() for x in self.buffer]
+        record["last_key"] = list(self.last_key) if self.last_key else None
+        return orjson.dumps(record)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserSession:
@@ -245,27 +239,20 @@ class UserSession:
         data = orjson.loads(raw)
         if isinstance(data, list):
             data = _upgrade_format_1(data)
-        version = data.get("v") if isinstance(data, dict) else None
+        version = data.pop("v", None) if isinstance(data, dict) else None
         if version != SESSION_FORMAT:
             raise SessionFormatError(version)
-        last_key = data["last_key"]
-        return cls(
-            history=data["history"],
-            buffer=[Interaction.from_list(x) for x in data["buffer"]],
-            last_key=(last_key[0], last_key[1], last_key[2]) if last_key else None,
-            pending=data["pending"],
-            seq=data["seq"],
-            open=data["open"],
-            last_ts=data["last_ts"],
-            last_seen_wall_ms=data["last_seen_wall_ms"],
-            last_produced_ms=data["last_produced_ms"],
-            recent_ids=data["recent_ids"],
-            slates=data["slates"],
-            slate_seq=data["slate_seq"],
-            closed_recs=data["closed_recs"],
-            early_impressions=data["early_impressions"],
-            waiting_recs=data["waiting_recs"],
-        )
+        if data.keys() != set(_STORED):  # corrupt, or written by a build of another shape
+            odd = sorted(data.keys() ^ set(_STORED))
+            raise SessionFormatError(f"{version} with fields that differ in {odd}")
+        data["buffer"] = [Interaction.from_list(x) for x in data["buffer"]]
+        key = data["last_key"]
+        data["last_key"] = (key[0], key[1], key[2]) if key else None
+        return cls(**data)
+
+
+#: The stored fields: every field of the record, by name.
+_STORED = tuple(f.name for f in fields(UserSession))
 
 
 #: The format of a stored session (the sessions Table's values, hence its changelog).

@@ -111,8 +111,9 @@ def test_the_record_is_named_and_versioned_and_reads_back_equal() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b'{"v": 3, "history": []}', b"[[], [], null]", b'{"history": []}'],
-    ids=["newer", "an-older-list", "no-version"],
+    "raw", [b'{"v": 3, "history": []}', b"[[], [], null]", b'{"history": []}',
+            b'{"v": 2, "history": []}'],
+    ids=["newer", "an-older-list", "no-version", "fields-missing"],
 )  # fmt: skip
 def test_a_format_this_worker_cannot_read_is_refused_with_what_to_do(raw: bytes) -> None:
     with pytest.raises(SessionFormatError, match="RECQ_STREAMS_APP_ID"):
