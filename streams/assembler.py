@@ -4,7 +4,6 @@ in-memory table and vocabulary as well as on the real broker."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,7 +24,7 @@ from schemas.records import (
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams import metrics
 from streams.session import SYNCED, Interaction, Outcome, Sessionizer, Sync
-from streams.state import Sessions, WriteThrough
+from streams.state import Sessions
 
 InputRecord = (
     ClickEvent | CartEvent | PurchaseEvent | ImpressionEvent | Recommendation | SessionTick
@@ -79,7 +78,7 @@ class TransitionAssembler:
 
     async def handle(
         self,
-        sessions: Sessions | MutableMapping[bytes, bytes],
+        sessions: Sessions,
         *,
         key: bytes | None,
         value: bytes | None,
@@ -88,8 +87,8 @@ class TransitionAssembler:
         produced_ms: int = 0,
         synced: Sync = SYNCED,
     ) -> Result:
-        """Process one message; ``sessions`` holds each user's session (streams/state.py;
-        a mapping of user_id -> stored bytes is written through on every event).
+        """Process one message; ``sessions`` holds each user's session (streams/state.py:
+        the commit's cache in the worker, ``WriteThrough`` over a mapping of bytes).
         ``produced_ms`` is the message's Kafka timestamp; ``synced`` how far every input
         partition of its group has been read (see ``streams.session.Sync``)."""
         expected = self._inputs[source.topic or ""]
@@ -112,8 +111,6 @@ class TransitionAssembler:
             )
             return self._dead(letter, key)
 
-        if isinstance(sessions, MutableMapping):
-            sessions = WriteThrough(sessions)
         session = sessions.load(user)
         if isinstance(record, SessionTick):
             outcome = self.sessionizer.on_tick(

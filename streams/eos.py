@@ -139,6 +139,12 @@ async def flush_kept_state(app: faust.App | AppT) -> None:
         await hook.flush()
 
 
+def forget_kept_state(app: faust.App | AppT) -> None:
+    """Drop what the ``before_commit`` hooks keep (a roll-back calls this, under the lock)."""
+    for hook in getattr(app, _HOOKS_ATTR, ()):
+        hook.forget()
+
+
 def processing_lock(app: faust.App) -> asyncio.Lock:
     """The lock that makes (process, send, ack) atomic with respect to commits."""
     lock: asyncio.Lock | None = getattr(app, _LOCK_ATTR, None)
@@ -202,8 +208,7 @@ async def _roll_back_on_revoke(self: TransactionManager, revoked: Set[TP]) -> No
         # partitions. An emptied table must also be read again from the changelog's
         # start: faust's recovery resumes a partition it keeps from the offset it had
         # read to, which alone would leave the kept partitions' sessions empty.
-        for hook in getattr(self.app, _HOOKS_ATTR, ()):
-            hook.forget()  # what was kept since the last commit belonged to the aborted work
+        forget_kept_state(self.app)  # what was kept since the last commit: aborted work
         emptied = {table.changelog_topic.get_topic_name()
                    for table in self.app.tables.values() if _forget(table.data)}  # fmt: skip
         _read_again_from_start(self.app.tables, emptied)

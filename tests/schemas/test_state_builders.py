@@ -33,6 +33,7 @@ from schemas.reward import Reward
 from schemas.topics import EVENT_ROLES, TopicCatalog
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer, UserSession
+from streams.state import WriteThrough
 from tests.streams.test_assembler import ListVocabulary
 
 T0 = 1_790_000_000_000
@@ -98,9 +99,10 @@ async def streams_state() -> tuple[State, dict[str, int]]:
     assembler = TransitionAssembler(catalog=CATALOG, sessionizer=Sessionizer(rules),
                                     vocabulary=vocabulary, limits=Limits())  # fmt: skip
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     for n, (event, wall_s) in enumerate(DELIVERY):
         await assembler.handle(
-            table, key=event.user_id.encode(), value=encode(event),
+            sessions, key=event.user_id.encode(), value=encode(event),
             source=Source(CATALOG.name(EVENT_ROLES[event.type]), 0, n),
             wall_ms=T0 + int(wall_s * 1000),
         )  # fmt: skip
@@ -186,10 +188,11 @@ async def test_streams_and_the_simulators_scoring_agree_on_the_reward(
     assembler = TransitionAssembler(catalog=CATALOG, sessionizer=sessionizer,
                                     vocabulary=ListVocabulary(), limits=Limits())  # fmt: skip
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     rewards: list[float] = []
     for n, (event, wall_s) in enumerate(DELIVERY):
         result = await assembler.handle(
-            table, key=event.user_id.encode(), value=encode(event),
+            sessions, key=event.user_id.encode(), value=encode(event),
             source=Source(CATALOG.name(EVENT_ROLES[event.type]), 0, n),
             wall_ms=T0 + int(wall_s * 1000),
         )  # fmt: skip

@@ -18,6 +18,7 @@ from schemas.records import (
 from schemas.topics import TopicCatalog, TopicRole
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer
+from streams.state import WriteThrough
 
 T0 = 1_790_000_000_000
 CATALOG = TopicCatalog(prefix="t.", partitions=2)
@@ -47,11 +48,12 @@ def src(role: TopicRole, offset: int = 0) -> Source:
 async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
     a = assembler()
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     outputs = []
     for n, item in enumerate(["sku-a", "sku-b", "sku-c"]):
         event = ClickEvent(event_id=f"e{n}", user_id="u1", ts_ms=T0 + n * 1000, item_id=item)
         result = await a.handle(
-            table,
+            sessions,
             key=b"u1",
             value=encode(event),
             source=src(TopicRole.CLICKS, n),
@@ -71,7 +73,7 @@ async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
 
     tick = SessionTick(user_id="u1", ts_ms=T0)
     closed = await a.handle(
-        table,
+        sessions,
         key=b"u1",
         value=encode(tick),
         source=src(TopicRole.SESSION_TICKS),
@@ -81,7 +83,7 @@ async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
     assert (last["action"], last["done"]) == (2, True)
 
     bad = await a.handle(
-        table, key=b"u1", value=b"{oops", source=src(TopicRole.CARTS, 7), wall_ms=T0
+        sessions, key=b"u1", value=b"{oops", source=src(TopicRole.CARTS, 7), wall_ms=T0
     )
     assert [o.topic for o in bad.outputs] == ["t.dead-letter"]
     letter = DeadLetter.model_validate_json(bad.outputs[0].value)
@@ -89,7 +91,7 @@ async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
 
     event = ClickEvent(event_id="x", user_id="u2", ts_ms=T0, item_id="sku-a")
     wrong_key = await a.handle(
-        table, key=b"u3", value=encode(event), source=src(TopicRole.CLICKS), wall_ms=T0
+        sessions, key=b"u3", value=encode(event), source=src(TopicRole.CLICKS), wall_ms=T0
     )
     letter = DeadLetter.model_validate_json(wrong_key.outputs[0].value)
     assert letter.code == "invalid_value" and "keyed by user_id" in letter.reason
@@ -99,6 +101,7 @@ async def test_events_become_transitions_and_bad_input_dead_letters() -> None:
 async def test_recommendation_then_click_yields_a_slate_transition() -> None:
     a = assembler()
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     rec = Recommendation(
         rec_id="r1", request_id="q1", user_id="u1", model_version="7", policy="dqn",
         items=[RecommendedItem(item_id="sku-x", score=1.5, propensity=0.7),
@@ -107,19 +110,23 @@ async def test_recommendation_then_click_yields_a_slate_transition() -> None:
     )  # fmt: skip
     assert (
         await a.handle(
-            table, key=b"u1", value=encode(rec), source=src(TopicRole.RECOMMENDATIONS), wall_ms=T0
+            sessions,
+            key=b"u1",
+            value=encode(rec),
+            source=src(TopicRole.RECOMMENDATIONS),
+            wall_ms=T0,
         )
     ).outputs == []
     click = ClickEvent(
         event_id="c", user_id="u1", ts_ms=T0 + 500, item_id="sku-x", rec_id="r1", position=0
     )
     await a.handle(
-        table, key=b"u1", value=encode(click), source=src(TopicRole.CLICKS), wall_ms=T0 + 500
+        sessions, key=b"u1", value=encode(click), source=src(TopicRole.CLICKS), wall_ms=T0 + 500
     )
     # Idle past the session timeout: the organic transition and the slate are written.
     tick = SessionTick(user_id="u1", ts_ms=T0)
     result = await a.handle(
-        table, key=b"u1", value=encode(tick), source=src(TopicRole.SESSION_TICKS),
+        sessions, key=b"u1", value=encode(tick), source=src(TopicRole.SESSION_TICKS),
         wall_ms=T0 + 10**8,
     )  # fmt: skip
     slates = [SlateTransition.model_validate_json(o.value) for o in result.outputs
@@ -132,16 +139,19 @@ async def test_recommendation_then_click_yields_a_slate_transition() -> None:
 async def test_an_impression_is_validated_dead_lettered_and_marks_positions() -> None:
     a = assembler()
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     bad = b'{"type": "impression", "event_id": "i1", "user_id": "u1", "ts_ms": %d, ' % T0
     bad += b'"rec_id": "r1", "positions": [0, 0]}'
     result = await a.handle(
-        table, key=b"u1", value=bad, source=src(TopicRole.IMPRESSIONS), wall_ms=T0
+        sessions, key=b"u1", value=bad, source=src(TopicRole.IMPRESSIONS), wall_ms=T0
     )
     letter = DeadLetter.model_validate_json(result.outputs[0].value)
     assert letter.code == "invalid_value" and "distinct" in letter.reason
     assert letter.original == bad and letter.expected == "impression"
     good = bad.replace(b"[0, 0]", b"[1]")
     assert (
-        await a.handle(table, key=b"u1", value=good, source=src(TopicRole.IMPRESSIONS), wall_ms=T0)
+        await a.handle(
+            sessions, key=b"u1", value=good, source=src(TopicRole.IMPRESSIONS), wall_ms=T0
+        )
     ).outputs == []
     assert b"u1" in table  # kept until its recommendation arrives

@@ -14,6 +14,7 @@ from schemas.records import CartEvent, Recommendation
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
 from streams.assembler import TransitionAssembler
 from streams.session import Rules, Sessionizer, UserSession
+from streams.state import WriteThrough
 from tests.streams.test_assembler import ListVocabulary
 from tests.streams_harness import (
     HISTORY_LENGTH,
@@ -47,11 +48,12 @@ async def test_the_assembler_follows_the_readme_rules_on_the_scripted_log() -> N
         catalog=CATALOG, sessionizer=sessionizer, vocabulary=vocabulary, limits=Limits()
     )
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     wall = min(e.ts_ms for e in log if not isinstance(e, Recommendation))
     transitions = []
     for n, event in enumerate(log):  # all of them inside one reorder window
         result = await assembler.handle(
-            table,
+            sessions,
             key=event.user_id.encode(),
             value=encode(event),
             source=Source(CATALOG.name(role_of(event)), 0, n),

@@ -22,6 +22,7 @@ from schemas.records import (
 )
 from schemas.topics import TopicRole
 from streams.session import SessionFormatError, UserSession
+from streams.state import WriteThrough
 from tests.streams.test_assembler import T0, assembler, src
 
 
@@ -79,12 +80,13 @@ async def transitions(restore_at: int | None) -> list[bytes]:
     are rewritten in format 1, as a changelog written by the previous release restores."""
     a = assembler()
     table: dict[bytes, bytes] = {}
+    sessions = WriteThrough(table)  # the per-event writes, over plain bytes
     out: list[bytes] = []
     for n, (role, key, value, wall_ms) in enumerate(scripted_log()):
         if n == restore_at:
             assert table and all(orjson.loads(v)["v"] == 2 for v in table.values())
-            table = {k: format_1(v) for k, v in table.items()}
-        result = await a.handle(table, key=key, value=value, source=src(role, n),
+            table.update({k: format_1(v) for k, v in table.items()})
+        result = await a.handle(sessions, key=key, value=value, source=src(role, n),
                                 wall_ms=wall_ms)  # fmt: skip
         out += [o.value for o in result.outputs if o.topic == "t.transitions"]
     assert all(orjson.loads(v)["v"] == 2 for v in table.values())  # upgraded on write
