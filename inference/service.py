@@ -9,7 +9,11 @@ the requests that came with them; a waiting request is held for at most
 requests share one model call. Snapshots arrive through the registry (announcements on
 ``snapshots``, a pin check every second); a swap never interrupts a batch. Offsets of
 what was handled are committed after the batch's recommendations are acknowledged: a
-crash answers a request twice rather than never."""
+crash answers a request twice rather than never.
+
+When the group moves partitions (``Handover``) a member drops what it read ahead and the
+shoppers of partitions it lost, and rebuilds the shoppers of partitions it gained
+(``inference.rebuild``) before answering anything of them."""
 
 from __future__ import annotations
 
@@ -18,15 +22,31 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import start_http_server
 
 from inference.freshness import Freshness
-from inference.metrics import BATCH_SIZE, DEAD_LETTERS, EXPIRED, LATENCY
+from inference.metrics import (
+    BATCH_SIZE,
+    DEAD_LETTERS,
+    EXPIRED,
+    LATENCY,
+    REBUILD_SECONDS,
+    REBUILT_EVENTS,
+    SHOPPERS,
+)
 from inference.policy import Popularity
+from inference.rebuild import ShopEvent, StateRebuilder
 from inference.recommender import Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
@@ -80,7 +100,7 @@ async def run_server(
     requests_topic = catalog.name(TopicRole.REC_REQUESTS)
     event_topics = {catalog.name(role) for role in EVENT_ROLES.values()}
     consumer = AIOKafkaConsumer(
-        requests_topic, *sorted(event_topics), bootstrap_servers=bootstrap,
+        bootstrap_servers=bootstrap,
         group_id=settings.serve_group_id, enable_auto_commit=False,
         auto_offset_reset="earliest",  # events rebuild state; stale requests are skipped
         partition_assignment_strategy=(RangePartitionAssignor,),  # co-partitioned together
@@ -95,10 +115,33 @@ async def run_server(
                                      bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                      **options)  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **options)
+    limits = Limits.from_settings(settings)
+    rebuilder = StateRebuilder(bootstrap, options, settings.serve_state_lookback_s, limits)
+
+    def learn(event: ShopEvent, partition: int) -> bool:
+        """One event into the shopper's state and popularity; False for a repeat."""
+        if not recommender.states.apply(event, partition):
+            return False  # counted once, as the streams worker does
+        for item in _items(event):
+            recommender.popularity.add(item)
+        return True
+
+    inflight: list[asyncio.Future[object]] = []
+    inbox = Inbox(limit=4 * settings.serve_max_batch)
+    pending: list[Pending] = []
+    absorbed: dict[TopicPartition, int] = {}  # next offset: all before it handled
+
+    def forget() -> None:
+        inbox.take()
+        pending.clear()
+        absorbed.clear()
+
+    handover = Handover(consumer, event_topics, rebuilder, recommender.states, learn, forget)
+    consumer.subscribe([requests_topic, *sorted(event_topics)], listener=handover)
     await producer.start()
+    await rebuilder.start()
     await consumer.start()
     await announcements.start()
-    limits = Limits.from_settings(settings)
     out_topic = catalog.name(TopicRole.RECOMMENDATIONS)
     dead_letter_topic = catalog.name(TopicRole.DEAD_LETTER)
     max_age_ms = settings.serve_max_request_age_s * 1000
@@ -117,27 +160,26 @@ async def run_server(
             await asyncio.sleep(1.0)
             await asyncio.to_thread(registry.follow_pin)
 
-    inflight: list[asyncio.Future[object]] = []
-    inbox = Inbox(limit=4 * settings.serve_max_batch)
-
     async def receive() -> None:
         """Reads ahead while a batch is being answered: the fetcher sends its next fetch
         only once the last one is consumed, so reading in the answering loop cost every
         request that arrived meanwhile an extra broker round trip."""
         while True:
             await inbox.room()
+            generation = handover.generation
             batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
-            if batches:
+            # Read before a revocation: dropped, the partitions' next owner (maybe this
+            # member again) re-reads them from the committed offsets.
+            if batches and generation == handover.generation:
                 inbox.put(batches, int(time.time() * 1000))
 
     async def serve() -> None:
-        pending: list[Pending] = []
-        absorbed: dict[TopicPartition, int] = {}  # next offset: all before it handled
         committed_at = time.monotonic()
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inbox.arrived.wait(), 0.1)
-            await absorb(inbox.take(), pending, absorbed)
+            async with handover.lock:
+                await absorb(inbox.take())
             # Micro-batch: answer when the oldest waiting request has waited max_wait_ms
             # (from its arrival at this member) or max_batch requests are waiting.
             while pending and len(pending) < settings.serve_max_batch:
@@ -146,18 +188,21 @@ async def run_server(
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(inbox.arrived.wait(), left / 1000)
-                await absorb(inbox.take(), pending, absorbed)
-            if pending:
-                await answer(pending)
-                pending = []
+                async with handover.lock:
+                    await absorb(inbox.take())
+            async with handover.lock:  # a rebalance waits for the batch, or drops it
+                if pending:
+                    await answer(pending)
+                    pending.clear()
             # Offsets are committed after the answers are acknowledged, about once a
             # second (a broker round trip per micro-batch would cap the request rate).
             if time.monotonic() - committed_at >= 1.0:
-                await commit(absorbed)
+                await commit()
                 committed_at = time.monotonic()
-        await commit(absorbed)
+                SHOPPERS.set(len(recommender.states))
+        await commit()
 
-    async def commit(absorbed: dict[TopicPartition, int]) -> None:
+    async def commit() -> None:
         """Commits what was handled (events applied, requests answered), not what was
         read ahead; the answers must be acknowledged first."""
         if inflight:
@@ -174,9 +219,7 @@ async def run_server(
                 # commit, so some requests are answered twice, none never.
                 log.warning("commit skipped during a rebalance: %s", exc)
 
-    async def absorb(
-        received: list[Received], pending: list[Pending], absorbed: dict[TopicPartition, int]
-    ) -> None:
+    async def absorb(received: list[Received]) -> None:
         letters = []
         for tp, m, received_ms in received:
             absorbed[tp] = m.offset + 1
@@ -184,10 +227,8 @@ async def run_server(
             if tp.topic in event_topics:
                 event = decode(m.value, Event, limits=limits, source=source)
                 if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
-                    if not recommender.states.apply(event):
-                        continue  # a repeat: counted once, as the streams worker does
-                    for item in _items(event):
-                        recommender.popularity.add(item)
+                    if not learn(event, tp.partition):
+                        continue
                     fresh = received_ms - m.timestamp <= max_age_ms  # not replayed history
                     if fresh:
                         freshness.event(event.ts_ms)
@@ -249,11 +290,70 @@ async def run_server(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await consumer.stop()
+        await rebuilder.stop()
         await announcements.stop()
         await producer.stop()
 
 
 Received = tuple[TopicPartition, ConsumerRecord[bytes, bytes], int]  # (tp, message, ms)
+
+
+class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    """What a member does when the group moves partitions (eager rebalancing: every
+    partition is revoked, then the new assignment given).
+
+    On revocation: ``forget`` drops what was read ahead, the requests waiting for a batch
+    and the handled-but-uncommitted offsets. aiokafka resumes every assigned partition
+    from its committed offset after a rebalance, so all of it is read again (events are
+    idempotent, requests may be answered twice, none never). On assignment: the shoppers
+    of partitions no longer held are dropped, those of partitions newly held are rebuilt
+    up to the offset the member resumes from, and only then does the serve loop (waiting
+    on ``lock``) answer anything."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        event_topics: set[str],
+        rebuilder: StateRebuilder,
+        states: ShopperStates,
+        learn: Callable[[ShopEvent, int], bool],
+        forget: Callable[[], object],
+    ) -> None:
+        self.lock = asyncio.Lock()  # held by the serve loop while it reads or writes state
+        self.generation = 0  # bumped at each revocation: older reads are stale
+        self._consumer = consumer
+        self._event_topics = event_topics
+        self._rebuilder = rebuilder
+        self._states = states
+        self._learn = learn
+        self._forget = forget
+        self._held: set[int] = set()  # partition numbers whose shoppers are kept
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            self.generation += 1
+            self._forget()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            held = {tp.partition for tp in assigned if tp.topic in self._event_topics}
+            dropped = self._states.drop_partitions(self._held - held)
+            events = [tp for tp in assigned if tp.topic in self._event_topics]
+            gained = [tp for tp in events if tp.partition not in self._held]
+            # Where the member resumes each partition (the group's committed offset):
+            # the rebuild reads up to it, the consumer from it.
+            ends = {tp: await self._consumer.position(tp) for tp in gained}
+            rebuilt = await self._rebuilder.rebuild(ends, self._learn)
+            self._held = held
+            REBUILT_EVENTS.inc(rebuilt.events)
+            REBUILD_SECONDS.set(rebuilt.seconds)
+            SHOPPERS.set(len(self._states))
+            log.info(
+                "partitions %s: dropped %d shoppers of partitions no longer held; rebuilt "
+                "partitions %s from %d events (lookback %g s) in %.2f s: %d shoppers held",
+                sorted(held), dropped, sorted({tp.partition for tp in gained}), rebuilt.events,
+                self._rebuilder.lookback_s, rebuilt.seconds, len(self._states),
+            )  # fmt: skip
 
 
 class Inbox:

@@ -31,6 +31,9 @@ class Shopper:
     purchased: set[str] = field(default_factory=set)
     #: item id -> (order key of the latest add / remove / purchase, in the cart after it)
     cart_log: dict[str, tuple[tuple[int, str], bool]] = field(default_factory=dict)
+    #: The partition (of every event topic: they are co-partitioned) the shopper's events
+    #: arrive on; a member that loses it drops the shopper.
+    partition: int = -1
 
     @property
     def cart(self) -> set[str]:
@@ -67,9 +70,9 @@ class ShopperStates:
     def keep_at_least(self, history_length: int) -> None:
         self.history_length = max(self.history_length, history_length)
 
-    def apply(self, event: ShopEvent) -> bool:
-        """Apply one event; False when it is a repeat (ignored)."""
-        shopper = self._users.pop(event.user_id, None) or Shopper()
+    def apply(self, event: ShopEvent, partition: int = -1) -> bool:
+        """Apply one event (read from ``partition``); False when it is a repeat (ignored)."""
+        shopper = self._users.pop(event.user_id, None) or Shopper(partition=partition)
         self._users[event.user_id] = shopper  # most recently active last
         if len(self._users) > self.max_users:
             self._users.popitem(last=False)
@@ -81,6 +84,14 @@ class ShopperStates:
             features.insert(shopper.history, entry, self.history_length)
             shopper.note(x.item_id, x.code, key)
         return True
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget the shoppers of partitions this member no longer holds (their new owner
+        rebuilds them); returns how many were dropped."""
+        gone = [user for user, s in self._users.items() if s.partition in partitions]
+        for user in gone:
+            del self._users[user]
+        return len(gone)
 
     def arrays(
         self, user_id: str, now_ms: int, index_of: dict[str, int], length: int

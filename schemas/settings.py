@@ -543,6 +543,13 @@ class ServingSettings(StageSettings, GroupSettings, ExplorationSettings):
     serve_max_request_age_s: float = Field(
         default=60.0, gt=0.0, description="Older requests are skipped (counted), not answered."
     )
+    serve_state_lookback_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        le=30 * 86_400.0,
+        description="On assignment, rebuild the partition's shoppers from this many seconds "
+        "of its events before answering it (0: start from empty histories).",
+    )
 
 
 STAGES: tuple[type[_Settings], ...] = (StreamsSettings, LearnerSettings, ServingSettings)

@@ -46,3 +46,16 @@ def test_kept_history_grows_to_the_snapshots_length() -> None:
     states.keep_at_least(5)
     states.apply(ClickEvent(event_id="c6", user_id="u", ts_ms=T0 + 6, item_id="i6"))
     assert [h[0] for h in shopper.history] == ["i3", "i4", "i5", "i6"]
+
+
+def test_dropping_partitions_forgets_only_their_shoppers() -> None:
+    states = ShopperStates()
+    for user, partition in (("a", 0), ("b", 1), ("c", 2), ("d", 1)):
+        click = ClickEvent(event_id=f"{user}-1", user_id=user, ts_ms=T0, item_id="sku-1")
+        states.apply(click, partition)
+    assert states.drop_partitions({1, 5}) == 2
+    assert states.get("b") is None and states.get("d") is None
+    assert states.get("a") is not None and states.get("c") is not None
+    # A shopper keeps the partition of its first event (all of its events share one).
+    states.apply(ClickEvent(event_id="a-2", user_id="a", ts_ms=T0 + 1, item_id="sku-2"), 0)
+    assert states.drop_partitions({0}) == 1 and len(states) == 1

@@ -66,7 +66,7 @@ async def collect(
 ) -> list[Recommendation]:
     got: list[Recommendation] = []
     deadline = time.monotonic() + timeout_s
-    while {r.request_id for r in got} < want and time.monotonic() < deadline:
+    while not want <= {r.request_id for r in got} and time.monotonic() < deadline:
         for messages in (await consumer.getmany(timeout_ms=200)).values():
             for m in messages:
                 record = decode(m.value, Recommendation)
