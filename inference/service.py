@@ -166,11 +166,10 @@ async def run_server(
         request that arrived meanwhile an extra broker round trip."""
         while True:
             await inbox.room()
-            generation = handover.generation
+            # aiokafka drops what it fetched for an assignment that has since been
+            # revoked; what was put here before the revocation ``forget`` drops.
             batches = await consumer.getmany(timeout_ms=100, max_records=settings.serve_max_batch)
-            # Read before a revocation: dropped, the partitions' next owner (maybe this
-            # member again) re-reads them from the committed offsets.
-            if batches and generation == handover.generation:
+            if batches:
                 inbox.put(batches, int(time.time() * 1000))
 
     async def serve() -> None:
@@ -320,7 +319,6 @@ class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
         forget: Callable[[], object],
     ) -> None:
         self.lock = asyncio.Lock()  # held by the serve loop while it reads or writes state
-        self.generation = 0  # bumped at each revocation: older reads are stale
         self._consumer = consumer
         self._event_topics = event_topics
         self._rebuilder = rebuilder
@@ -331,7 +329,6 @@ class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:
-            self.generation += 1
             self._forget()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
