@@ -6,7 +6,10 @@ transport member (bench/kafka_echo.py: answers at once, no state or model), the 
 that Kafka and the Python clients set here; the e2e lines give it as the baseline. Prints
 JSON lines (bench/report.py). Run after `make test`:
 
-    .venv/bin/python bench/serve.py [--rates 200,500,1000] [--seconds 10]
+    .venv/bin/python bench/serve.py [--rates 200,500,1000] [--seconds 10] [--profile DIR]
+
+Each e2e line also carries the member's own CPU time per request (user + system of the
+`recq serve` process over the rate's run, all threads) beside the bare member's.
 
 Starts the embedded broker unless RECQ_BOOTSTRAP_SERVERS is set. The broker, the server
 and this load generator share the machine's cores.
@@ -31,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import broker, setting
+from bench.ingest import broker, cpu_seconds, setting, start_py_spy, top_of_profile
 from bench.report import figure
 from learner.export import SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
@@ -88,10 +91,11 @@ def model_only(model: bytes, net: QNetwork) -> None:
 
 @dataclass
 class Load:
-    """One member under test: its topics and the client reading its answers."""
+    """One member under test: its topics, the client reading its answers, its process."""
 
     catalog: TopicCatalog
     consumer: AIOKafkaConsumer
+    process: StageProcess
 
 
 async def offered_load(load: Load, rate: int, seconds: float, producer: AIOKafkaProducer
@@ -122,6 +126,8 @@ async def offered_load(load: Load, rate: int, seconds: float, producer: AIOKafka
                         stages["to_client"].append(now_ms - r.served_ts_ms)
 
     receiver = asyncio.create_task(receive())
+    assert load.process.proc is not None
+    cpu_start = cpu_seconds(load.process.proc.pid)
     start = time.perf_counter()
     n = int(rate * seconds)
     for i in range(n):
@@ -139,9 +145,11 @@ async def offered_load(load: Load, rate: int, seconds: float, producer: AIOKafka
     except TimeoutError:
         receiver.cancel()
     achieved = n / (time.perf_counter() - start)
+    cpu_us = (cpu_seconds(load.process.proc.pid) - cpu_start) * 1e6 / max(1, len(latencies))
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
     extra: dict[str, object] = {"offered": rate, "answered": len(latencies), "requests": n,
-                                "achieved_rate": round(achieved, 1)}  # fmt: skip
+                                "achieved_rate": round(achieved, 1),
+                                "cpu_us_per_request": round(cpu_us, 1)}  # fmt: skip
     for stage, values in stages.items():
         if values:
             extra[f"{stage}_p50_ms"], extra[f"{stage}_p99_ms"] = (
@@ -182,13 +190,15 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
     echo_script = str(Path(__file__).with_name("kafka_echo.py"))
     echo_cmd = [sys.executable, echo_script, bootstrap, echo_catalog.prefix]
     echo = StageProcess(env, root / "echo.log", echo_cmd).start()
+    spy = start_py_spy(server.proc.pid, args.profile / "serve-profile.txt") if (
+        args.profile and server.proc) else None  # fmt: skip
     loads = {}
-    for name, c in (("recq", catalog), ("echo", echo_catalog)):
+    for name, c, process in (("recq", catalog, server), ("echo", echo_catalog, echo)):
         consumer = AIOKafkaConsumer(c.name(TopicRole.RECOMMENDATIONS),
                                     bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                     fetch_max_wait_ms=100)  # fmt: skip
         await consumer.start()
-        loads[name] = Load(c, consumer)
+        loads[name] = Load(c, consumer, process)
     try:
         for load in loads.values():
             await offered_load(load, 50, 4, producer)  # warm-up (and the members' assignment)
@@ -197,12 +207,19 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
             p50, p99, extra = await offered_load(loads["recq"], rate, args.seconds, producer)
             e50, e99, echo_extra = await offered_load(loads["echo"], rate, args.seconds, producer)
             extra["echo_achieved_rate"] = echo_extra["achieved_rate"]
+            extra["echo_cpu_us_per_request"] = echo_extra["cpu_us_per_request"]
             for metric, value, floor in (("p50", p50, e50), ("p99", p99, e99)):
                 line(f"e2e_{metric}_ms_at_{rate}", value, "ms", baseline="kafka_echo",
                      baseline_value=floor, **extra)  # fmt: skip
     finally:
         server.stop()
         echo.stop()
+        if spy is not None:
+            spy.wait(timeout=60)
+            profile = args.profile / "serve-profile.txt"
+            print(f"serve profile (py-spy; % of samples in / under each function): {profile}")
+            for share, inclusive, frame in top_of_profile(profile, 25):
+                print(f"  {share:5.1f}% {inclusive:5.1f}%  {frame}")
         for load in loads.values():
             await load.consumer.stop()
         await producer.stop()
@@ -216,7 +233,12 @@ def main() -> None:
     parser.add_argument("--serve-env", action="append", default=[], metavar="RECQ_X=VALUE",
                         type=setting,
                         help="a setting for the measured `recq serve` (repeatable)")  # fmt: skip
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the serving member with py-spy (on PATH) into DIR and "
+                        "print the top of the profile")  # fmt: skip
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recq-serve-bench-") as tmp, broker() as bootstrap:
         asyncio.run(main_async(args, bootstrap, Path(tmp)))
 

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from schemas.records import CartEvent, ClickEvent, PurchaseEvent
+
 
 class Popularity:
     """Exponentially decayed interaction counts per item id (half-life in events).
@@ -35,6 +37,15 @@ class Popularity:
             self._counts = {i: c / self._weight for i, c in self._counts.items()}
             self._ranked = [(i, c / self._weight) for i, c in self._ranked]
             self._weight = 1.0
+
+    def count(self, event: ClickEvent | CartEvent | PurchaseEvent) -> None:
+        """The items an interaction counts for: clicked, added to a cart, bought (a cart
+        removal counts for none)."""
+        if isinstance(event, PurchaseEvent):
+            for line in event.items:
+                self.add(line.item_id)
+        elif not isinstance(event, CartEvent) or event.action == "add":
+            self.add(event.item_id)
 
     def _ranking(self) -> list[tuple[str, float]]:
         now = time.monotonic()

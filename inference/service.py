@@ -122,8 +122,7 @@ async def run_server(
         """One event into the shopper's state and popularity; False for a repeat."""
         if not recommender.states.apply(event, partition):
             return False  # counted once, as the streams worker does
-        for item in _items(event):
-            recommender.popularity.add(item)
+        recommender.popularity.count(event)
         return True
 
     inflight: list[asyncio.Future[object]] = []
@@ -391,11 +390,3 @@ def _triggered(event: ClickEvent | CartEvent | PurchaseEvent, k: int) -> RecRequ
         k=k,
         ts_ms=event.ts_ms,
     )
-
-
-def _items(event: ClickEvent | CartEvent | PurchaseEvent) -> list[str]:
-    if isinstance(event, PurchaseEvent):
-        return [line.item_id for line in event.items]
-    if isinstance(event, CartEvent) and event.action != "add":
-        return []
-    return [event.item_id]
