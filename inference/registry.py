@@ -5,8 +5,10 @@ a rollback) is verified off the serving path: its directory must be inside the m
 store, its manifest must be a valid ``SnapshotManifest`` with a feature version this
 build encodes states for, every file the manifest lists must have the listed size and
 sha256 (model.onnx also the announcement's), the vocabulary must name ``n_items`` items,
-the model's inputs and outputs must match the contract, and a smoke inference must
-return [2, K] finite scores and indices inside its catalog. Only then does ``current``
+the model's inputs and outputs must match the contract, a candidate index (large
+catalogs) must have the manifest's dimensions and item count, and a smoke inference
+(through the index where there is one) must return [2, K] finite scores and indices
+inside its catalog. Only then does ``current``
 point at it; a request already running keeps the model object it started with. A bad snapshot is
 rejected with a logged reason and ``recq_serve_snapshot_rejections_total{reason}``, and
 the current one keeps serving.
@@ -32,6 +34,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from inference.model import SnapshotModel, live
+from inference.retrieval import IndexInvalid
 from schemas.features import FEATURE_VERSION
 from schemas.manifest import (
     INPUT_NAMES,
@@ -121,8 +124,10 @@ class SnapshotRegistry:
             )
         try:
             candidate = SnapshotModel.load(
-                path, files[MODEL_FILE], manifest, item_ids, self.threads
+                path, files[MODEL_FILE], manifest, item_ids, self.threads, files
             )
+        except IndexInvalid as exc:
+            raise SnapshotRejected("invalid_index", f"{relative}: {exc}") from None
         except Exception as exc:  # onnxruntime refuses a truncated / corrupt graph
             raise SnapshotRejected("invalid_model", f"{relative}: {exc}") from None
         self._check_io(candidate, relative)

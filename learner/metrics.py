@@ -23,7 +23,8 @@ Q_MEAN = Gauge("recq_learner_q_mean", "Mean Q at the taken actions of the latest
 CATALOG = Gauge("recq_learner_catalog_items", "Items the Q-network scores.")
 SNAPSHOTS = Counter(
     "recq_learner_snapshots_total",
-    "Snapshots, by result: written, then promoted, ope_rejected or unjudged (the gate).",
+    "Snapshots, by result: written, then promoted, ope_rejected or unjudged (the gate); "
+    "parity_failed, index_recall: not written.",
     ["result"],
 )
 SNAPSHOT_PROMOTED = Gauge(

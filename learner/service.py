@@ -29,6 +29,7 @@ from learner.metrics import TensorBoard
 from learner.qnet import QNetwork
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
+from learner.retrieval import RETRIEVABLE, RetrievalExporter
 from learner.trainer import Trainer
 from schemas.codec import Limits, encode
 from schemas.manifest import TrainedThrough
@@ -152,6 +153,10 @@ async def run_learner(settings: LearnerSettings, bootstrap: str,
     trainer = Trainer(
         dqn=dqn, replay=replay, slates=slates, store=store,
         exporter=SnapshotExporter(settings.snapshot_top_k, settings.ranking),
+        retrieval=RetrievalExporter(
+            settings.ranking, candidates=settings.index_candidates,
+            min_recall=settings.index_min_recall,
+        ) if settings.ranking in RETRIEVABLE else None,
         item_ids=vocabulary.ids, catalog_size=vocabulary.__len__,
         item_features=(lambda: features.take(vocabulary.get)) if follower else None,
         offsets=lambda: dict(feed.positions),

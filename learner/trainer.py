@@ -21,6 +21,7 @@ from learner.export import SnapshotExporter, check_parity, io_spec
 from learner.gate import Gate
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
+from learner.retrieval import RetrievalError, RetrievalExporter
 from schemas.manifest import GateResult, Parity, TrainedThrough
 from schemas.model_store import ModelStore, WrittenSnapshot
 from schemas.records import SnapshotAnnouncement
@@ -58,6 +59,7 @@ class Trainer(threading.Thread):
         store: ModelStore,
         slates: SlateStore | None = None,
         exporter: SnapshotExporter,
+        retrieval: RetrievalExporter | None = None,
         item_ids: Callable[[], list[str]],
         catalog_size: Callable[[], int],
         offsets: Callable[[], dict[int, int]],
@@ -77,6 +79,7 @@ class Trainer(threading.Thread):
         self.slates = slates
         self.store = store
         self.exporter = exporter
+        self.retrieval = retrieval
         self.item_ids = item_ids
         self.catalog_size = catalog_size
         self.offsets = offsets
@@ -198,6 +201,18 @@ class Trainer(threading.Thread):
             metrics.SNAPSHOTS.labels("parity_failed").inc()
             log.error("snapshot not written: ONNX/torch parity %s", parity)
             return None
+        index = None
+        if self.retrieval is not None and n_active >= self.config.index_min_items:
+            try:
+                built = self.retrieval.export(net, n_active)
+            except RetrievalError as exc:
+                metrics.SNAPSHOTS.labels("index_recall").inc()
+                log.error("snapshot not written: %s", exc)
+                return None
+            index = (built.retrieval, built.files)
+            log.info("candidate index %s: recall@50 %.3f (nprobe %d, %d candidates)",
+                     built.retrieval.kind, built.retrieval.recall_at_50,
+                     built.retrieval.nprobe, built.retrieval.candidates)  # fmt: skip
         through = self.trained_through() if self.trained_through is not None else None
         started = time.monotonic()
         gate = (
@@ -224,6 +239,7 @@ class Trainer(threading.Thread):
             },
             gate=gate,
             trained_through=through,
+            retrieval=index,
         )
         self.last_snapshot = written
         metrics.SNAPSHOTS.labels("written").inc()

@@ -26,6 +26,16 @@ VOCABULARY_FILE = "vocabulary.json"
 MANIFEST_FILE = "manifest.json"
 #: Files every snapshot has; the manifest lists each with its digest.
 REQUIRED_FILES = (MODEL_FILE, VOCABULARY_FILE)
+#: Candidate retrieval (large catalogs, ``Retrieval``): the state -> query graph, the item
+#: vectors it is scored against (float32 [n_items, dim], .npy) and the faiss index over
+#: them (``faiss.serialize_index``).
+QUERY_MODEL_FILE = "query.onnx"
+ITEM_VECTORS_FILE = "item_vectors.npy"
+INDEX_FILE = "index.faiss"
+RETRIEVAL_FILES = (QUERY_MODEL_FILE, ITEM_VECTORS_FILE, INDEX_FILE)
+#: query.onnx's inputs (int64 [batch, L]) and output (float32 [batch, dim]).
+QUERY_INPUT_NAMES = ("items", "events", "ages")
+QUERY_OUTPUT = "query"
 
 #: The model's inputs (int64; items / events / ages [batch, L], exclude [batch, X]) and
 #: outputs (indices int64 [batch, K], scores float32 [batch, K]).
@@ -88,6 +98,27 @@ class GateResult(BaseModel):
         return self.decision in SERVABLE
 
 
+class Retrieval(BaseModel):
+    """How a snapshot with a candidate index is served: the score of item a for state s
+    is query(s) . item_vectors[a] exactly (the in-graph ranking's score, biases folded
+    in); the index proposes ``candidates`` items per state, those are scored exactly,
+    filtered, and the top K kept. Measured by the learner before writing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    dim: int = Field(ge=1, description="Width of the query and item vectors.")
+    kind: str = Field(description="faiss index factory string, e.g. IVF1024,Flat.")
+    nprobe: int = Field(ge=1, description="IVF lists searched per query.")
+    candidates: int = Field(ge=1, description="Items the index proposes per state.")
+    recall_at_50: float = Field(
+        ge=0.0, le=1.0, description="Top-50 overlap with exact scoring on sampled states."
+    )
+    states: int = Field(ge=1, description="States the recall was measured on.")
+    score_max_abs_diff: float = Field(
+        ge=0.0, description="|query . vector - the torch ranking score|, largest on the sample."
+    )
+
+
 class TrainedThrough(BaseModel):
     """The newest transitions in the replay and slate stores when the snapshot was
     exported: what it could have trained on (freshness, docs/serving.md)."""
@@ -128,6 +159,9 @@ class SnapshotManifest(BaseModel):
         default=None, description="The off-policy gate's decision (None: written before it)."
     )
     trained_through: TrainedThrough | None = None
+    retrieval: Retrieval | None = Field(
+        default=None, description="Candidate index (large catalogs); None: in-graph top-K."
+    )
 
     @property
     def servable(self) -> bool:
@@ -151,7 +185,8 @@ class SnapshotManifest(BaseModel):
                 for e in exc.errors()
             )
             raise ManifestError(f"invalid manifest: {problems}") from None
-        missing = [name for name in REQUIRED_FILES if name not in manifest.files]
+        required = REQUIRED_FILES + (RETRIEVAL_FILES if manifest.retrieval else ())
+        missing = [name for name in required if name not in manifest.files]
         if missing:
             raise ManifestError(f"invalid manifest: files lacks {', '.join(missing)}")
         return manifest

@@ -7,8 +7,10 @@ A snapshot is written into a hidden temp directory in the store and renamed into
         model.onnx        top-K policy (see learner/export.py)
         vocabulary.json   item ids by index ({"items": [...]}), the catalog it scores
         manifest.json     a ``schemas.manifest.SnapshotManifest``: version, step, the
-                          sha256 and size of both files, what must match across
+                          sha256 and size of every file, what must match across
                           processes (history length, feature version, reward), parity
+        query.onnx, item_vectors.npy, index.faiss
+                          large catalogs only: candidate retrieval (manifest.retrieval)
 
 The last ``keep`` snapshots are kept; older ones are pruned after a new one lands. The
 learner writes; serving members and ``recq snapshots`` only read (torch-free).
@@ -37,6 +39,7 @@ from schemas.manifest import (
     ManifestError,
     Parity,
     Ranking,
+    Retrieval,
     SnapshotManifest,
     TrainedThrough,
 )
@@ -132,11 +135,14 @@ class ModelStore:
         metrics: dict[str, float],
         gate: GateResult | None = None,
         trained_through: TrainedThrough | None = None,
+        retrieval: tuple[Retrieval, dict[str, bytes]] | None = None,
     ) -> WrittenSnapshot:
-        """Write the next version atomically and return it."""
+        """Write the next version atomically and return it (``retrieval``: the manifest
+        entry and the files of a candidate index)."""
         self.root.mkdir(parents=True, exist_ok=True)
         version = max(self.versions(), default=0) + 1
         vocabulary = orjson.dumps({"items": item_ids})
+        extra = retrieval[1] if retrieval else {}
         manifest = SnapshotManifest(
             version=version,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -145,6 +151,9 @@ class ModelStore:
             files={
                 MODEL_FILE: FileDigest(sha256=sha256_of(model), bytes=len(model)),
                 VOCABULARY_FILE: FileDigest(sha256=sha256_of(vocabulary), bytes=len(vocabulary)),
+                **{
+                    name: FileDigest(sha256=sha256_of(d), bytes=len(d)) for name, d in extra.items()
+                },
             },
             n_items=len(item_ids),
             k=k,
@@ -158,6 +167,7 @@ class ModelStore:
             metrics=metrics,
             gate=gate,
             trained_through=trained_through,
+            retrieval=retrieval[0] if retrieval else None,
         )
         tmp = self.root / f".tmp-{snapshot_dirname(version)}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -165,6 +175,7 @@ class ModelStore:
         for name, data in (
             (MODEL_FILE, model),
             (VOCABULARY_FILE, vocabulary),
+            *extra.items(),
             (MANIFEST_FILE, manifest.to_json()),
         ):
             with open(tmp / name, "wb") as f:

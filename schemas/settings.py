@@ -451,6 +451,22 @@ class LearnerSettings(StageSettings, RewardSettings, HistorySettings, Exploratio
     snapshot_top_k: int = Field(
         default=50, ge=1, le=10_000, description="K of the top-K inside the ONNX graph."
     )
+    index_min_items: int = Field(
+        default=50_000,
+        ge=1,
+        description="Catalogs at least this large get a candidate index (faiss) in each "
+        "snapshot and are served through it; smaller ones by the exact in-graph top-K.",
+    )
+    index_candidates: int = Field(
+        default=256, ge=50, le=10_000, description="Items the index proposes per state."
+    )
+    index_min_recall: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Least recall@50 of index candidates vs exact scoring (sampled states); "
+        "below it the snapshot is not written.",
+    )
     checkpoint_every_s: float = Field(
         default=30.0, gt=0.0, description="Checkpoint cadence (and one at shutdown)."
     )
