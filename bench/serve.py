@@ -1,5 +1,6 @@
 """Serving latency: end-to-end (request produced -> recommendation consumed) p50/p99 at
-fixed offered rates through one `recq serve` process with a 50,000-item snapshot, and in
+fixed offered rates through one `recq serve` process with a 50,000-item snapshot (served
+through its candidate index; `--exact`: by the in-graph top-K), and in
 the same run the model-only latency of onnxruntime vs torch `inference_mode` on the same
 policy at batch 1 and 64. Each rate is also offered, in the same run, to a bare
 transport member (bench/kafka_echo.py: answers at once, no state or model), the floor
@@ -36,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import broker, cpu_seconds, setting, start_py_spy, top_of_profile
 from bench.report import figure
+from bench.serve_catalog import catalog_net
 from learner.export import SnapshotExporter, check_parity, io_spec, sample_states
 from learner.qnet import QNetwork
+from learner.retrieval import RetrievalExporter
 from recq.processes import StageProcess, recq_command
 from recq.topics import ensure_topics
 from schemas.codec import decode, encode
@@ -159,14 +162,18 @@ async def offered_load(load: Load, rate: int, seconds: float, producer: AIOKafka
 
 
 async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> None:
-    torch.manual_seed(0)
-    net = QNetwork(n_items=ITEMS, history_length=L)
-    model, policy = SnapshotExporter(K).export(net, ITEMS)
+    net = catalog_net(ITEMS)
+    model, policy = SnapshotExporter(K, "response").export(net, ITEMS)
     model_only(model, net)
+    # Served through its candidate index (as the learner writes a catalog this large by
+    # default), or with --exact by the in-graph top-K over all 50,000 items.
+    index = None if args.exact else RetrievalExporter(
+        "response", candidates=256, min_recall=0.95).export(net, ITEMS)  # fmt: skip
     ModelStore(root / "models").write(
         model=model, item_ids=[f"sku-{i}" for i in range(ITEMS)], step=0,
-        k=policy.k, history_length=L, encoder="gru", reward=Reward(),
+        k=policy.k, history_length=L, encoder="gru", reward=Reward(), ranking="response",
         io_spec=io_spec(L, policy.k), parity=check_parity(model, policy), metrics={},
+        retrieval=(index.retrieval, index.files) if index else None,
     )  # fmt: skip
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     catalog = TopicCatalog(prefix=prefix, partitions=4)
@@ -206,6 +213,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str, root: Path) -> No
         for rate in args.rates:
             p50, p99, extra = await offered_load(loads["recq"], rate, args.seconds, producer)
             e50, e99, echo_extra = await offered_load(loads["echo"], rate, args.seconds, producer)
+            extra["scoring"] = "exact" if args.exact else "index"
             extra["echo_achieved_rate"] = echo_extra["achieved_rate"]
             extra["echo_cpu_us_per_request"] = echo_extra["cpu_us_per_request"]
             for metric, value, floor in (("p50", p50, e50), ("p99", p99, e99)):
@@ -233,6 +241,11 @@ def main() -> None:
     parser.add_argument("--serve-env", action="append", default=[], metavar="RECQ_X=VALUE",
                         type=setting,
                         help="a setting for the measured `recq serve` (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="serve by the in-graph top-K over the whole catalog, no index",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the serving member with py-spy (on PATH) into DIR and "
                         "print the top of the profile")  # fmt: skip
