@@ -13,8 +13,9 @@ from inference.metrics import ANSWERED, MODEL_LATENCY
 from inference.model import SnapshotModel, live
 from inference.policy import Popularity
 from inference.state import ShopperStates
+from schemas.codec import decode, encode_recommendation
 from schemas.exploration import Policy
-from schemas.records import Recommendation, RecommendedItem, RecRequest
+from schemas.records import Recommendation, RecRequest
 
 POPULARITY = "popularity"
 
@@ -56,8 +57,18 @@ class Recommender:
                 out.update(h[0] for h in shopper.history)
         return out
 
-    def answer(self, batch: list[Pending], model: SnapshotModel | None) -> list[Recommendation]:
+    def answer_encoded(
+        self, batch: list[Pending], model: SnapshotModel | None
+    ) -> list[tuple[str, bytes]]:
+        """(user_id, recommendation bytes) per request, in order: what serving publishes.
+        One model call for the shoppers with history, popularity for the rest, one policy
+        call for the whole batch, the bytes built directly (``encode_recommendation``)."""
         excluded = [self.excluded(p.request) for p in batch]
+        # Per request: the candidates' ids (an index into the snapshot's catalog, or item
+        # ids from popularity), their scores, and who ranked them.
+        candidates: list[tuple[np.ndarray | list[str], np.ndarray, str]] = [
+            ([], np.zeros(0), POPULARITY)
+        ] * len(batch)
         rows: list[int] = []
         if model is not None:
             length = model.history_length
@@ -68,7 +79,6 @@ class Recommender:
                 for p in batch
             ]
             rows = [i for i, (_, events, _) in enumerate(arrays) if events.any()]
-        answers: dict[int, tuple[list[str], np.ndarray, str]] = {}
         if rows and model is not None:
             width = max(1, max(len(excluded[i]) for i in rows))
             exclude = np.full((len(rows), width), -1, np.int64)
@@ -81,34 +91,48 @@ class Recommender:
             start = time.perf_counter()
             indices, scores = model.predict(items, events, ages, exclude)
             MODEL_LATENCY.observe((time.perf_counter() - start) * 1000)
+            keep = live(scores)
+            version = str(model.version)
             for r, i in enumerate(rows):
-                keep = live(scores[r])
-                ids = [model.item_ids[j] for j in indices[r][keep]]
-                answers[i] = (ids, scores[r][keep].astype(np.float64), str(model.version))
-        out = []
-        for i, pending in enumerate(batch):
-            request = pending.request
-            if i in answers:
-                ids, scores, version = answers[i]
-            else:
-                ids, scores = self.popularity.top(max(request.k * 5, 50), excluded[i])
-                version = POPULARITY
-            choice = self.policy.choose(scores, request.k, self.rng)
-            ANSWERED.labels("model" if version != POPULARITY else POPULARITY).inc()
-            out.append(
-                Recommendation(
-                    rec_id=uuid.uuid4().hex,
-                    request_id=request.request_id,
-                    user_id=request.user_id,
-                    items=[
-                        RecommendedItem(item_id=ids[j], score=float(scores[j]), propensity=p)
-                        for j, p in zip(choice.positions, choice.propensities, strict=True)
-                    ],
-                    model_version=version,
-                    policy=self.policy.name,
-                    requested_ts_ms=request.ts_ms,
-                    received_ts_ms=pending.received_ms,
-                    served_ts_ms=int(time.time() * 1000),
+                candidates[i] = (
+                    indices[r][keep[r]],
+                    scores[r][keep[r]].astype(np.float64),
+                    version,
                 )
-            )
+        for i, pending in enumerate(batch):
+            if candidates[i][2] == POPULARITY:
+                ids, top = self.popularity.top(max(pending.request.k * 5, 50), excluded[i])
+                candidates[i] = (ids, top, POPULARITY)
+        choices = self.policy.choose_batch(
+            [c[1] for c in candidates], [p.request.k for p in batch], self.rng
+        )
+        ANSWERED.labels("model").inc(len(rows))
+        ANSWERED.labels(POPULARITY).inc(len(batch) - len(rows))
+        served_ms = int(time.time() * 1000)
+        out = []
+        for pending, (ranked, top, version), choice in zip(batch, candidates, choices, strict=True):
+            request = pending.request
+            names = model.item_ids if model is not None and version != POPULARITY else None
+            shown = [
+                (names[int(ranked[j])] if names is not None else str(ranked[j]), float(top[j]), p)
+                for j, p in zip(choice.positions, choice.propensities, strict=True)
+            ]
+            payload = encode_recommendation(
+                rec_id=uuid.uuid4().hex, request_id=request.request_id, user_id=request.user_id,
+                items=shown, model_version=version, policy=self.policy.name,
+                requested_ts_ms=request.ts_ms, received_ts_ms=pending.received_ms,
+                served_ts_ms=served_ms,
+            )  # fmt: skip
+            out.append((request.user_id, payload))
+        return out
+
+    def answer(self, batch: list[Pending], model: SnapshotModel | None) -> list[Recommendation]:
+        """``answer_encoded``'s answers as records, decoded (and so validated against the
+        contract) from the very bytes serving would publish: for tests and tools."""
+        out: list[Recommendation] = []
+        for _, payload in self.answer_encoded(batch, model):
+            record = decode(payload, Recommendation)
+            if not isinstance(record, Recommendation):
+                raise ValueError(f"serving built an invalid recommendation: {record.reason}")
+            out.append(record)
         return out

@@ -252,11 +252,11 @@ async def run_server(
         # onnxruntime releases the GIL: the model call runs off the event loop so the
         # Kafka clients (fetches, acks, heartbeats) keep going meanwhile. Nothing else
         # touches the recommender until this returns (the serve loop awaits it).
-        recommendations = await asyncio.to_thread(recommender.answer, batch, model)
+        recommendations = await asyncio.to_thread(recommender.answer_encoded, batch, model)
         # Sent without waiting for the acks (they are awaited before the next commit),
         # so the next micro-batch is not held up by this one's broker round trip.
-        for pending_request, r in zip(batch, recommendations, strict=True):
-            sent = await producer.send(out_topic, encode(r), key=r.user_id.encode())
+        for pending_request, (user_id, payload) in zip(batch, recommendations, strict=True):
+            sent = await producer.send(out_topic, payload, key=user_id.encode())
             sent.add_done_callback(
                 lambda _, produced=pending_request.produced_ms: LATENCY.observe(
                     time.time() * 1000 - produced

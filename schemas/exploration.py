@@ -45,30 +45,92 @@ class Policy:
         return "greedy"
 
     def choose(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> Choice:
-        """Pick ``min(k, len(scores))`` candidates (scores sorted or not)."""
+        """Pick ``min(k, len(scores))`` candidates (scores sorted or not): the per-slot
+        reference; serving answers a micro-batch with ``choose_batch``, which gives the
+        same slates and propensities from the same generator state.
+
+        Randomness: ``rng.random((k, 2))`` per call, whatever the policy draws of it (slot
+        j explores when u[j, 0] < epsilon and then takes the remaining candidate at
+        floor(u[j, 1] * remaining); softmax inverts its CDF at u[j, 0])."""
         # Candidates in rank order once (ties: lower position first, as argmax would), so
         # the best remaining is always the head of the list: no per-slot scan.
         remaining: list[int] = np.argsort(-scores, kind="stable").tolist()
         slots = min(k, len(remaining))
         if self.exploration == "greedy":
             return Choice(remaining[:slots], [1.0] * slots)
+        u = rng.random((k, 2))
         positions: list[int] = []
         propensities: list[float] = []
-        for _ in range(slots):
+        for j in range(slots):
             n = len(remaining)
             if self.exploration == "epsilon":
-                pick = 0 if rng.random() >= self.epsilon else int(rng.integers(n))
+                pick = min(int(u[j, 1] * n), n - 1) if u[j, 0] < self.epsilon else 0
                 p = (1 - self.epsilon) * (pick == 0) + self.epsilon / n
             else:
                 values = scores[remaining]
                 z = np.exp((values - values[0]) / self.temperature)  # values[0] is the max
-                probs = z / z.sum()
+                cdf = np.cumsum(z)
                 # Inverse CDF (rng.choice with p= costs more than the rest of the slot).
-                pick = min(int(np.searchsorted(np.cumsum(probs), rng.random(), "right")), n - 1)
-                p = float(probs[pick])
+                pick = min(int(np.searchsorted(cdf, u[j, 0] * cdf[-1], "right")), n - 1)
+                p = float(z[pick] / cdf[-1])
             positions.append(remaining.pop(pick))
             propensities.append(min(1.0, max(p, 1e-12)))
         return Choice(positions, propensities)
+
+    def choose_batch(
+        self, scores: list[np.ndarray], ks: list[int], rng: np.random.Generator
+    ) -> list[Choice]:
+        """``choose`` for each row (``scores[i]``, ``ks[i]``) in order, slot by slot for
+        all rows at once: the same draws, slates and propensities as calling ``choose``
+        row after row with the same generator."""
+        b = len(scores)
+        if b == 0:
+            return []
+        width = max(1, max(len(row) for row in scores))
+        padded = np.full((b, width), -np.inf)
+        for i, row in enumerate(scores):
+            padded[i, : len(row)] = row
+        counts = np.array([len(row) for row in scores])
+        # Rank order per row (stable: ties keep the lower position); padding sorts last.
+        order = np.argsort(-padded, axis=1, kind="stable")
+        ranked = np.take_along_axis(padded, order, 1)
+        slots = np.minimum(np.array(ks), counts)
+        if self.exploration == "greedy":
+            return [Choice(order[i, : slots[i]].tolist(), [1.0] * int(slots[i])) for i in range(b)]
+        # The generator's draws in the order row-by-row ``choose`` makes them.
+        draws = rng.random((int(sum(ks)), 2))
+        starts = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
+        rows = np.arange(b)
+        free = np.arange(width)[None, :] < counts[:, None]  # rank positions not yet shown
+        picks = np.zeros((b, width), np.int64)
+        probs = np.ones((b, width))
+        for j in range(int(slots.max(initial=0))):
+            live = j < slots
+            u = draws[np.minimum(starts + j, len(draws) - 1)]
+            n = counts - j
+            if self.exploration == "epsilon":
+                explore = u[:, 0] < self.epsilon
+                m = np.where(explore, np.minimum((u[:, 1] * n).astype(np.int64), n - 1), 0)
+                p = (1 - self.epsilon) * (m == 0) + self.epsilon / np.maximum(n, 1)
+                # The m-th free rank position: the first where the running count passes m.
+                at = np.argmax(np.cumsum(free, axis=1) > m[:, None], axis=1)
+            else:
+                top = np.max(np.where(free, ranked, -np.inf), axis=1)
+                with np.errstate(invalid="ignore"):
+                    z = np.where(free, np.exp((ranked - top[:, None]) / self.temperature), 0.0)
+                cdf = np.cumsum(z, axis=1)
+                total = cdf[:, -1]
+                at = np.argmax(cdf > (u[:, 0] * total)[:, None], axis=1)
+                # Past the last free position (u * total rounding to total): the last one.
+                last = width - 1 - np.argmax(free[:, ::-1], axis=1)
+                at = np.where(cdf[rows, at] > u[:, 0] * total, at, last)
+                p = z[rows, at] / np.maximum(total, 1e-300)
+            at = np.where(live, at, 0)
+            picks[:, j] = order[rows, at]
+            probs[:, j] = np.clip(p, 1e-12, 1.0)
+            free[rows[live], at[live]] = False
+        return [Choice(picks[i, : slots[i]].tolist(), probs[i, : slots[i]].tolist())
+                for i in range(b)]  # fmt: skip
 
     @classmethod
     def from_name(cls, name: str) -> Policy:

@@ -123,3 +123,22 @@ def test_policy_names_round_trip() -> None:
     for name in ("random", "popularity", "epsilon-x", "greedy-1"):
         with pytest.raises(ValueError, match="not a serving policy"):
             Policy.from_name(name)
+
+
+@pytest.mark.parametrize("policy", [Policy("greedy"), Policy("epsilon", epsilon=0.1),
+                                    Policy("epsilon", epsilon=0.7),
+                                    Policy("softmax", temperature=0.3),
+                                    Policy("softmax", temperature=3.0)], ids=str)  # fmt: skip
+def test_a_batch_draws_the_slates_and_propensities_of_row_by_row_choices(policy: Policy) -> None:
+    data = np.random.default_rng(42)
+    rows = [np.round(data.normal(size=n), 1) for n in data.integers(0, 30, 200)]  # ties too
+    rows += [np.zeros(0), np.ones(3), np.array([5.0])]
+    ks = [int(k) for k in data.integers(1, 12, len(rows))]
+    reference_rng, batch_rng = np.random.default_rng(7), np.random.default_rng(7)
+    reference = [policy.choose(row, k, reference_rng) for row, k in zip(rows, ks, strict=True)]
+    batch = policy.choose_batch(rows, ks, batch_rng)
+    for want, got in zip(reference, batch, strict=True):
+        assert got.positions == want.positions
+        np.testing.assert_allclose(got.propensities, want.propensities, rtol=1e-12)
+    # Both consumed the generator alike: the next draws agree.
+    assert reference_rng.random() == batch_rng.random()
