@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 import onnxruntime as ort
 
@@ -67,6 +68,8 @@ class SnapshotModel:
         session = ort.InferenceSession(model, options, providers=providers())
         candidates = None
         if manifest.retrieval is not None:
+            # faiss's OpenMP pool: the same cores as onnxruntime's (a process-wide setting).
+            faiss.omp_set_num_threads(options.intra_op_num_threads)
             files = files or {}
             candidates = CandidateIndex(
                 files[QUERY_MODEL_FILE], files[ITEM_VECTORS_FILE], files[INDEX_FILE],

@@ -30,6 +30,10 @@ class Choice:
     propensities: list[float]
 
 
+#: Rows from which ``Policy.choose_batch`` draws all slates in array passes.
+VECTORIZE_FROM = 64
+
+
 @dataclass(frozen=True)
 class Policy:
     exploration: Exploration = "epsilon"
@@ -80,12 +84,14 @@ class Policy:
     def choose_batch(
         self, scores: list[np.ndarray], ks: list[int], rng: np.random.Generator
     ) -> list[Choice]:
-        """``choose`` for each row (``scores[i]``, ``ks[i]``) in order, slot by slot for
-        all rows at once: the same draws, slates and propensities as calling ``choose``
-        row after row with the same generator."""
+        """``choose`` for each row (``scores[i]``, ``ks[i]``) in order: the same draws,
+        slates and propensities as calling ``choose`` row after row with the same
+        generator. From ``VECTORIZE_FROM`` rows on, slot by slot for all rows at once
+        (epsilon, 50 candidates, k 10: 7 against 12 us a slate at 256 rows; below 64 rows
+        the array passes cost more than they save: 377 against 11 us at one row)."""
         b = len(scores)
-        if b == 0:
-            return []
+        if b < VECTORIZE_FROM:
+            return [self.choose(row, k, rng) for row, k in zip(scores, ks, strict=True)]
         width = max(1, max(len(row) for row in scores))
         padded = np.full((b, width), -np.inf)
         for i, row in enumerate(scores):

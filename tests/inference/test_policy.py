@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.policy import Popularity
-from schemas.exploration import Policy, slate_propensity
+from schemas.exploration import VECTORIZE_FROM, Policy, slate_propensity
 
 SCORES = np.array([2.0, 1.5, 0.3, -1.0, 0.9])
 
@@ -131,11 +131,13 @@ def test_policy_names_round_trip() -> None:
                                     Policy("softmax", temperature=3.0)], ids=str)  # fmt: skip
 def test_a_batch_draws_the_slates_and_propensities_of_row_by_row_choices(policy: Policy) -> None:
     data = np.random.default_rng(42)
+    # Over VECTORIZE_FROM rows: the array passes, not the row-by-row loop.
     rows = [np.round(data.normal(size=n), 1) for n in data.integers(0, 30, 200)]  # ties too
     rows += [np.zeros(0), np.ones(3), np.array([5.0])]
     ks = [int(k) for k in data.integers(1, 12, len(rows))]
     reference_rng, batch_rng = np.random.default_rng(7), np.random.default_rng(7)
     reference = [policy.choose(row, k, reference_rng) for row, k in zip(rows, ks, strict=True)]
+    assert len(rows) >= VECTORIZE_FROM
     batch = policy.choose_batch(rows, ks, batch_rng)
     for want, got in zip(reference, batch, strict=True):
         assert got.positions == want.positions
