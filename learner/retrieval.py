@@ -190,7 +190,7 @@ class RetrievalExporter:
     shape changes (as ``SnapshotExporter`` does for the top-K graph)."""
 
     def __init__(
-        self, ranking: Ranking, *, candidates: int, min_recall: float, states: int = 256
+        self, ranking: Ranking, *, candidates: int, min_recall: float, states: int = 512
     ) -> None:
         self.ranking = ranking
         self.candidates = candidates
