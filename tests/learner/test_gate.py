@@ -70,9 +70,11 @@ def test_a_worse_candidate_is_rejected_against_the_snapshot_serving(
     truth_bad = on_policy_value(BAD, 40_000, 3, slots=m)
     truth_good = on_policy_value(GOOD, 40_000, 4, slots=m)
     # Clipping (at 50) pulls a target far from the logging policies towards their mean
-    # reward (0.27 per slate here): the bad ranking is over-valued by ~25%, still far
-    # below the good one.
-    assert result.candidate == pytest.approx(truth_bad, abs=0.05)
+    # reward (0.27 per slate here): the bad ranking is over-valued, by up to half on one
+    # log of 6,000 slates (0.129 - 0.223 over five logs against a truth of 0.147), still
+    # far below the good one.
+    assert result.candidate == pytest.approx(truth_bad, abs=0.08)
+    assert result.candidate < 0.4 * truth_good
     assert result.current == pytest.approx(truth_good, rel=0.10)
     assert "below" in result.reason and "cascade_snips" in result.reason
 
