@@ -22,6 +22,7 @@ from recq.topics import ensure_topics
 from schemas.codec import decode, encode
 from schemas.records import CartEvent, ClickEvent, Recommendation, RecRequest
 from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from tests.integration.test_serve import collect
 from tests.kafka_clients import kafka_options
 from tests.reliability.test_serving_crash import member_env
 from tests.snapshot_fixture import ITEMS, WriteSnapshot
@@ -39,15 +40,8 @@ async def read_all(
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", **kafka_options())  # fmt: skip
     await consumer.start()
-    got: list[Recommendation] = []
-    deadline = time.monotonic() + timeout_s
     try:
-        while not want <= {r.request_id for r in got} and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for m in messages:
-                    r = decode(m.value, Recommendation)
-                    assert isinstance(r, Recommendation), r
-                    got.append(r)
+        got = await collect(consumer, want, timeout_s)
         await asyncio.sleep(2.0)  # late duplicates too
         for messages in (await consumer.getmany(timeout_ms=1000)).values():
             got.extend(r for m in messages if isinstance(r := decode(m.value, Recommendation),
