@@ -28,10 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.ingest import broker
 from bench.report import figure
 from inference.policy import Popularity
-from inference.rebuild import ShopEvent, StateRebuilder
+from inference.rebuild import StateRebuilder
+from inference.recommender import Recommender
 from inference.state import ShopperStates
 from recq.topics import ensure_topics
 from schemas.codec import Limits, encode
+from schemas.exploration import Policy
 from schemas.records import CartEvent, ClickEvent
 from schemas.topics import EVENT_ROLES, TopicCatalog
 
@@ -102,17 +104,16 @@ async def run(bootstrap: str, shoppers: int, events: int) -> None:
     ends = await ends_of(bootstrap, [catalog.name(role) for role in EVENT_ROLES.values()])
     bare_s = await bare_read(bootstrap, ends)
 
-    states, popularity = ShopperStates(), Popularity()
-
-    def learn(event: ShopEvent, partition: int) -> None:
-        if states.apply(event, partition):
-            popularity.count(event)
+    # Serving's own path: a recommender learning each event (state and popularity).
+    recommender = Recommender(states=ShopperStates(), popularity=Popularity(),
+                              policy=Policy())  # fmt: skip
+    states = recommender.states
 
     rebuilder = StateRebuilder(bootstrap, {}, lookback_s=3600, limits=Limits())
     await rebuilder.start()
     try:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rebuilt = await rebuilder.rebuild(ends, learn)
+        rebuilt = await rebuilder.rebuild(ends, recommender.learn)
     finally:
         await rebuilder.stop()
     assert len(states) == shoppers and rebuilt.events == sent, (len(states), rebuilt)

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import onnxruntime as ort
 
@@ -68,11 +67,6 @@ class SnapshotModel:
         session = ort.InferenceSession(model, options, providers=providers())
         candidates = None
         if manifest.retrieval is not None:
-            # One faiss thread: a micro-batch is a few queries, and OpenMP's idle workers
-            # spin after each search, CPU the Kafka clients and the broker need (a member
-            # with 2 threads spent 2.2 ms of CPU per request at 500 req/s against 1.9
-            # for the exact in-graph top-K: bench/serve.py).
-            faiss.omp_set_num_threads(1)
             files = files or {}
             candidates = CandidateIndex(
                 files[QUERY_MODEL_FILE], files[ITEM_VECTORS_FILE], files[INDEX_FILE],

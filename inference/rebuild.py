@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from inference.state import ShopEvent
 from schemas.codec import Limits, Source, decode
 from schemas.records import CartEvent, ClickEvent, Event, PurchaseEvent
 
 log = logging.getLogger("recq.serve")
 
-ShopEvent = ClickEvent | CartEvent | PurchaseEvent
 Apply = Callable[[ShopEvent, int], object]  # (event, partition)
 
 
@@ -80,7 +80,8 @@ class StateRebuilder:
             for tp in todo:
                 self._consumer.seek(tp, starts[tp])
             while todo:
-                batches = await self._consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
+                # 2,000 events decode in ~30 ms: the event loop (heartbeats) runs between.
+                batches = await self._consumer.getmany(*todo, timeout_ms=500, max_records=2_000)
                 for tp, messages in batches.items():
                     end = todo.get(tp)
                     if end is None:

@@ -12,7 +12,7 @@ import numpy as np
 from inference.metrics import ANSWERED, MODEL_LATENCY
 from inference.model import SnapshotModel, live
 from inference.policy import Popularity
-from inference.state import ShopperStates
+from inference.state import ShopEvent, ShopperStates
 from schemas.codec import decode, encode_recommendation
 from schemas.exploration import Policy
 from schemas.records import Recommendation, RecRequest
@@ -44,6 +44,14 @@ class Recommender:
         self.blocklist = blocklist
         self.exclude_seen = exclude_seen
         self.rng = np.random.default_rng(seed)
+
+    def learn(self, event: ShopEvent, partition: int = -1) -> bool:
+        """One event (read from ``partition``) into the shopper's state and popularity;
+        False for a repeat, which counts once, as the streams worker counts it."""
+        if not self.states.apply(event, partition):
+            return False
+        self.popularity.count(event)
+        return True
 
     def excluded(self, request: RecRequest) -> set[str]:
         """Item ids never shown for this request: bought, in the cart (known or sent with

@@ -46,7 +46,7 @@ from inference.metrics import (
     SHOPPERS,
 )
 from inference.policy import Popularity
-from inference.rebuild import ShopEvent, StateRebuilder
+from inference.rebuild import StateRebuilder
 from inference.recommender import Pending, Recommender
 from inference.registry import SnapshotRegistry
 from inference.state import ShopperStates
@@ -118,13 +118,6 @@ async def run_server(
     limits = Limits.from_settings(settings)
     rebuilder = StateRebuilder(bootstrap, options, settings.serve_state_lookback_s, limits)
 
-    def learn(event: ShopEvent, partition: int) -> bool:
-        """One event into the shopper's state and popularity; False for a repeat."""
-        if not recommender.states.apply(event, partition):
-            return False  # counted once, as the streams worker does
-        recommender.popularity.count(event)
-        return True
-
     inflight: list[asyncio.Future[object]] = []
     inbox = Inbox(limit=4 * settings.serve_max_batch)
     pending: list[Pending] = []
@@ -135,7 +128,7 @@ async def run_server(
         pending.clear()
         absorbed.clear()
 
-    handover = Handover(consumer, event_topics, rebuilder, recommender.states, learn, forget)
+    handover = Handover(consumer, event_topics, rebuilder, recommender, forget)
     consumer.subscribe([requests_topic, *sorted(event_topics)], listener=handover)
     await producer.start()
     await rebuilder.start()
@@ -225,7 +218,7 @@ async def run_server(
             if tp.topic in event_topics:
                 event = decode(m.value, Event, limits=limits, source=source)
                 if isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
-                    if not learn(event, tp.partition):
+                    if not recommender.learn(event, tp.partition):
                         continue
                     fresh = received_ms - m.timestamp <= max_age_ms  # not replayed history
                     if fresh:
@@ -313,16 +306,14 @@ class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer: AIOKafkaConsumer,
         event_topics: set[str],
         rebuilder: StateRebuilder,
-        states: ShopperStates,
-        learn: Callable[[ShopEvent, int], bool],
+        recommender: Recommender,
         forget: Callable[[], object],
     ) -> None:
         self.lock = asyncio.Lock()  # held by the serve loop while it reads or writes state
         self._consumer = consumer
         self._event_topics = event_topics
         self._rebuilder = rebuilder
-        self._states = states
-        self._learn = learn
+        self._recommender = recommender
         self._forget = forget
         self._held: set[int] = set()  # partition numbers whose shoppers are kept
 
@@ -332,23 +323,24 @@ class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.lock:
-            held = {tp.partition for tp in assigned if tp.topic in self._event_topics}
-            dropped = self._states.drop_partitions(self._held - held)
+            states = self._recommender.states
             events = [tp for tp in assigned if tp.topic in self._event_topics]
+            held = {tp.partition for tp in events}
+            dropped = states.drop_partitions(self._held - held)
             gained = [tp for tp in events if tp.partition not in self._held]
             # Where the member resumes each partition (the group's committed offset):
             # the rebuild reads up to it, the consumer from it.
             ends = {tp: await self._consumer.position(tp) for tp in gained}
-            rebuilt = await self._rebuilder.rebuild(ends, self._learn)
+            rebuilt = await self._rebuilder.rebuild(ends, self._recommender.learn)
             self._held = held
             REBUILT_EVENTS.inc(rebuilt.events)
             REBUILD_SECONDS.set(rebuilt.seconds)
-            SHOPPERS.set(len(self._states))
+            SHOPPERS.set(len(states))
             log.info(
                 "partitions %s: dropped %d shoppers of partitions no longer held; rebuilt "
                 "partitions %s from %d events (lookback %g s) in %.2f s: %d shoppers held",
                 sorted(held), dropped, sorted({tp.partition for tp in gained}), rebuilt.events,
-                self._rebuilder.lookback_s, rebuilt.seconds, len(self._states),
+                self._rebuilder.lookback_s, rebuilt.seconds, len(states),
             )  # fmt: skip
 
 

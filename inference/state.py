@@ -88,6 +88,8 @@ class ShopperStates:
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget the shoppers of partitions this member no longer holds (their new owner
         rebuilds them); returns how many were dropped."""
+        if not partitions:
+            return 0
         gone = [user for user, s in self._users.items() if s.partition in partitions]
         for user in gone:
             del self._users[user]

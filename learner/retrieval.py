@@ -34,6 +34,7 @@ from torch import nn
 from learner.export import graph_with_weights, ranking_scores, sample_states
 from learner.qnet import QNetwork
 from schemas.manifest import (
+    EXCLUDED_SCORE,
     INDEX_FILE,
     ITEM_VECTORS_FILE,
     QUERY_INPUT_NAMES,
@@ -42,6 +43,7 @@ from schemas.manifest import (
     Ranking,
     Retrieval,
 )
+from schemas.retrieval import rank_candidates
 
 RECALL_AT = 50
 #: Rankings that are an inner product (see the module docstring).
@@ -147,23 +149,29 @@ def build_index(vectors: np.ndarray, seed: int = 0) -> tuple[faiss.Index, str]:
 def search(
     index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, candidates: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """What serving does: the index's candidates, scored exactly, best ``k`` first (-1 /
-    -inf where fewer); returns (indices, scores)."""
+    """What serving does (``schemas.retrieval.rank_candidates``, no exclusions): the
+    index's candidates, scored exactly, best ``k`` first; returns (indices, scores)."""
     _, found = index.search(queries, candidates)
-    safe = np.maximum(found, 0)
-    scores = np.einsum("bd,bcd->bc", queries, vectors[safe])
-    scores[found < 0] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(found, order, 1), np.take_along_axis(scores, order, 1)
+    return rank_candidates(queries, vectors, found, np.zeros((len(queries), 0), np.int64), k)
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, at: int) -> np.ndarray:
-    """Each query's exact top-``at`` item indices (best first)."""
-    scores = queries @ vectors.T
-    at = min(at, vectors.shape[0])
+#: Queries scored against the whole catalog at a time (64 x 1M float32: 256 MB).
+CHUNK = 64
+
+
+def top_of(scores: np.ndarray, at: int) -> np.ndarray:
+    """Each row's top-``at`` column indices (best first)."""
+    at = min(at, scores.shape[1])
     top = np.argpartition(-scores, at - 1, axis=1)[:, :at]
     order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
     return np.take_along_axis(top, order, 1)
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, at: int) -> np.ndarray:
+    """Each query's exact top-``at`` item indices (best first), ``CHUNK`` queries at a
+    time so a million-item catalog does not need a [states, items] matrix at once."""
+    return np.concatenate([top_of(queries[i : i + CHUNK] @ vectors.T, at)
+                           for i in range(0, len(queries), CHUNK)])  # fmt: skip
 
 
 def recall_at(
@@ -174,8 +182,10 @@ def recall_at(
     that the index path also ranks top-``at``."""
     at = min(at, vectors.shape[0])
     exact = exact_top(vectors, queries, at) if exact is None else exact
-    found, _ = search(index, vectors, queries, candidates, at)
-    hits = [len(set(e.tolist()) & set(f.tolist())) for e, f in zip(exact, found, strict=True)]
+    found, scores = search(index, vectors, queries, candidates, at)
+    live = scores > EXCLUDED_SCORE / 2  # fewer candidates than ``at``: padding
+    hits = [len(set(e.tolist()) & set(f[m].tolist()))
+            for e, f, m in zip(exact, found, live, strict=True)]  # fmt: skip
     return float(np.mean(hits)) / at
 
 
@@ -207,16 +217,24 @@ class RetrievalExporter:
             self._template, self._signature = export_query_onnx(policy), signature
         query_model = graph_with_weights(self._template, policy)
         items, events, ages = sample_states(self.states, net.history_length, n_active, seed=7)
+        # The inner product against torch's own ranking, and each state's exact top-50
+        # from the same scores, CHUNK states at a time.
+        diff, tops = 0.0, []
         with torch.no_grad():
             queries = policy(items, events, ages)
-            reference = ranking_scores(net, self.ranking, items, events, ages)[:, :n_active]
+            for start in range(0, self.states, CHUNK):
+                rows = slice(start, start + CHUNK)
+                scores = queries[rows] @ policy.vectors.T
+                reference = ranking_scores(net, self.ranking, items[rows], events[rows],
+                                           ages[rows])[:, :n_active]  # fmt: skip
+                diff = max(diff, float((scores - reference).abs().max()))
+                tops.append(top_of(scores.numpy(), RECALL_AT))
+        exact = np.concatenate(tops)
         vectors = policy.vectors.numpy().astype(np.float32)
         queries_np = queries.numpy().astype(np.float32)
-        diff = float((queries @ policy.vectors.T - reference).abs().max())
         index, kind = build_index(vectors)
         ivf = faiss.extract_index_ivf(index)
         candidates = min(self.candidates, n_active)
-        exact = exact_top(vectors, queries_np, RECALL_AT)
         recall, nprobe = 0.0, 1
         while True:
             ivf.nprobe = nprobe
