@@ -2,8 +2,9 @@
 
 Every partition of the transitions topic is assigned (read_committed: only transitions
 of committed worker transactions) and positioned so the store is refilled as far back as
-its capacity allows: from ``checkpoint offset - capacity/partitions`` after a restart,
-from ``end - capacity/partitions`` on a first start. Invalid transitions are
+its capacity allows: back from the checkpoint's offsets after a restart, from the end on
+a first start, by the offsets that hold capacity/partitions transitions (a worker's batch
+message holds many). Invalid transitions are
 dead-lettered; positions are committed to the learner's group for lag monitoring.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,10 +22,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from learner import metrics
 from learner.replay.buffer import ReplayBuffer
 from learner.replay.slates import SlateStore
-from schemas.codec import Limits, Source, decode, encode
-from schemas.records import AnyTransition, DeadLetter, SlateTransition, Transition
+from schemas import transition_batch
+from schemas.codec import Limits, Source, decode_transitions, encode
+from schemas.records import DeadLetter, SlateTransition, Transition
 
 log = logging.getLogger("recq.learner")
+#: Offsets read before the refill's anchor to learn how many transitions an offset holds.
+REFILL_PROBE = 32
 
 
 class TransitionFeed:
@@ -68,16 +73,49 @@ class TransitionFeed:
         begin = await self.consumer.beginning_offsets(tps)
         end = await self.consumer.end_offsets(tps)
         share = max(1, self.replay.storage.capacity // len(tps))
+        anchors = {}
+        for tp in tps:
+            anchors[tp] = end[tp]
+            if checkpoint_offsets is not None and tp.partition in checkpoint_offsets:
+                anchors[tp] = min(end[tp], checkpoint_offsets[tp.partition])
+        back = await self._offsets_holding(share, tps, begin, anchors)
         starts: dict[int, int] = {}
         for tp in tps:
-            anchor = end[tp]
-            if checkpoint_offsets is not None and tp.partition in checkpoint_offsets:
-                anchor = min(end[tp], checkpoint_offsets[tp.partition])
-            starts[tp.partition] = max(begin[tp], anchor - share)
+            starts[tp.partition] = max(begin[tp], anchors[tp] - back[tp])
             self.consumer.seek(tp, starts[tp.partition])
         self.positions = dict(starts)
         self._refill_until = dict(checkpoint_offsets or {})
         return starts
+
+    async def _offsets_holding(
+        self,
+        share: int,
+        tps: list[TopicPartition],
+        begin: dict[TopicPartition, int],
+        anchors: dict[TopicPartition, int],
+    ) -> dict[TopicPartition, int]:
+        """How many offsets before each anchor hold about ``share`` transitions. One
+        offset is one transition in the record form, but a worker's batch message holds
+        hundreds (schemas/transition_batch.py): counting back ``share`` offsets would re-read
+        most of the topic. So the last ``REFILL_PROBE`` offsets before the anchor are read
+        and the transitions per offset they hold (transaction markers included) scale it."""
+        spans = {tp: anchors[tp] - max(begin[tp], anchors[tp] - REFILL_PROBE) for tp in tps}
+        counts = dict.fromkeys(tps, 0)
+        left = [tp for tp in tps if spans[tp] > 0]
+        for tp in left:
+            self.consumer.seek(tp, anchors[tp] - spans[tp])
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            batches = await self.consumer.getmany(*left, timeout_ms=200, max_records=500)
+            for tp, messages in batches.items():
+                counts[tp] += sum(transition_batch.count(m.value) for m in messages
+                                  if m.offset < anchors[tp])  # fmt: skip
+            left = [tp for tp in left if await self.consumer.position(tp) < anchors[tp]]
+        back = {}
+        for tp in tps:
+            per_offset = counts[tp] / spans[tp] if spans[tp] else 1.0
+            back[tp] = share if per_offset <= 1.0 else math.ceil(share / per_offset)
+        return back
 
     async def run(self, stopping: asyncio.Event, commit_every_s: float = 5.0) -> None:
         committed_at = time.monotonic()
@@ -89,16 +127,17 @@ class TransitionFeed:
             for tp, messages in batches.items():
                 for m in messages:
                     source = Source(tp.topic, tp.partition, m.offset)
-                    record: Transition | SlateTransition | DeadLetter = decode(
-                        m.value, AnyTransition, limits=self.limits, source=source
-                    )
-                    if isinstance(record, DeadLetter):
+                    # One transition, or a worker's batch of them (schemas/transition_batch.py).
+                    records = decode_transitions(m.value, limits=self.limits, source=source)
+                    if isinstance(records, DeadLetter):
                         if m.offset >= self._refill_until.get(tp.partition, 0):
-                            letters.append(record)
-                    elif isinstance(record, SlateTransition):
-                        slates.append(record)
-                    else:
-                        transitions.append(record)
+                            letters.append(records)
+                        continue
+                    for record in records:
+                        if isinstance(record, SlateTransition):
+                            slates.append(record)
+                        else:
+                            transitions.append(record)
                 if messages:
                     self.positions[tp.partition] = messages[-1].offset + 1
             for letter in letters:

@@ -37,11 +37,11 @@ from learner.ope import (
     slate_snips,
     slot_snips,
 )
-from schemas.codec import decode
+from schemas.codec import decode_transitions
 from schemas.exploration import Policy
 from schemas.manifest import MODEL_FILE
 from schemas.model_store import ModelStore
-from schemas.records import AnyTransition, DeadLetter, SlateTransition
+from schemas.records import DeadLetter, SlateTransition, Transition
 
 ESTIMATORS = {"cascade_snips": cascade_snips, "cascade_ips": cascade_ips,
               "slot_snips": slot_snips, "slate_snips": slate_snips}  # fmt: skip
@@ -50,7 +50,14 @@ ESTIMATORS = {"cascade_snips": cascade_snips, "cascade_ips": cascade_ips,
 @dataclass
 class Read:
     slates: list[SlateTransition]
-    skipped: int = 0  # lines or records that are not valid slate transitions
+    skipped: int = 0  # lines or records that are not valid transitions
+
+    def add(self, decoded: list[Transition | SlateTransition] | DeadLetter) -> None:
+        """One line or message (a transition or a batch of them): keep its slates."""
+        if isinstance(decoded, DeadLetter):
+            self.skipped += 1
+        else:
+            self.slates += [t for t in decoded if isinstance(t, SlateTransition)]
 
 
 def read_files(path: Path, limit: int) -> Read:
@@ -61,11 +68,7 @@ def read_files(path: Path, limit: int) -> Read:
             for line in f:
                 if not line.strip():
                     continue
-                record = decode(line.strip(), AnyTransition)
-                if isinstance(record, SlateTransition):
-                    out.slates.append(record)
-                elif isinstance(record, DeadLetter):
-                    out.skipped += 1
+                out.add(decode_transitions(line.strip()))
     out.slates = out.slates[-limit:]
     return out
 
@@ -94,13 +97,10 @@ async def read_topic(topic: str, *, bootstrap_servers: str, client_options: dict
             batches = await consumer.getmany(timeout_ms=1_000, max_records=5_000)
             for messages in batches.values():
                 for m in messages:
-                    record = decode(m.value, AnyTransition)
-                    if isinstance(record, SlateTransition):
-                        out.slates.append(record)
-                    elif isinstance(record, DeadLetter):
-                        out.skipped += 1
+                    out.add(decode_transitions(m.value))
             # Transaction markers take offsets too: done when the position reaches the end.
             left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+        out.slates = out.slates[-limit:]  # a batch message holds many: the newest ``limit``
         return out
     finally:
         await consumer.stop()

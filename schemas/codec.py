@@ -14,13 +14,18 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas import transition_batch
 from schemas.records import (
     DEFAULT_MAX_CLOCK_SKEW_MS,
     AnyTransition,
+    AnyTransitionMessage,
     DeadLetter,
     DeadLetterCode,
     Event,
     Record,
+    SlateTransition,
+    Transition,
+    TransitionBatch,
 )
 
 R = TypeVar("R", bound=Record)
@@ -98,7 +103,7 @@ def _adapter(expected: object) -> TypeAdapter[Any]:
 def _expected_name(expected: object) -> str:
     if expected is Event:
         return "event"
-    if expected is AnyTransition:
+    if expected is AnyTransition or expected is AnyTransitionMessage:
         return "transition"
     return cast(type[Record], expected).record_name
 
@@ -172,6 +177,38 @@ def decode(
                 return _validate(raw, data, expected, limits, source, now)
             code, reason = "not_an_object", f"expected a JSON object, got {_json_kind(data)}"
     return dead_letter(raw, expected, code, reason, source=source, now_ms=now)
+
+
+def decode_transitions(
+    raw: bytes | None,
+    *,
+    limits: Limits = Limits(),
+    source: Source = Source(),
+    now_ms: int | None = None,
+) -> list[Transition | SlateTransition] | DeadLetter:
+    """One message of the transitions topic, in either form (a single transition, or a
+    ``TransitionBatch``: schemas.transition_batch), as its transitions. Every row of a
+    batch is validated as the single record would be; a batch with an invalid row is
+    dead-lettered whole (the original bytes keep every row)."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    record = decode(raw, AnyTransitionMessage, limits=limits, source=source, now_ms=now)
+    if isinstance(record, DeadLetter):
+        return record
+    if not isinstance(record, TransitionBatch):
+        return [cast(Transition | SlateTransition, record)]
+    adapter = _adapter(AnyTransition)
+    context = {"now_ms": now, "max_clock_skew_ms": limits.max_clock_skew_ms}
+    out: list[Transition | SlateTransition] = []
+    for i, row in enumerate(transition_batch.rows(record)):
+        try:
+            out.append(adapter.validate_python(row, context=context))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            shown = "; ".join(_describe(err) for err in errors[:3])
+            return dead_letter(raw, AnyTransitionMessage, _classify(errors[0]),
+                               f"batch row {i} ({row['kind']}): {shown}", source=source,
+                               now_ms=now)  # fmt: skip
+    return out
 
 
 def _validate(

@@ -307,6 +307,111 @@ class SlateTransition(Record):
 AnyTransition = Annotated[Transition | SlateTransition, Field(discriminator="kind")]
 
 
+class _Columns(BaseModel):
+    """Columns of a ``TransitionBatch``: one list per field, one entry per row. The
+    element rules stay with ``Transition`` and ``SlateTransition``: a reader validates
+    every row it rebuilds (schemas.transition_batch), so the batch checks shapes only."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SequenceColumns(_Columns):
+    """``InteractionSequence`` rows, flattened: row i is the next ``lengths[i]`` entries of
+    ``items``, ``events`` and ``ages`` (``None``: the row has no sequence)."""
+
+    lengths: list[Annotated[int, Field(ge=0)] | None]
+    items: list[int]
+    events: list[int]
+    ages: list[int]
+
+    @model_validator(mode="after")
+    def _flat_lists_cover_the_rows(self) -> Self:
+        total = sum(n for n in self.lengths if n is not None)
+        if not len(self.items) == len(self.events) == len(self.ages) == total:
+            raise ValueError("items, events and ages must each hold sum(lengths) entries")
+        return self
+
+
+class OrganicColumns(_Columns):
+    """``Transition`` rows (``kind: "organic"``) as columns."""
+
+    user_id: list[str]
+    seq: list[int]
+    action: list[int]
+    reward: list[float]
+    done: list[bool]
+    ts_ms: list[int]
+    state: SequenceColumns
+    next_state: SequenceColumns
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Self:
+        n = len(self.user_id)
+        columns = (self.seq, self.action, self.reward, self.done, self.ts_ms,
+                   self.state.lengths, self.next_state.lengths)  # fmt: skip
+        if any(len(c) != n for c in columns):
+            raise ValueError("every organic column must hold one entry per row")
+        if None in self.state.lengths or None in self.next_state.lengths:
+            raise ValueError("organic transitions always carry state and next_state")
+        return self
+
+
+class SlateColumns(_Columns):
+    """``SlateTransition`` rows (``kind: "slate"``) as columns; the per-slot lists are
+    flattened, row i owning the next ``k[i]`` slots."""
+
+    user_id: list[str]
+    seq: list[int]
+    rec_id: list[str]
+    policy: list[str]
+    model_version: list[str]
+    done: list[bool]
+    closed_by: list[str]
+    ts_ms: list[int]
+    k: list[Annotated[int, Field(ge=1, le=MAX_K)]]
+    items: list[int]
+    propensities: list[float]
+    shown: list[bool]
+    responses: list[int]
+    rewards: list[float]
+    state: SequenceColumns
+    next_state: SequenceColumns
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Self:
+        n = len(self.user_id)
+        columns = (self.seq, self.rec_id, self.policy, self.model_version, self.done,
+                   self.closed_by, self.ts_ms, self.k, self.state.lengths,
+                   self.next_state.lengths)  # fmt: skip
+        if any(len(c) != n for c in columns):
+            raise ValueError("every slate column must hold one entry per row")
+        slots = sum(self.k)
+        if any(len(c) != slots for c in (self.items, self.propensities, self.shown,
+                                         self.responses, self.rewards)):  # fmt: skip
+            raise ValueError("items, propensities, shown, responses and rewards must each "
+                             "hold sum(k) entries")  # fmt: skip
+        return self
+
+
+class TransitionBatch(Record):
+    """Many transitions of one worker transaction in one message (columnar), on the
+    transitions topic beside single ``transition`` / ``slate_transition`` records
+    (``RECQ_TRANSITIONS_FORMAT``). Written to the partition of the source partition that
+    produced them, so one shopper's transitions stay in one partition, in order: organic
+    rows in the order written, slate rows likewise. Readers: ``schemas.transition_batch``."""
+
+    record_name = "transition_batch"
+    kind: Literal["batch"] = "batch"
+    organic: OrganicColumns | None = None
+    slate: SlateColumns | None = None
+
+
+#: Anything on the transitions topic: one transition or a batch of them.
+AnyTransitionMessage = Annotated[
+    Transition | SlateTransition | TransitionBatch, Field(discriminator="kind")
+]
+
+
 class SnapshotAnnouncement(Record):
     """Published on the snapshots topic when a verified model snapshot is in the store."""
 
@@ -415,6 +520,7 @@ RECORDS: tuple[type[Record], ...] = (
     Recommendation,
     Transition,
     SlateTransition,
+    TransitionBatch,
     SnapshotAnnouncement,
     ItemClaim,
     CatalogItem,

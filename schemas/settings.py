@@ -273,6 +273,27 @@ class StreamsSettings(StageSettings, RewardSettings, HistorySettings, GroupSetti
         "once per commit (the last value of each shopper touched since the last commit) or "
         "on every event (the behaviour before issue 24).",
     )
+    streams_batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Events per batch: a worker commits its outputs, the sessions it "
+        "touched and the offsets of its events together once a batch has this many events "
+        "(or has waited RECQ_STREAMS_BATCH_WAIT_MS). 1 commits every event.",
+    )
+    streams_batch_wait_ms: float = Field(
+        default=500.0,
+        ge=1.0,
+        le=60_000.0,
+        description="The longest a batch stays open after its first event: the most a "
+        "transition waits to be committed (readers see it then, read_committed).",
+    )
+    transitions_format: Literal["batch", "record"] = Field(
+        default="batch",
+        description="How a worker writes transitions: batch (a few columnar "
+        "transition_batch messages per batch and partition) or record (one message per "
+        "transition, as before issue 24). Readers in recq accept both.",
+    )
     streams_producer_linger_ms: float = Field(
         default=5.0,
         ge=0.0,

@@ -5,6 +5,7 @@ in-memory table and vocabulary as well as on the real broker."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -40,8 +41,21 @@ class Output:
 
 @dataclass(slots=True)
 class Result:
-    outputs: list[Output] = field(default_factory=list)
-    transitions: int = 0
+    """What one message gave: transitions (the single-record dicts, in the order written;
+    encoded by the worker's batch, streams/batch.py) and dead letters."""
+
+    transitions_topic: str = ""
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[Output] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Output]:
+        """Every output as its own message (the ``record`` form of the transitions)."""
+        return [
+            *(Output(self.transitions_topic, t["user_id"].encode(), orjson.dumps(t))
+              for t in self.transitions),
+            *self.dead_letters,
+        ]  # fmt: skip
 
 
 class TransitionAssembler:
@@ -145,7 +159,7 @@ class TransitionAssembler:
                 session, record.user_id, interactions, wall_ms, self.resumed_ms, synced
             )
         sessions.save(user, session, source)
-        return self._emit(outcome, user)
+        return self._emit(outcome)
 
     async def _interactions(
         self, event: ClickEvent | CartEvent | PurchaseEvent, wall_ms: int, produced_ms: int
@@ -169,15 +183,13 @@ class TransitionAssembler:
             for x, idx in zip(touched, indices, strict=True)
         ]
 
-    def _emit(self, outcome: Outcome, user: bytes) -> Result:
-        result = Result()
+    def _emit(self, outcome: Outcome) -> Result:
+        result = Result(self.transitions_topic, outcome.transitions)
         for transition in outcome.transitions:
             transition["schema_version"] = 1
-            result.outputs.append(Output(self.transitions_topic, user, orjson.dumps(transition)))
             metrics.TRANSITIONS_OUT.labels(transition["kind"]).inc()
             if transition["kind"] == "slate":
                 metrics.SLATES_CLOSED.labels(transition["closed_by"]).inc()
-        result.transitions = len(outcome.transitions)
         if outcome.late:
             metrics.LATE_EVENTS.inc(outcome.late)
         if outcome.duplicates:
@@ -195,4 +207,4 @@ class TransitionAssembler:
 
     def _dead(self, letter: DeadLetter, key: bytes | None) -> Result:
         metrics.DEAD_LETTERS.labels(letter.code).inc()
-        return Result(outputs=[Output(self.dead_letter_topic, key, encode(letter))])
+        return Result(dead_letters=[Output(self.dead_letter_topic, key, encode(letter))])

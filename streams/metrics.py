@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("recq_streams_events_total", "Events consumed, by type.", ["type"])
 TRANSITIONS_OUT = Counter(
@@ -42,4 +42,25 @@ STATE_WRITES = Counter(
 CONSUMER_LAG = Gauge(
     "recq_streams_consumer_lag", "Highwater minus position, per source partition.",
     ["topic", "partition"],
+)  # fmt: skip
+BATCHES = Counter(
+    "recq_streams_batches_total",
+    "Batches committed, by what closed them: size (RECQ_STREAMS_BATCH_MAX events), wait "
+    "(RECQ_STREAMS_BATCH_WAIT_MS), or commit (faust's interval, a rebalance or shutdown).",
+    ["closed_by"],
+)
+BATCH_EVENTS = Histogram(
+    "recq_streams_batch_events", "Events per committed batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)  # fmt: skip
+TRANSITION_MESSAGES = Counter(
+    "recq_streams_transition_messages_total",
+    "Messages written to the transitions topic (RECQ_TRANSITIONS_FORMAT=batch: a few per "
+    "batch and partition; record: one per transition).",
+)
+COMMIT_SECONDS = Histogram(
+    "recq_streams_commit_seconds",
+    "Closing a batch: its sessions, outputs and offsets written and committed (the agent "
+    "waits meanwhile).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )  # fmt: skip

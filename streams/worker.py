@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import faust
 from aiokafka import AIOKafkaProducer
-from faust.types import TP, StreamT
+from faust.types import StreamT
 from prometheus_client import start_http_server
 
 from kafkaio.connection import client_options, quiet_retriable_client_errors, resolve_bootstrap
@@ -24,6 +24,7 @@ from schemas.settings import StreamsSettings
 from schemas.topics import TopicCatalog, TopicRole
 from streams import eos, metrics
 from streams.assembler import TransitionAssembler
+from streams.batch import Batch, ClosedBy
 from streams.session import (
     CAUGHT_UP,
     HELD,
@@ -71,6 +72,10 @@ def handled_lag(highwater: int | None, handled: int | None, committed: int | Non
         return highwater  # nothing handled nor committed: all of it is ahead
     return max(highwater - done, 0)
 
+
+#: Largest record batch a worker's producers build (below the broker's default
+#: message.max.bytes, 1 MiB, which bounds a record batch).
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 #: sysexits' EX_CONFIG: the worker cannot run with what it was given; restarting it as is
 #: would fail the same way.
@@ -198,6 +203,11 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
         # every output and changelog write was a request of its own, and socket writes
         # were the largest cost in the worker's profile. Outputs wait at most that long.
         producer_linger=settings.streams_producer_linger_ms / 1000,
+        # A commit writes a whole batch at once (streams/batch.py): the changelog records
+        # of every shopper touched and the transition batches, one partition per
+        # transactional producer. aiokafka sends one batch per partition per request, so
+        # at the default 16 KB a commit of 2,000 events took a dozen round trips in turn.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         broker_commit_livelock_soft_timeout=settings.streams_commit_livelock_s,
     )
     runtime = StreamsRuntime(settings, bootstrap, catalog)
@@ -210,6 +220,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
     ticks_topic = catalog.name(TopicRole.SESSION_TICKS)
 
     # --- tables ------------------------------------------------------------------------------
+    send = eos.transactional_sender(app)
     sessions = app.Table(
         "sessions",
         default=None,
@@ -219,19 +230,32 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
     )
     state: SessionCache | WriteThrough
     if settings.streams_state_writes == "commit":
-        state = SessionCache(sessions)
-
-        async def send_changelog(user: bytes, raw: bytes, topic: str, partition: int) -> Any:
-            return await eos.send_in_transaction(
-                app, sessions.changelog_topic.get_topic_name(), user, raw,
-                TP(topic, partition), partition,
-            )  # fmt: skip
-
+        state = SessionCache(sessions, sessions.changelog_topic.get_topic_name())
         cache = state
-        eos.before_commit(app, eos.CommitHook(lambda: cache.flush(send_changelog), cache.forget))
+        eos.before_commit(app, eos.CommitHook(lambda: cache.flush(send), cache.forget))
     else:
         state = WriteThrough(sessions)
     app.recq_state = state  # type: ignore[attr-defined]  # for inspection and tests
+
+    # --- the open batch: written and committed together (streams/batch.py) -------------------
+    batch = Batch(
+        transitions_topic=assembler.transitions_topic,
+        transitions_format=settings.transitions_format,
+        max_events=settings.streams_batch_max,
+        wait_s=settings.streams_batch_wait_ms / 1000,
+        max_message_bytes=settings.max_payload_bytes // 2,
+    )
+
+    # After the sessions' hook: the changelog records, then the outputs, then the acks.
+    eos.before_commit(app, eos.CommitHook(lambda: batch.flush(send), batch.forget))
+    app.recq_batch = batch  # type: ignore[attr-defined]  # for inspection and tests
+
+    async def close_batch(closed_by: ClosedBy) -> None:
+        """Commit now: the commit writes the open batch first (``before_commit``)."""
+        batch.closing = closed_by
+        started = time.monotonic()
+        await app.consumer.commit()
+        metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
 
     # --- agents ------------------------------------------------------------------------------
     @app.agent(sources, name="assemble-transitions")
@@ -262,10 +286,25 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
                     )
                 except SessionFormatError as exc:
                     stop_on_unreadable_state(exc)
-                for out in result.outputs:
-                    await eos.send_in_transaction(app, out.topic, out.key, out.value, message.tp)
-                event.ack()
+                batch.add(event, result, message.topic, message.partition)
             runtime.handled[read_key] = message.offset + 1
+            if batch.full:
+                await close_batch("size")
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def close_batches_on_time() -> None:
+        """Close a batch RECQ_STREAMS_BATCH_WAIT_MS after its first event."""
+        while True:
+            due = batch.due_in()
+            if due is None:
+                await batch.opened.wait()
+            elif due > 0:
+                await asyncio.sleep(due)
+            else:
+                opened = batch.opened_at
+                await close_batch("wait")
+                if batch.opened_at == opened:  # not written (no commit possible yet)
+                    await asyncio.sleep(batch.wait_s)
 
     # --- timers ------------------------------------------------------------------------------
     waiting_since: list[float] = []  # when idle ticks began to wait (empty: not waiting)

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kafkaio.vocabulary import ItemVocabulary
 from recq.processes import StageProcess, recq_command
+from schemas import transition_batch
 from schemas.codec import encode
 from schemas.records import (
     CartEvent,
@@ -209,15 +210,40 @@ async def read_committed(
                 quiet_since = time.monotonic()
             for messages in batches.values():
                 for m in messages:
-                    target = (
-                        got.transitions if m.topic.endswith("transitions") else got.dead_letters
-                    )
-                    target.append(orjson.loads(m.value))
+                    if m.topic.endswith("transitions"):
+                        got.transitions += transition_batch.unpack(m.value)  # either form
+                    else:
+                        got.dead_letters.append(orjson.loads(m.value))
             if len(got.transitions) >= want and time.monotonic() - quiet_since >= settle_s:
                 break
     finally:
         await consumer.stop()
     return got
+
+
+class CommittedTransitions:
+    """Counts the committed transitions (either form) as they come, with one consumer
+    read incrementally: how far a worker has got, to time a fault mid-stream."""
+
+    def __init__(self, bootstrap: str, catalog: TopicCatalog) -> None:
+        self.consumer = AIOKafkaConsumer(
+            catalog.name(TopicRole.TRANSITIONS), bootstrap_servers=bootstrap,
+            **kafka_options(), group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, isolation_level="read_committed",
+        )  # fmt: skip
+        self.seen = 0
+
+    async def __aenter__(self) -> CommittedTransitions:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def count(self) -> int:
+        for messages in (await self.consumer.getmany(timeout_ms=100)).values():
+            self.seen += sum(transition_batch.count(m.value) for m in messages)
+        return self.seen
 
 
 async def actual_multiset(

@@ -9,14 +9,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from recq.topics import ensure_topics
 from schemas.codec import encode
 from schemas.records import CartEvent, ClickEvent, LineItem, PurchaseEvent
-from schemas.topics import EVENT_ROLES, TopicCatalog, TopicRole
+from schemas.topics import EVENT_ROLES, TopicCatalog
 from tests.kafka_clients import kafka_options
 from tests.streams_harness import (
+    CommittedTransitions,
     ShopEvent,
     WorkerProcess,
     actual_multiset,
@@ -29,23 +30,6 @@ from tests.streams_harness import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-
-
-async def last_stable_offsets(bootstrap: str, topic: str, partitions: int) -> int:
-    """Sum of the topic's last stable offsets: committed transitions plus transaction
-    markers, read in one request (reading the records would lag the worker)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        **kafka_options(),
-        group_id=None,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
 
 
 async def scenario(
@@ -88,17 +72,16 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
         kafka_bootstrap, f"k{unique}.", tmp_path, users=300, events_per_user=25, seed=11
     )
     want = sum(expected.values())
-    topic = catalog.name(TopicRole.TRANSITIONS)
 
     first = WorkerProcess(env, tmp_path / "w1.log").start()
     deadline = time.monotonic() + 120
     seen = 0
     try:
-        while time.monotonic() < deadline:
-            seen = await last_stable_offsets(kafka_bootstrap, topic, catalog.partitions)
-            if seen >= want // 5:
-                break
-            await asyncio.sleep(0.2)
+        async with CommittedTransitions(kafka_bootstrap, catalog) as committed:
+            while time.monotonic() < deadline:
+                seen = await committed.count()
+                if seen >= want // 5:  # a batch is committed; the next one is open
+                    break
     finally:
         first.kill()  # SIGKILL: no flush, no commit, no leave-group
     assert 0 < seen < want, f"the crash was not mid-stream ({seen} of {want})\n{first.log_tail()}"
@@ -117,16 +100,15 @@ async def test_restart_with_every_input_consumed_still_closes_idle_sessions(
         kafka_bootstrap, f"q{unique}.", tmp_path, users=users, events_per_user=10, seed=12
     )
     want = sum(expected.values())
-    topic = catalog.name(TopicRole.TRANSITIONS)
 
     first = WorkerProcess(env, tmp_path / "w1.log").start()
     deadline = time.monotonic() + 120
     seen = 0
     try:
         # Every user's last session waits for the idle timeout: everything else is out.
-        while time.monotonic() < deadline and seen < want - users:
-            seen = await last_stable_offsets(kafka_bootstrap, topic, catalog.partitions)
-            await asyncio.sleep(0.1)
+        async with CommittedTransitions(kafka_bootstrap, catalog) as committed:
+            while time.monotonic() < deadline and seen < want - users:
+                seen = await committed.count()
     finally:
         first.kill()
     assert seen >= want - users, f"worker 1 stalled at {seen} of {want}\n{first.log_tail()}"

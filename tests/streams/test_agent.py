@@ -14,7 +14,7 @@ import orjson
 import pytest
 from faust.types import Message
 
-from schemas.codec import encode
+from schemas.codec import decode_transitions, encode
 from schemas.records import ClickEvent
 from schemas.settings import StreamsSettings, load_settings
 from schemas.topics import TopicCatalog, TopicRole
@@ -66,9 +66,9 @@ def app_and_outputs(
     return app, outputs
 
 
-async def _deliver(agent: Any, topic: str, offset: int, key: bytes, value: bytes) -> None:
+async def _deliver(agent: Any, topic: str, offset: int, key: bytes, value: bytes) -> Message:
     """Put a message as the consumer would (AgentTestWrapper.put names no topic for a
-    multi-topic agent), then wait until the agent has acked it."""
+    multi-topic agent), then wait until the agent has taken it into its batch."""
     channel = agent.stream().channel
     message = Message(
         topic=topic, partition=0, offset=offset, timestamp=T0 / 1000 + offset,
@@ -77,10 +77,13 @@ async def _deliver(agent: Any, topic: str, offset: int, key: bytes, value: bytes
         generation_id=agent.app.consumer_generation_id,  # else dropped as stale
     )  # fmt: skip
     event = await channel.decode(message)
+    batch = agent.app.recq_batch
+    before = len(batch.events)
     await channel.put(event)
     async with asyncio.timeout(10):
-        while not message.acked:  # noqa: ASYNC110 (faust exposes no ack event)
+        while len(batch.events) == before and not message.acked:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+    return message
 
 
 async def test_agent_turns_clicks_into_transitions_and_dead_letters_bad_input(
@@ -91,22 +94,29 @@ async def test_agent_turns_clicks_into_transitions_and_dead_letters_bad_input(
     clicks = catalog.name(TopicRole.CLICKS)
     (agent,) = app.agents.values()
     async with agent.test_context() as ctx:
+        messages = []
         for n, item in enumerate(["sku-a", "sku-b", "sku-c"]):
             click = ClickEvent(event_id=f"e{n}", user_id="u1", ts_ms=T0 + n * 1000, item_id=item)
-            await _deliver(ctx, clicks, n, b"u1", encode(click))
-        await _deliver(ctx, clicks, 3, b"u1", b'{"type": "click", "user_id": 7')
-        # The session is written once per commit, not per event (streams/state.py).
+            messages.append(await _deliver(ctx, clicks, n, b"u1", encode(click)))
+        messages.append(await _deliver(ctx, clicks, 3, b"u1", b'{"type": "click", "user_id": 7'))
+        # Nothing is written and nothing acked before the batch closes (streams/batch.py):
+        # not the session (once per commit, streams/state.py), not the outputs.
         table = app.tables["sessions"]
         changelog = table.changelog_topic.get_topic_name()
-        assert b"u1" not in table and not [o for o in outputs if o[0] == changelog]
+        assert b"u1" not in table and outputs == []
+        assert not any(m.acked for m in messages)
         await eos.flush_kept_state(app)  # what the commit does first
+        assert all(m.acked for m in messages)
         session = UserSession.from_bytes(table[b"u1"])
         assert [h[0] for h in session.history] == [0, 1, 2]  # the Table holds the state
         written = [o for o in outputs if o[0] == changelog]
         assert [(k, v) for _, k, v in written] == [(b"u1", table[b"u1"])]  # once, the last
-    transitions = [
-        orjson.loads(v) for t, _, v in outputs if t == catalog.name(TopicRole.TRANSITIONS)
-    ]
+        # The changelog record goes first, then the batch's outputs (one order per commit).
+        assert outputs[0][0] == changelog
+    batches = [v for t, _, v in outputs if t == catalog.name(TopicRole.TRANSITIONS)]
+    assert len(batches) == 1  # both transitions in one transition_batch message
+    transitions = [orjson.loads(orjson.dumps(t.model_dump())) for t in
+                   decode_transitions(batches[0], now_ms=T0)]  # type: ignore[union-attr]  # fmt: skip
     letters = [orjson.loads(v) for t, _, v in outputs if t == catalog.name(TopicRole.DEAD_LETTER)]
     assert [(x["action"], x["reward"], x["done"], x["state"]["items"]) for x in transitions] == [
         (0, 0.2, False, []),

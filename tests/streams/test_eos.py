@@ -199,3 +199,42 @@ def test_flow_control_is_resumed_if_ending_recovery_fails(monkeypatch: pytest.Mo
     with pytest.raises(RuntimeError):
         asyncio.run(eos._end_recovery_keeping_fetched(recovery))  # type: ignore[arg-type]
     assert flow_control.is_active()
+
+
+def test_the_partitions_transactions_commit_together_each_in_faust_order() -> None:
+    """Point 9: each producer still sends its offsets, commits and begins anew, in that
+    order and under its own lock (faust's steps), but the producers do it concurrently."""
+    from faust.transport.drivers.aiokafka import Producer
+
+    steps: list[tuple[str, str]] = []
+    running = {"now": 0, "most": 0}
+
+    class Txn:
+        def __init__(self, tid: str) -> None:
+            self.tid = tid
+
+        async def step(self, name: str) -> None:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+            await asyncio.sleep(0.01)  # a round trip
+            running["now"] -= 1
+            steps.append((self.tid, name))
+
+        async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+            await self.step("offsets")
+
+        async def commit_transaction(self) -> None:
+            await self.step("commit")
+
+        async def begin_transaction(self) -> None:
+            await self.step("begin")
+
+    tids = [f"app-0-{p}" for p in range(4)]
+    producer = Producer.__new__(Producer)
+    producer._transaction_producers = {tid: Txn(tid) for tid in tids}  # type: ignore[assignment]
+    producer._trn_locks = {tid: asyncio.Lock() for tid in tids}
+    offsets = {tid: {TP("t", p): 10 * p} for p, tid in enumerate(tids)}
+    asyncio.run(eos._commit_transactions_together(producer, offsets, "app"))
+    for tid in tids:
+        assert [name for t, name in steps if t == tid] == ["offsets", "commit", "begin"]
+    assert running["most"] == 4  # all four at once, not one after another
