@@ -24,6 +24,7 @@ after it: the produce, the changelog write and the commit."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from streams.assembler import Output, Result
 from streams.eos import SendOutput
 
 ClosedBy = Literal["size", "wait", "commit"]
+log = logging.getLogger(__name__)
 
 
 class Batch:
@@ -67,6 +69,8 @@ class Batch:
         self.opened = asyncio.Event()
         #: Why the next commit closes the batch (metrics; the closer sets it).
         self.closing: ClosedBy = "commit"
+        #: Batches written since the worker started.
+        self.written = 0
 
     def add(self, event: Any, result: Result, topic: str, partition: int) -> None:
         """One handled event and what it produced (call under the processing lock)."""
@@ -121,6 +125,10 @@ class Batch:
         await asyncio.gather(*deliveries)
         for event in events:
             event.ack()
+        if not self.written:
+            log.info("first batch written: %d events, %d transition messages", len(events),
+                     messages)  # fmt: skip
+        self.written += 1
         metrics.TRANSITION_MESSAGES.inc(messages)
         metrics.BATCHES.labels(closed_by).inc()
         metrics.BATCH_EVENTS.observe(len(events))

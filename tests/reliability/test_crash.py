@@ -245,3 +245,47 @@ async def test_a_restored_worker_keeps_its_sessions_through_a_rebalance(
     actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
     assert_same_transitions(expected, actual, "rebalance after a restart: ",
                             "\n".join(w.log_tail() for w in workers))  # fmt: skip
+
+
+async def test_two_workers_split_the_partitions_and_one_killed_mid_batch_loses_nothing(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Two workers on one app id share the four partitions; once a quarter of the
+    transitions are committed, one of them is killed (SIGKILL, a batch open: outputs,
+    acks and sessions since its last commit only in memory). The other takes its
+    partitions over after the session timeout: together exactly the expected multiset."""
+    catalog = TopicCatalog(prefix=f"s{unique}.", partitions=4)
+    await ensure_topics(catalog, bootstrap_servers=kafka_bootstrap, client_options=kafka_options())
+    log = scripted_log(users=400, events_per_user=25, seed=41)
+    expected = expected_transitions(log)
+    want = sum(expected.values())
+    env = worker_env(kafka_bootstrap, catalog.prefix, tmp_path)
+    paths = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [WorkerProcess(env, paths[0]).start()]
+    logs: list[str] = []
+    try:
+        await _wait_for_log(paths[0], "Recovery complete", 1, 120)
+        workers.append(WorkerProcess(env, paths[1]).start())
+        await _wait_for_log(paths[1], "Recovery complete", 1, 120)
+        await _wait_for_log(paths[0], "Recovery complete", 2, 60)  # after the rebalance
+        await produce(kafka_bootstrap, catalog, log)
+        deadline = time.monotonic() + 120
+        seen = 0
+        async with CommittedTransitions(kafka_bootstrap, catalog) as committed:
+            while time.monotonic() < deadline and seen < want // 4:
+                seen = await committed.count()
+        # Both took part: each wrote batches of its own partitions.
+        assert all(_count_in_log(p, "first batch written") for p in paths), (
+            "\n".join(w.log_tail() for w in workers))  # fmt: skip
+        victim = workers.pop(0)
+        victim.kill()
+        logs.append(victim.log_tail())
+        assert 0 < seen < want, f"the kill was not mid-stream ({seen} of {want})\n{logs[0]}"
+        got = await read_committed(kafka_bootstrap, catalog, want=want, timeout_s=180,
+                                   settle_s=8)  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.stop()
+    actual = await actual_multiset(kafka_bootstrap, catalog, got.transitions)
+    assert_same_transitions(expected, actual, f"two workers, one killed after {seen}; ",
+                            "\n".join([*logs, *(w.log_tail() for w in workers)]))  # fmt: skip
