@@ -247,6 +247,8 @@ async def test_a_restored_worker_keeps_its_sessions_through_a_rebalance(
                             "\n".join(w.log_tail() for w in workers))  # fmt: skip
 
 
+@pytest.mark.extended  # 50 s a run: `make reliability` (make test keeps its 10 minutes)
+@pytest.mark.timeout(400)
 async def test_two_workers_split_the_partitions_and_one_killed_mid_batch_loses_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
