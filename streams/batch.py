@@ -71,6 +71,10 @@ class Batch:
         self.closing: ClosedBy = "commit"
         #: Batches written since the worker started.
         self.written = 0
+        #: Partitions of the transitions topic (the worker learns them at start): a batch
+        #: of source partition p goes to p modulo this, so a topic made with fewer
+        #: partitions than the inputs still keeps each shopper's transitions together.
+        self.transition_partitions: int | None = None
 
     def add(self, event: Any, result: Result, topic: str, partition: int) -> None:
         """One handled event and what it produced (call under the processing lock)."""
@@ -110,9 +114,10 @@ class Batch:
             if self.transitions_format == "batch":
                 # To the source partition's own partition: a shopper's transitions stay in
                 # one partition of the transitions topic, in the order written.
+                target = partition % (self.transition_partitions or partition + 1)
                 for raw in pack(rows, self.max_message_bytes):
                     deliveries.append(await send(self.transitions_topic, None, raw, topic,
-                                                 partition, partition))  # fmt: skip
+                                                 partition, target))  # fmt: skip
                     messages += 1
             else:
                 for t in rows:

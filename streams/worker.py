@@ -133,6 +133,8 @@ class StreamsRuntime:
         self.handled: dict[tuple[str, int], int] = {}
         #: When the agent last received a message (monotonic; for the starvation warning).
         self.last_message_at = time.monotonic()
+        #: Partitions of the transitions topic (known once started).
+        self.transition_partitions: int | None = None
         #: Per partition number: how far every input partition of that group has been
         #: read (``streams.session.Sync``). Updated by the lag timer; until then HELD,
         #: which holds releases back (safe, never wrong).
@@ -151,6 +153,9 @@ class StreamsRuntime:
                 bootstrap_servers=self._bootstrap, **client_options(self.settings)
             )
             await self._ticks.start()
+            self.transition_partitions = len(
+                await self._ticks.partitions_for(self.assembler.transitions_topic)
+            )
             if self.settings.metrics_port:
                 start_http_server(self.settings.metrics_port)
             self._started = True
@@ -262,6 +267,7 @@ def create_app(settings: StreamsSettings, *, bootstrap: str | None = None) -> fa
     async def assemble(stream: StreamT[Any]) -> None:
         """One agent over all inputs, so a user's messages are handled one at a time."""
         await runtime.ensure_started()
+        batch.transition_partitions = runtime.transition_partitions
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             runtime.last_message_at = time.monotonic()
