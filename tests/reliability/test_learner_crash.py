@@ -117,6 +117,7 @@ def visible_snapshots_verify(store_dir: Path) -> list[int]:
     return versions
 
 
+@pytest.mark.extended  # 64 s, the longest in `make test`: `make reliability` keeps it
 async def test_learner_killed_at_random_moments_resumes_and_never_shows_a_partial_snapshot(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
