@@ -51,11 +51,14 @@ class Result:
     @property
     def outputs(self) -> list[Output]:
         """Every output as its own message (the ``record`` form of the transitions)."""
-        return [
-            *(Output(self.transitions_topic, t["user_id"].encode(), orjson.dumps(t))
-              for t in self.transitions),
-            *self.dead_letters,
-        ]  # fmt: skip
+        records = [as_record(self.transitions_topic, t) for t in self.transitions]
+        return [*records, *self.dead_letters]
+
+
+def as_record(topic: str, transition: dict[str, Any]) -> Output:
+    """A transition as its own message (``RECQ_TRANSITIONS_FORMAT=record``): keyed by
+    its shopper, so the key's partition keeps a shopper's transitions in order."""
+    return Output(topic, transition["user_id"].encode(), orjson.dumps(transition))
 
 
 class TransitionAssembler:

@@ -28,11 +28,9 @@ import logging
 import time
 from typing import Any, Literal
 
-import orjson
-
 from schemas.transition_batch import pack
 from streams import metrics
-from streams.assembler import Output, Result
+from streams.assembler import Output, Result, as_record
 from streams.eos import SendOutput
 
 ClosedBy = Literal["size", "wait", "commit"]
@@ -85,7 +83,8 @@ class Batch:
         self.sources[partition] = topic
         if result.transitions:
             self.transitions.setdefault(partition, []).extend(result.transitions)
-        self.dead_letters += [(out, topic, partition) for out in result.dead_letters]
+        if result.dead_letters:
+            self.dead_letters += [(out, topic, partition) for out in result.dead_letters]
 
     @property
     def full(self) -> bool:
@@ -120,10 +119,9 @@ class Batch:
                                                  partition, target))  # fmt: skip
                     messages += 1
             else:
-                for t in rows:
-                    deliveries.append(await send(self.transitions_topic,
-                                                 t["user_id"].encode(), orjson.dumps(t),
-                                                 topic, partition, None))  # fmt: skip
+                for out in (as_record(self.transitions_topic, t) for t in rows):
+                    deliveries.append(await send(out.topic, out.key, out.value, topic,
+                                                 partition, None))  # fmt: skip
                     messages += 1
         for out, topic, partition in dead:
             deliveries.append(await send(out.topic, out.key, out.value, topic, partition, None))
